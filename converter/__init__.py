@@ -1,0 +1,1 @@
+"""tflm_train.converter: reads, rewrites and writes .tflite models."""

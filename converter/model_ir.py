@@ -1,0 +1,432 @@
+"""A .tflite model in memory, for reading and rewriting.
+
+Built on the flatbuffers object API that tflite-micro ships
+(schema_py_generated: ModelT, SubGraphT, TensorT, OperatorT, BufferT). This
+module adds what rewriting needs: validation with clear errors, typed access
+to tensors and constant data, appending buffers/tensors/operators, named
+metadata, and serialization with 16-byte aligned buffers (the Python
+flatbuffers builder ignores the schema's force_align, and Cortex-M float loads
+fault on unaligned data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import flatbuffers
+import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+FILE_IDENTIFIER = b"TFL3"
+BUFFER_ALIGNMENT = 16
+
+# schema TensorType -> numpy dtype
+_TENSOR_DTYPES = {
+    schema.TensorType.FLOAT32: np.dtype("<f4"),
+    schema.TensorType.FLOAT16: np.dtype("<f2"),
+    schema.TensorType.INT32: np.dtype("<i4"),
+    schema.TensorType.UINT8: np.dtype("u1"),
+    schema.TensorType.INT64: np.dtype("<i8"),
+    schema.TensorType.BOOL: np.dtype("?"),
+    schema.TensorType.INT16: np.dtype("<i2"),
+    schema.TensorType.INT8: np.dtype("i1"),
+    schema.TensorType.UINT32: np.dtype("<u4"),
+    schema.TensorType.UINT16: np.dtype("<u2"),
+}
+_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_BUILTIN_NAMES = {
+    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
+}
+_BUILTIN_CODES = {k: v for v, k in _BUILTIN_NAMES.items()}
+_DTYPE_TO_TENSOR_TYPE = {
+    np.dtype("float32"): schema.TensorType.FLOAT32,
+    np.dtype("int32"): schema.TensorType.INT32,
+    np.dtype("uint8"): schema.TensorType.UINT8,
+    np.dtype("int8"): schema.TensorType.INT8,
+    np.dtype("int16"): schema.TensorType.INT16,
+    np.dtype("int64"): schema.TensorType.INT64,
+    np.dtype("bool"): schema.TensorType.BOOL,
+}
+
+
+class ModelError(ValueError):
+    """The bytes are not a .tflite this tool can read (message says why)."""
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantization of a tensor: real = scale * (q - zero_point)."""
+
+    scale: np.ndarray  # float32, one value per tensor or per channel
+    zero_point: np.ndarray  # int64, same length
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+    @staticmethod
+    def of(scale, zero_point=0, axis: int = 0) -> "Quant":
+        s = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+        z = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
+        if z.size == 1 and s.size > 1:
+            z = np.repeat(z, s.size)
+        return Quant(s, z, axis)
+
+
+def tensor_type_name(tensor_type: int) -> str:
+    return _TYPE_NAMES.get(tensor_type, f"type{tensor_type}").lower()
+
+
+def dtype_of(tensor_type: int) -> np.dtype:
+    try:
+        return _TENSOR_DTYPES[tensor_type]
+    except KeyError:
+        raise ModelError(f"tensor type {tensor_type_name(tensor_type)} is not supported") from None
+
+
+def builtin_code(name: str) -> int:
+    return _BUILTIN_CODES[name]
+
+
+def _decode(name) -> str:
+    if name is None:
+        return ""
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+class _AlignedBuffer(schema.BufferT):
+    """BufferT whose data vector is packed on a 16-byte boundary."""
+
+    def Pack(self, builder):  # noqa: N802 - flatbuffers naming
+        data_offset = None
+        if self.data is not None and len(self.data) > 0:
+            payload = np.asarray(self.data, dtype=np.uint8).tobytes()
+            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+            builder.head = builder.head - len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data_offset = builder.EndVector()
+        schema.BufferStart(builder)
+        if data_offset is not None:
+            schema.BufferAddData(builder, data_offset)
+        return schema.BufferEnd(builder)
+
+
+class Model:
+    """A parsed .tflite. `self.raw` is the schema's ModelT, edited in place."""
+
+    def __init__(self, raw: schema.ModelT, source: bytes | None = None):
+        self.raw = raw
+        self.source = source
+
+    @classmethod
+    def empty(cls) -> "Model":
+        """A model with one empty subgraph, to build on."""
+        raw = schema.ModelT()
+        raw.version = 3
+        raw.description = "tflm-train"
+        subgraph = schema.SubGraphT()
+        subgraph.tensors, subgraph.operators, subgraph.inputs, subgraph.outputs = [], [], [], []
+        raw.subgraphs = [subgraph]
+        raw.buffers = [_AlignedBuffer()]
+        raw.operatorCodes = []
+        return cls(raw)
+
+    # ---- reading --------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Model":
+        data = bytes(data)
+        if len(data) < 8:
+            raise ModelError(f"file is too short to be a .tflite ({len(data)} bytes)")
+        if data[4:8] != FILE_IDENTIFIER:
+            raise ModelError("not a .tflite file (no TFL3 identifier)")
+        try:
+            root = schema.Model.GetRootAs(data, 0)
+            raw = schema.ModelT.InitFromObj(root)
+        except Exception as exc:  # flatbuffers raises whatever the bytes cause
+            raise ModelError(f"corrupt or truncated .tflite ({type(exc).__name__})") from None
+        model = cls(raw, data)
+        model._validate()
+        return model
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Model":
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return cls.from_bytes(data)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+
+    def _validate(self) -> None:
+        raw = self.raw
+        if not raw.subgraphs:
+            raise ModelError("model has no subgraphs")
+        buffers = raw.buffers or []
+        for buf in buffers:
+            if buf.offset and buf.offset > 1:
+                raise ModelError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
+        codes = raw.operatorCodes or []
+        for sg_index, sg in enumerate(raw.subgraphs):
+            tensors = sg.tensors or []
+            for t_index, t in enumerate(tensors):
+                if t.buffer is not None and t.buffer >= len(buffers):
+                    raise ModelError(f"tensor {t_index} points at buffer {t.buffer}, which does not exist")
+                data = buffers[t.buffer].data if t.buffer else None
+                if data is not None and len(data) and t.shape is not None:
+                    dtype = _TENSOR_DTYPES.get(t.type)
+                    expected = int(np.prod(t.shape)) * dtype.itemsize if dtype is not None else None
+                    if expected is not None and expected != len(data):
+                        raise ModelError(
+                            f"tensor {t_index} ({_decode(t.name)}) holds {len(data)} bytes, "
+                            f"its shape needs {expected}: corrupt or truncated .tflite"
+                        )
+            for o_index, op in enumerate(sg.operators or []):
+                if op.opcodeIndex >= len(codes):
+                    raise ModelError(f"operator {o_index} uses opcode {op.opcodeIndex}, which does not exist")
+                for t in list(op.inputs if op.inputs is not None else []) + list(
+                    op.outputs if op.outputs is not None else []
+                ):
+                    if t >= len(tensors) or t < -1:
+                        raise ModelError(f"operator {o_index} names tensor {t}, which does not exist")
+            for t in list(sg.inputs if sg.inputs is not None else []) + list(
+                sg.outputs if sg.outputs is not None else []
+            ):
+                if t < 0 or t >= len(tensors):
+                    raise ModelError(f"subgraph {sg_index} names tensor {t}, which does not exist")
+
+    # ---- writing --------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        raw = self.raw
+        raw.buffers = [self._aligned(b) for b in (raw.buffers or [])]
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(raw.Pack(builder), file_identifier=FILE_IDENTIFIER)
+        return bytes(builder.Output())
+
+    @staticmethod
+    def _aligned(buf: schema.BufferT) -> _AlignedBuffer:
+        if isinstance(buf, _AlignedBuffer):
+            return buf
+        aligned = _AlignedBuffer()
+        aligned.data = buf.data
+        return aligned
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_atomic(path, self.to_bytes())
+
+    # ---- graph access ---------------------------------------------------------
+    @property
+    def main(self) -> schema.SubGraphT:
+        return self.raw.subgraphs[0]
+
+    @property
+    def operators(self) -> list:
+        return self.main.operators or []
+
+    @property
+    def tensors(self) -> list:
+        return self.main.tensors or []
+
+    def op_type(self, op: schema.OperatorT) -> str:
+        """Builtin name (FULLY_CONNECTED) or the custom op's name."""
+        code = self.raw.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            return _decode(code.customCode)
+        return _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+    def tensor_name(self, index: int) -> str:
+        return _decode(self.tensors[index].name)
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        shape = self.tensors[index].shape
+        return tuple(int(d) for d in shape) if shape is not None else ()
+
+    def dtype(self, index: int) -> np.dtype:
+        return dtype_of(self.tensors[index].type)
+
+    def quant(self, index: int) -> Quant | None:
+        q = self.tensors[index].quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return None
+        zp = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0]
+        return Quant.of(q.scale, zp, q.quantizedDimension or 0)
+
+    def constant(self, index: int) -> np.ndarray | None:
+        """Constant data of a tensor, shaped, or None for activations."""
+        t = self.tensors[index]
+        if not t.buffer:
+            return None
+        data = self.raw.buffers[t.buffer].data
+        if data is None or len(data) == 0:
+            return None
+        raw = np.asarray(data, dtype=np.uint8).tobytes()
+        return np.frombuffer(raw, dtype=self.dtype(index)).reshape(self.shape(index))
+
+    def producers(self) -> dict[int, int]:
+        """tensor index -> index of the operator that writes it."""
+        out = {}
+        for i, op in enumerate(self.operators):
+            for t in op.outputs if op.outputs is not None else []:
+                out[int(t)] = i
+        return out
+
+    def consumers(self) -> dict[int, list[int]]:
+        """tensor index -> indices of the operators that read it."""
+        out: dict[int, list[int]] = {}
+        for i, op in enumerate(self.operators):
+            for t in op.inputs if op.inputs is not None else []:
+                if t >= 0:
+                    out.setdefault(int(t), []).append(i)
+        return out
+
+    def inputs_of(self, op) -> list[int]:
+        return [int(t) for t in (op.inputs if op.inputs is not None else [])]
+
+    def outputs_of(self, op) -> list[int]:
+        return [int(t) for t in (op.outputs if op.outputs is not None else [])]
+
+    # ---- editing --------------------------------------------------------------
+    def add_buffer(self, data: bytes | np.ndarray | None = None) -> int:
+        buf = _AlignedBuffer()
+        if data is not None:
+            payload = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+            buf.data = np.frombuffer(payload, dtype=np.uint8).copy()
+        if self.raw.buffers is None:
+            self.raw.buffers = [_AlignedBuffer()]  # buffer 0 is the empty sentinel
+        self.raw.buffers.append(buf)
+        return len(self.raw.buffers) - 1
+
+    def add_tensor(
+        self,
+        name: str,
+        shape: Sequence[int],
+        dtype,
+        data: np.ndarray | bytes | None = None,
+        quant: Quant | None = None,
+        is_variable: bool = False,
+    ) -> int:
+        """Appends a tensor to the main subgraph; `data` makes it a constant."""
+        dtype = np.dtype(dtype)
+        t = schema.TensorT()
+        t.name = name
+        t.shape = np.asarray(list(shape), dtype=np.int32)
+        t.type = _DTYPE_TO_TENSOR_TYPE[dtype]
+        t.isVariable = is_variable
+        if data is not None:
+            array = np.ascontiguousarray(np.asarray(data, dtype=dtype)) if not isinstance(data, bytes) else data
+            t.buffer = self.add_buffer(array if isinstance(array, bytes) else array.astype(dtype.newbyteorder("<")))
+        else:
+            t.buffer = self.add_buffer(None)
+        if quant is not None:
+            q = schema.QuantizationParametersT()
+            q.scale = [float(s) for s in quant.scale]
+            q.zeroPoint = [int(z) for z in quant.zero_point]
+            q.quantizedDimension = quant.axis
+            t.quantization = q
+        if self.main.tensors is None:
+            self.main.tensors = []
+        self.main.tensors.append(t)
+        return len(self.main.tensors) - 1
+
+    def opcode_index(self, op_type: str, version: int = 1) -> int:
+        """Index of the operator code for a builtin name or custom op name."""
+        codes = self.raw.operatorCodes
+        if codes is None:
+            codes = self.raw.operatorCodes = []
+        builtin = _BUILTIN_CODES.get(op_type)
+        for i, code in enumerate(codes):
+            existing = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin is not None and existing == builtin:
+                return i
+            if builtin is None and existing == schema.BuiltinOperator.CUSTOM and _decode(code.customCode) == op_type:
+                return i
+        code = schema.OperatorCodeT()
+        if builtin is None:
+            code.builtinCode = schema.BuiltinOperator.CUSTOM
+            code.customCode = op_type
+        else:
+            code.builtinCode = builtin
+        code.deprecatedBuiltinCode = min(code.builtinCode, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+        code.version = version
+        codes.append(code)
+        return len(codes) - 1
+
+    def make_op(
+        self,
+        op_type: str,
+        inputs: Iterable[int],
+        outputs: Iterable[int],
+        custom_options: bytes | None = None,
+        builtin_options=None,
+        builtin_options_type: int = 0,
+    ) -> schema.OperatorT:
+        op = schema.OperatorT()
+        op.opcodeIndex = self.opcode_index(op_type)
+        op.inputs = np.asarray(list(inputs), dtype=np.int32)
+        op.outputs = np.asarray(list(outputs), dtype=np.int32)
+        if custom_options is not None:
+            op.customOptions = np.frombuffer(bytes(custom_options), dtype=np.uint8).copy()
+            op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        if builtin_options is not None:
+            op.builtinOptions = builtin_options
+            op.builtinOptionsType = builtin_options_type
+        return op
+
+    def append_op(self, op_type: str, inputs, outputs, **kwargs) -> int:
+        op = self.make_op(op_type, inputs, outputs, **kwargs)
+        if self.main.operators is None:
+            self.main.operators = []
+        self.main.operators.append(op)
+        return len(self.main.operators) - 1
+
+    # ---- metadata ---------------------------------------------------------------
+    def metadata(self, name: str) -> bytes | None:
+        for entry in self.raw.metadata or []:
+            if _decode(entry.name) == name:
+                data = self.raw.buffers[entry.buffer].data
+                return b"" if data is None else np.asarray(data, dtype=np.uint8).tobytes()
+        return None
+
+    def set_metadata(self, name: str, payload: bytes) -> None:
+        for entry in self.raw.metadata or []:
+            if _decode(entry.name) == name:
+                self.raw.buffers[entry.buffer] = _AlignedBuffer()
+                self.raw.buffers[entry.buffer].data = np.frombuffer(payload, dtype=np.uint8).copy()
+                return
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = self.add_buffer(payload)
+        if self.raw.metadata is None:
+            self.raw.metadata = []
+        self.raw.metadata.append(entry)
+
+
+def model_hash(data: bytes) -> int:
+    """First 8 bytes of SHA-256, little-endian: identifies a base model."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes all of `data` or nothing: a temporary file renamed into place."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,42 @@
+// Every custom op tflm-train provides: its name in the model file and its
+// kernel. The converter writes the same names (converter/ops.py; a test keeps
+// the two lists equal). Backends register `AllKernels` with the interpreter.
+#ifndef TFLM_OPS_KERNELS_KERNELS_H_
+#define TFLM_OPS_KERNELS_KERNELS_H_
+
+#include <cstdint>
+
+#include "port/port.h"
+
+namespace tflmt {
+
+constexpr char kFullyConnectedOpName[] = "TFLMT_FULLY_CONNECTED";
+constexpr char kFullyConnectedGradOpName[] = "TFLMT_FULLY_CONNECTED_GRAD";
+
+extern const port::KernelDef kFullyConnected;
+extern const port::KernelDef kFullyConnectedGrad;
+
+template <const port::KernelDef*... Kernels>
+struct KernelList {
+  static constexpr int kCount = sizeof...(Kernels);
+};
+
+using AllKernels = KernelList<&kFullyConnected, &kFullyConnectedGrad>;
+
+// The value of a converted model's `mode` input (int32 [1]).
+enum class Mode : int32_t {
+  kInfer = 0,     // forward pass only
+  kTrain = 1,     // forward, loss, backward, optimizer
+  kEvaluate = 2,  // forward and loss, nothing changes
+};
+
+inline Mode ReadMode(const port::TensorView& mode) {
+  return static_cast<Mode>(*mode.As<int32_t>());
+}
+inline bool IsTraining(const port::TensorView& mode) {
+  return ReadMode(mode) == Mode::kTrain;
+}
+
+}  // namespace tflmt
+
+#endif  // TFLM_OPS_KERNELS_KERNELS_H_

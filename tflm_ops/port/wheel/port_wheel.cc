@@ -1,0 +1,245 @@
+// port.h over the pinned tflite-micro wheel (x86-64 host plugin), plus the
+// C symbols that tflm_train loads: the op registerer the wheel's Python
+// interpreter looks up by name, and a last-error buffer so Python can raise
+// the kernel's own message instead of a bare "invocation failed".
+//
+// Host-only code: the last-error buffer is the one mutable global in the
+// project, kept here and not in kernels.
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "port/port.h"
+#include "port/wheel/wheel_abi.h"
+
+namespace tflmt {
+namespace port {
+namespace {
+
+wheel::Node* AsNode(const Node* node) {
+  return reinterpret_cast<wheel::Node*>(const_cast<Node*>(node));
+}
+
+int TensorIndex(const wheel::IntArray* list, int index) {
+  if (list == nullptr || index < 0 || index >= list->size) return -1;
+  return list->data()[index];
+}
+
+void CopyShape(const wheel::IntArray* dims, TensorInfo* info) {
+  info->rank = dims != nullptr ? dims->size : 0;
+  if (info->rank > kMaxRank) info->rank = kMaxRank;
+  for (int i = 0; i < info->rank; ++i) info->dims[i] = dims->data()[i];
+}
+
+Status FillInfo(Context* context, int tensor_index, TensorInfo* info) {
+  *info = TensorInfo();
+  if (tensor_index < 0) {
+    Log("tensor is missing");
+    return Status::kError;
+  }
+  wheel::MicroContext* micro = wheel::GetMicroContext(context);
+  wheel::Tensor* tensor = micro->AllocateTempTfLiteTensor(tensor_index);
+  if (tensor == nullptr) {
+    Log("tensor %d could not be read", tensor_index);
+    return Status::kError;
+  }
+  info->type = static_cast<DataType>(tensor->type);
+  CopyShape(tensor->dims, info);
+  if (tensor->dims != nullptr && tensor->dims->size > kMaxRank) {
+    micro->DeallocateTempTfLiteTensor(tensor);
+    Log("tensor %d has rank %d, more than %d", tensor_index,
+        tensor->dims->size, kMaxRank);
+    return Status::kError;
+  }
+  info->bytes = tensor->bytes;
+  info->is_variable = tensor->is_variable;
+  if (tensor->allocation_type == wheel::kAllocationMmapRo) {
+    info->constant_data = tensor->data;
+  }
+  info->quant.scale = tensor->scale;
+  info->quant.zero_point = tensor->zero_point;
+  if (tensor->quantization_type == wheel::kAffineQuantization &&
+      tensor->quantization_params != nullptr) {
+    const auto* affine =
+        static_cast<const wheel::AffineQuantization*>(tensor->quantization_params);
+    if (affine->scale != nullptr && affine->scale->size > 1) {
+      // Per-channel scales point into the flatbuffer (little-endian hosts),
+      // so they stay valid after the temporary tensor is released.
+      info->quant.num_channels = affine->scale->size;
+      info->quant.channel_scales = affine->scale->data();
+      info->quant.quantized_dimension = affine->quantized_dimension;
+    }
+  }
+  micro->DeallocateTempTfLiteTensor(tensor);
+  return Status::kOk;
+}
+
+TensorView View(Context* context, int tensor_index) {
+  TensorView view;
+  if (tensor_index < 0) return view;
+  wheel::EvalTensor* tensor =
+      wheel::GetMicroContext(context)->GetEvalTensor(tensor_index);
+  if (tensor == nullptr) return view;
+  view.data = tensor->data;
+  view.type = static_cast<DataType>(tensor->type);
+  if (tensor->dims != nullptr) {
+    view.rank = tensor->dims->size;
+    view.dims = tensor->dims->data();
+  }
+  return view;
+}
+
+// Messages since Python last cleared them, newest last.
+constexpr size_t kErrorCapacity = 2048;
+thread_local char g_errors[kErrorCapacity];
+thread_local size_t g_errors_length = 0;
+
+}  // namespace
+
+int NumInputs(const Node* node) {
+  const wheel::IntArray* inputs = AsNode(node)->inputs;
+  return inputs != nullptr ? inputs->size : 0;
+}
+
+int NumOutputs(const Node* node) {
+  const wheel::IntArray* outputs = AsNode(node)->outputs;
+  return outputs != nullptr ? outputs->size : 0;
+}
+
+bool HasInput(const Node* node, int index) {
+  return TensorIndex(AsNode(node)->inputs, index) >= 0;
+}
+
+void* UserData(const Node* node) { return AsNode(node)->user_data; }
+
+Status InputInfo(Context* context, const Node* node, int index,
+                 TensorInfo* info) {
+  return FillInfo(context, TensorIndex(AsNode(node)->inputs, index), info);
+}
+
+Status OutputInfo(Context* context, const Node* node, int index,
+                  TensorInfo* info) {
+  return FillInfo(context, TensorIndex(AsNode(node)->outputs, index), info);
+}
+
+TensorView Input(Context* context, const Node* node, int index) {
+  return View(context, TensorIndex(AsNode(node)->inputs, index));
+}
+
+TensorView Output(Context* context, const Node* node, int index) {
+  return View(context, TensorIndex(AsNode(node)->outputs, index));
+}
+
+void* AllocatePersistent(Context* context, size_t bytes) {
+  return wheel::GetMicroContext(context)->AllocatePersistentBuffer(bytes);
+}
+
+Status RequestScratch(Context* context, size_t bytes, int* index) {
+  return wheel::GetMicroContext(context)->RequestScratchBufferInArena(
+             bytes, index) == 0
+             ? Status::kOk
+             : Status::kError;
+}
+
+void* Scratch(Context* context, int index) {
+  return wheel::GetMicroContext(context)->GetScratchBuffer(index);
+}
+
+void Log(const char* format, ...) {
+  if (g_errors_length + 2 >= kErrorCapacity) return;
+  if (g_errors_length > 0) g_errors[g_errors_length++] = '\n';
+  va_list args;
+  va_start(args, format);
+  const int written = std::vsnprintf(g_errors + g_errors_length,
+                                     kErrorCapacity - g_errors_length, format,
+                                     args);
+  va_end(args);
+  if (written > 0) {
+    g_errors_length += static_cast<size_t>(written);
+    if (g_errors_length >= kErrorCapacity) g_errors_length = kErrorCapacity - 1;
+  }
+}
+
+}  // namespace port
+
+namespace {
+
+bool AddKernel(wheel::OpResolver* resolver, const port::KernelDef* kernel) {
+  for (uint32_t i = 0; i < resolver->registrations_len; ++i) {
+    const wheel::Registration& existing = resolver->registrations[i];
+    if (existing.builtin_code == wheel::kBuiltinCustom &&
+        existing.custom_name != nullptr &&
+        std::strcmp(existing.custom_name, kernel->name) == 0) {
+      return true;  // already registered in this resolver
+    }
+  }
+  if (resolver->registrations_len >= wheel::kResolverCapacity) {
+    port::Log("op resolver is full; cannot add %s", kernel->name);
+    return false;
+  }
+  wheel::Registration& entry =
+      resolver->registrations[resolver->registrations_len];
+  entry.init = kernel->init;
+  entry.free = kernel->free;
+  entry.prepare = kernel->prepare;
+  entry.invoke = kernel->eval;
+  entry.reset = kernel->reset;
+  entry.builtin_code = wheel::kBuiltinCustom;
+  entry.custom_name = kernel->name;
+  resolver->registrations_len += 1;
+  return true;
+}
+
+template <const port::KernelDef*... Kernels>
+bool AddAll(wheel::OpResolver* resolver, KernelList<Kernels...>) {
+  const port::KernelDef* kernels[] = {Kernels...};
+  for (const port::KernelDef* kernel : kernels) {
+    if (!AddKernel(resolver, kernel)) return false;
+  }
+  return true;
+}
+
+template <const port::KernelDef*... Kernels>
+const char* KernelName(int index, KernelList<Kernels...>) {
+  const port::KernelDef* kernels[] = {Kernels...};
+  return index >= 0 && index < static_cast<int>(sizeof...(Kernels))
+             ? kernels[index]->name
+             : nullptr;
+}
+
+}  // namespace
+}  // namespace tflmt
+
+extern "C" {
+
+// The registerer name tflm_train passes as custom_op_registerers.
+__attribute__((visibility("default"))) bool TflmTrainRegisterOps(
+    void* resolver) {
+  return tflmt::AddAll(static_cast<tflmt::wheel::OpResolver*>(resolver),
+                       tflmt::AllKernels{});
+}
+
+__attribute__((visibility("default"))) const char* tflmt_wheel_version(void) {
+  return TFLMT_WHEEL_VERSION;
+}
+
+__attribute__((visibility("default"))) int tflmt_op_count(void) {
+  return tflmt::AllKernels::kCount;
+}
+
+__attribute__((visibility("default"))) const char* tflmt_op_name(int index) {
+  return tflmt::KernelName(index, tflmt::AllKernels{});
+}
+
+__attribute__((visibility("default"))) const char* tflmt_last_errors(void) {
+  tflmt::port::g_errors[tflmt::port::g_errors_length] = '\0';
+  return tflmt::port::g_errors;
+}
+
+__attribute__((visibility("default"))) void tflmt_clear_errors(void) {
+  tflmt::port::g_errors_length = 0;
+  tflmt::port::g_errors[0] = '\0';
+}
+
+}  // extern "C"

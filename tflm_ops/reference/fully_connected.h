@@ -1,0 +1,191 @@
+// Fully-connected forward and backward math on raw pointers.
+//
+// Layouts follow TFLite: weights [units, in_features] row-major, inputs
+// [batches, in_features], outputs [batches, units]. LoRA matrices follow peft:
+// A [rank, in_features], B [units, rank], delta W = scale * B * A.
+// "Accumulate" functions add into their output so that gradients of a batch,
+// or of several samples, sum without a scratch copy.
+#ifndef TFLM_OPS_REFERENCE_FULLY_CONNECTED_H_
+#define TFLM_OPS_REFERENCE_FULLY_CONNECTED_H_
+
+#include <cstdint>
+
+#include "reference/quantization.h"
+
+namespace tflmt {
+namespace reference {
+
+// How to read a frozen weight matrix: float, or int8 with per-channel
+// (per output unit) or per-tensor scales and zero point 0.
+struct WeightsRef {
+  const float* f32 = nullptr;
+  const int8_t* i8 = nullptr;
+  const float* channel_scales = nullptr;  // one per unit, or null
+  float scale = 1.0f;                     // per-tensor scale otherwise
+
+  float Scale(int unit) const {
+    return channel_scales != nullptr ? channel_scales[unit] : scale;
+  }
+  float At(int unit, int in_features, int i) const {
+    const int index = unit * in_features + i;
+    return f32 != nullptr ? f32[index] : Scale(unit) * i8[index];
+  }
+};
+
+// out[b, o] = sum_i w[o, i] * x[b, i]   (+ out[b, o] when accumulating)
+inline void MatVecFloat(const float* x, const WeightsRef& w, int batches,
+                        int in_features, int units, bool accumulate,
+                        float* out) {
+  for (int b = 0; b < batches; ++b) {
+    const float* xb = x + b * in_features;
+    for (int o = 0; o < units; ++o) {
+      float sum = 0.0f;
+      if (w.f32 != nullptr) {
+        const float* row = w.f32 + o * in_features;
+        for (int i = 0; i < in_features; ++i) sum += row[i] * xb[i];
+      } else {
+        const int8_t* row = w.i8 + o * in_features;
+        for (int i = 0; i < in_features; ++i) sum += row[i] * xb[i];
+        sum *= w.Scale(o);
+      }
+      float* dst = out + b * units + o;
+      *dst = accumulate ? *dst + sum : sum;
+    }
+  }
+}
+
+// Integer accumulators of a frozen int8 layer: sum_i (x - x_zp) * w + bias.
+inline void AccumulateInt8(const int8_t* x, int32_t x_zero_point,
+                           const int8_t* w, const int32_t* bias, int batches,
+                           int in_features, int units, int32_t* acc) {
+  for (int b = 0; b < batches; ++b) {
+    const int8_t* xb = x + b * in_features;
+    for (int o = 0; o < units; ++o) {
+      const int8_t* row = w + o * in_features;
+      int32_t sum = bias != nullptr ? bias[o] : 0;
+      for (int i = 0; i < in_features; ++i) {
+        sum += (static_cast<int32_t>(xb[i]) - x_zero_point) * row[i];
+      }
+      acc[b * units + o] = sum;
+    }
+  }
+}
+
+// dx[b, i] (+)= sum_o dz[b, o] * w[o, i]
+inline void InputGrad(const float* dz, const WeightsRef& w, int batches,
+                      int in_features, int units, bool accumulate, float* dx) {
+  for (int b = 0; b < batches; ++b) {
+    float* dxb = dx + b * in_features;
+    if (!accumulate) {
+      for (int i = 0; i < in_features; ++i) dxb[i] = 0.0f;
+    }
+    const float* dzb = dz + b * units;
+    for (int o = 0; o < units; ++o) {
+      const float g = dzb[o];
+      if (g == 0.0f) continue;
+      if (w.f32 != nullptr) {
+        const float* row = w.f32 + o * in_features;
+        for (int i = 0; i < in_features; ++i) dxb[i] += g * row[i];
+      } else {
+        const float gs = g * w.Scale(o);
+        const int8_t* row = w.i8 + o * in_features;
+        for (int i = 0; i < in_features; ++i) dxb[i] += gs * row[i];
+      }
+    }
+  }
+}
+
+// dw[o, i] += sum_b dz[b, o] * x[b, i]   (outer product, summed over batch)
+inline void WeightGradAccumulate(const float* dz, const float* x, int batches,
+                                 int in_features, int units, float* dw) {
+  for (int b = 0; b < batches; ++b) {
+    const float* xb = x + b * in_features;
+    const float* dzb = dz + b * units;
+    for (int o = 0; o < units; ++o) {
+      const float g = dzb[o];
+      if (g == 0.0f) continue;
+      float* row = dw + o * in_features;
+      for (int i = 0; i < in_features; ++i) row[i] += g * xb[i];
+    }
+  }
+}
+
+// db[o] += sum_b dz[b, o]
+inline void BiasGradAccumulate(const float* dz, int batches, int units,
+                               float* db) {
+  for (int b = 0; b < batches; ++b) {
+    for (int o = 0; o < units; ++o) db[o] += dz[b * units + o];
+  }
+}
+
+// dz[k] = dy[k] * activation'(y[k]) for float outputs.
+inline void ActivationGradFloat(Activation activation, const float* dy,
+                                const float* y, int size, float* dz) {
+  for (int k = 0; k < size; ++k) {
+    dz[k] = dy[k] * ActivationDerivativeFromOutput(activation, y[k]);
+  }
+}
+
+// The same for a quantized output, dequantized with its own parameters.
+template <typename T>
+inline void ActivationGradQuantized(Activation activation, const float* dy,
+                                    const T* y, float scale,
+                                    int32_t zero_point, int size, float* dz) {
+  for (int k = 0; k < size; ++k) {
+    const float yk = scale * (static_cast<int32_t>(y[k]) - zero_point);
+    dz[k] = dy[k] * ActivationDerivativeFromOutput(activation, yk);
+  }
+}
+
+// LoRA forward: h[b, :] = A x[b, :];  out[b, :] += scale * B h[b, :]
+inline void LoraForward(const float* x, const float* a, const float* b_mat,
+                        float scale, int batches, int in_features, int units,
+                        int rank, float* h, float* out) {
+  WeightsRef a_ref;
+  a_ref.f32 = a;
+  MatVecFloat(x, a_ref, batches, in_features, rank, false, h);
+  for (int b = 0; b < batches; ++b) {
+    for (int o = 0; o < units; ++o) {
+      float sum = 0.0f;
+      for (int k = 0; k < rank; ++k) sum += b_mat[o * rank + k] * h[b * rank + k];
+      out[b * units + o] += scale * sum;
+    }
+  }
+}
+
+// LoRA backward, given dz (gradient at the pre-activation output):
+//   dB += scale * dz h^T;  dh = scale * B^T dz;  dA += dh x^T;
+//   dx += A^T dh  (when dx is not null).
+// `dh` is caller-provided scratch of batches * rank floats.
+inline void LoraBackward(const float* dz, const float* x, const float* h,
+                         const float* a, const float* b_mat, float scale,
+                         int batches, int in_features, int units, int rank,
+                         float* da, float* db_mat, float* dh, float* dx) {
+  for (int b = 0; b < batches; ++b) {
+    const float* dzb = dz + b * units;
+    const float* hb = h + b * rank;
+    float* dhb = dh + b * rank;
+    for (int k = 0; k < rank; ++k) dhb[k] = 0.0f;
+    for (int o = 0; o < units; ++o) {
+      const float g = scale * dzb[o];
+      if (g == 0.0f) continue;
+      for (int k = 0; k < rank; ++k) {
+        if (db_mat != nullptr) db_mat[o * rank + k] += g * hb[k];
+        dhb[k] += g * b_mat[o * rank + k];
+      }
+    }
+  }
+  if (da != nullptr) {
+    WeightGradAccumulate(dh, x, batches, in_features, rank, da);
+  }
+  if (dx != nullptr) {
+    WeightsRef a_ref;
+    a_ref.f32 = a;
+    InputGrad(dh, a_ref, batches, in_features, rank, /*accumulate=*/true, dx);
+  }
+}
+
+}  // namespace reference
+}  // namespace tflmt
+
+#endif  // TFLM_OPS_REFERENCE_FULLY_CONNECTED_H_

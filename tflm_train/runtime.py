@@ -1,0 +1,124 @@
+"""The TFLM x86 reference interpreter (tflite-micro wheel) with our kernels.
+
+`Interpreter` is the only way tflm_train creates interpreters: it loads the
+kernel library, registers the ops, and turns the interpreter's failures into
+exceptions that carry the kernels' own messages. It adds nothing a device
+cannot do: set inputs, invoke, read outputs, reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator
+
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime as tflm_runtime
+
+from tflm_train import plugin
+from tflm_train.converter.model_ir import Model, ModelError
+
+
+class InterpreterError(RuntimeError):
+    """The TFLM interpreter refused the model or failed to run it."""
+
+
+class UnsupportedOpError(InterpreterError):
+    """The model needs a custom op that neither TFLM nor tflm-train provides."""
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Collects what C code writes to fd 2 (TFLM's MicroPrintf) meanwhile."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def custom_ops_of(model_bytes: bytes) -> list[str]:
+    model = Model.from_bytes(model_bytes)
+    names = set()
+    for op in model.operators:
+        code = model.raw.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == 32:  # CUSTOM
+            names.add(model.op_type(op))
+    return sorted(names)
+
+
+def _message(summary: str, errors: str, stderr_lines: list[str]) -> str:
+    details = [line for line in errors.splitlines() if line.strip()]
+    details += [line for line in stderr_lines if line not in details]
+    return summary + (": " + "; ".join(details) if details else "")
+
+
+class Interpreter:
+    """One TFLM interpreter over one model, with tflm-train's ops registered."""
+
+    def __init__(self, model_bytes: bytes, arena_size: int | None = None):
+        model_bytes = bytes(model_bytes)
+        try:
+            custom = custom_ops_of(model_bytes)
+        except ModelError as exc:
+            raise InterpreterError(str(exc)) from None
+        provided = set(plugin.op_names())
+        missing = [name for name in custom if name not in provided]
+        if missing:
+            raise UnsupportedOpError(
+                f"model uses custom op {', '.join(missing)}, which tflm-train does not provide"
+            )
+        if arena_size is None:
+            arena_size = max(64 * 1024, 10 * len(model_bytes))
+        self.arena_size = arena_size
+        self.model_bytes = model_bytes
+        plugin.library()  # must be loaded (RTLD_GLOBAL) before the wheel looks it up
+        plugin.clear_errors()
+        with native_stderr_captured() as stderr_lines:
+            try:
+                self._interpreter = tflm_runtime.Interpreter.from_bytes(
+                    model_bytes,
+                    custom_op_registerers=[plugin.REGISTERER],
+                    arena_size=arena_size,
+                )
+                failure = None
+            except (RuntimeError, ValueError) as exc:
+                failure = exc
+        if failure is not None:
+            raise InterpreterError(
+                _message(f"TFLM could not prepare the model ({failure})", plugin.take_errors(), stderr_lines)
+            ) from None
+
+    def set_input(self, index: int, value) -> None:
+        details = self._interpreter.get_input_details(index)
+        array = np.asarray(value, dtype=details["dtype"]).reshape(details["shape"])
+        self._interpreter.set_input(array, index)
+
+    def get_output(self, index: int) -> np.ndarray:
+        return self._interpreter.get_output(index)
+
+    def input_details(self, index: int) -> dict:
+        return self._interpreter.get_input_details(index)
+
+    def output_details(self, index: int) -> dict:
+        return self._interpreter.get_output_details(index)
+
+    def invoke(self) -> None:
+        with native_stderr_captured() as stderr_lines:
+            try:
+                self._interpreter.invoke()
+                failure = None
+            except RuntimeError as exc:
+                failure = exc
+        if failure is not None:
+            raise InterpreterError(_message("invoke failed", plugin.take_errors(), stderr_lines)) from None
+
+    def reset(self) -> None:
+        self._interpreter.reset()
