@@ -16,6 +16,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/fully_connected_common.h"
+#include "kernels/kernel_util.h"
 #include "kernels/training_state.h"
 #include "reference/fully_connected.h"
 #include "reference/quantization.h"
@@ -33,13 +34,11 @@ constexpr int kLoraHidden = 1;
 struct OpData {
   FullyConnectedLayer layer;
   int batches = 0;
-  port::DataType input_type = port::DataType::kNoType;
+  ActivationQuant input;
   port::DataType output_type = port::DataType::kNoType;
   reference::WeightsRef frozen_weights;
   const void* frozen_bias = nullptr;  // float32 or int32, from the model
-  // Quantized input (dequantized for float math) and int8 output.
-  float input_scale = 0.0f;
-  int32_t input_zero_point = 0;
+  // Frozen int8 path: output zero point, clamp range, requantization.
   int32_t output_zero_point = 0;
   int32_t act_min = 0;
   int32_t act_max = 0;
@@ -77,12 +76,8 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                    "TFLMT_FULLY_CONNECTED: input/output shapes do not fit "
                    "[%d -> %d]",
                    layer.in_features, layer.units);
-  data->input_type = input.type;
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
   data->output_type = output.type;
-  TFLMT_ENSURE_MSG(input.type == port::DataType::kFloat32 ||
-                       input.type == port::DataType::kInt8,
-                   "TFLMT_FULLY_CONNECTED: input must be float32 or int8");
-
   if (!layer.trainable_weights()) {
     port::TensorInfo weights;
     TFLMT_ENSURE(port::HasInput(node, kWeights));
@@ -92,9 +87,14 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   if (!layer.trainable_bias() && port::HasInput(node, kBias)) {
     port::TensorInfo bias;
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kBias, &bias));
+    const bool int8_layer = input.type == port::DataType::kInt8 &&
+                            !layer.trainable_weights();
     TFLMT_ENSURE_MSG(bias.constant_data != nullptr &&
-                         bias.FlatSize() == layer.units,
-                     "TFLMT_FULLY_CONNECTED: bias must be constant [units]");
+                         bias.FlatSize() == layer.units &&
+                         bias.type == (int8_layer ? port::DataType::kInt32
+                                                  : port::DataType::kFloat32),
+                     "TFLMT_FULLY_CONNECTED: bias must be a constant [units] "
+                     "of int32 (int8 layer) or float32");
     data->frozen_bias = bias.constant_data;
   }
   if (layer.has_lora()) {
@@ -108,10 +108,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
 
   const bool int8_input = input.type == port::DataType::kInt8;
   const bool int8_path = int8_input && !layer.trainable_weights();
-  if (int8_input) {
-    data->input_scale = input.quant.scale;
-    data->input_zero_point = input.quant.zero_point;
-  }
   if (int8_path) {
     // Frozen int8 layer: int8 out, requantized exactly like the stock kernel.
     TFLMT_ENSURE_MSG(data->frozen_weights.i8 != nullptr &&
@@ -149,10 +145,12 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_MSG(output.type == port::DataType::kFloat32,
                      "TFLMT_FULLY_CONNECTED: output must be float32");
   }
-  if (int8_input && (layer.has_lora() || !int8_path)) {
-    TFLMT_ENSURE_OK(port::RequestScratch(
-        context, sizeof(float) * data->batches * layer.in_features,
-        &data->input_float_scratch));
+  // Float math needs a float copy of a quantized input (the int8 path only
+  // for its LoRA term).
+  if (!int8_path || layer.has_lora()) {
+    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input,
+                                     data->batches * layer.in_features,
+                                     &data->input_float_scratch));
   }
   return port::Status::kOk;
 }
@@ -177,22 +175,19 @@ void AddTrainableTerms(const OpData& data, const float* x, float* params,
 }
 
 port::Status EvalInt8(port::Context* context, const OpData& data,
-                      const int8_t* x, float* params, float* hidden,
-                      int8_t* y) {
+                      const port::TensorView& input, float* params,
+                      float* hidden, int8_t* y) {
   const FullyConnectedLayer& layer = data.layer;
+  const int8_t* x = input.As<int8_t>();
   float* extra = nullptr;
   if (data.extra_scratch >= 0) {
     extra = static_cast<float*>(port::Scratch(context, data.extra_scratch));
-    const float* x_float = nullptr;
-    if (layer.has_lora()) {
-      float* dequantized =
-          static_cast<float*>(port::Scratch(context, data.input_float_scratch));
-      const int n = data.batches * layer.in_features;
-      for (int i = 0; i < n; ++i) {
-        dequantized[i] = data.input_scale * (x[i] - data.input_zero_point);
-      }
-      x_float = dequantized;
-    }
+    const float* x_float =
+        layer.has_lora()
+            ? FloatValues(context, input, data.input,
+                          data.batches * layer.in_features,
+                          data.input_float_scratch)
+            : nullptr;
     AddTrainableTerms(data, x_float, params, hidden, extra);
   }
   const int32_t* bias = layer.trainable_bias()
@@ -202,7 +197,7 @@ port::Status EvalInt8(port::Context* context, const OpData& data,
     const int8_t* xb = x + b * layer.in_features;
     for (int o = 0; o < layer.units; ++o) {
       int32_t acc = 0;
-      reference::AccumulateInt8(xb, data.input_zero_point,
+      reference::AccumulateInt8(xb, data.input.zero_point,
                                 data.frozen_weights.i8 + o * layer.in_features,
                                 bias != nullptr ? bias + o : nullptr, 1,
                                 layer.in_features, 1, &acc);
@@ -228,17 +223,9 @@ port::Status EvalFloat(port::Context* context, const OpData& data,
                        const port::TensorView& input, float* params,
                        float* hidden, float* y) {
   const FullyConnectedLayer& layer = data.layer;
-  const float* x = input.As<float>();
-  if (data.input_type == port::DataType::kInt8) {
-    float* dequantized =
-        static_cast<float*>(port::Scratch(context, data.input_float_scratch));
-    const int8_t* xq = input.As<int8_t>();
-    const int n = data.batches * layer.in_features;
-    for (int i = 0; i < n; ++i) {
-      dequantized[i] = data.input_scale * (xq[i] - data.input_zero_point);
-    }
-    x = dequantized;
-  }
+  const float* x =
+      FloatValues(context, input, data.input, data.batches * layer.in_features,
+                  data.input_float_scratch);
   const reference::WeightsRef weights =
       CurrentWeights(layer, data.frozen_weights, params);
   reference::MatVecFloat(x, weights, data.batches, layer.in_features,
@@ -274,15 +261,14 @@ port::Status Eval(port::Context* context, port::Node* node) {
                       ? port::Output(context, node, kLoraHidden).As<float>()
                       : nullptr;
   if (data.output_type == port::DataType::kInt8) {
-    return EvalInt8(context, data, input.As<int8_t>(), params, hidden,
-                    output.As<int8_t>());
+    return EvalInt8(context, data, input, params, hidden, output.As<int8_t>());
   }
   return EvalFloat(context, data, input, params, hidden, output.As<float>());
 }
 
 }  // namespace
 
-const port::KernelDef kFullyConnected = {
+const port::KernelDef kFullyConnectedKernel = {
     kFullyConnectedOpName, Init, nullptr, Prepare, Eval, nullptr};
 
 }  // namespace tflmt

@@ -17,6 +17,7 @@
 #include <new>
 
 #include "kernels/fully_connected_common.h"
+#include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/training_state.h"
 #include "reference/fully_connected.h"
@@ -38,13 +39,10 @@ struct OpData {
   int batches = 0;
   bool computes_input_grad = false;
   reference::WeightsRef frozen_weights;
-  port::DataType input_type = port::DataType::kNoType;
-  float input_scale = 0.0f;
-  int32_t input_zero_point = 0;
-  port::DataType output_type = port::DataType::kNoType;
-  float output_scale = 0.0f;
-  int32_t output_zero_point = 0;
+  ActivationQuant input;
+  ActivationQuant output;
   int dz_scratch = -1;           // dy * activation'(y), [batches, units]
+  int output_float_scratch = -1; // dequantized y, [batches, units]
   int input_float_scratch = -1;  // dequantized x, [batches, in_features]
   int dh_scratch = -1;           // LoRA hidden gradient, [batches, rank]
 };
@@ -77,26 +75,17 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                    "TFLMT_FULLY_CONNECTED_GRAD: dy must be float32 with "
                    "%d values per row",
                    layer.units);
-  data->input_type = input.type;
-  if (input.type == port::DataType::kInt8) {
-    data->input_scale = input.quant.scale;
-    data->input_zero_point = input.quant.zero_point;
-  } else {
-    TFLMT_ENSURE_MSG(input.type == port::DataType::kFloat32,
-                     "TFLMT_FULLY_CONNECTED_GRAD: x must be float32 or int8");
-  }
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
 
   if (layer.activation != reference::Activation::kNone) {
     port::TensorInfo output;
     TFLMT_ENSURE(port::HasInput(node, kOutput));
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
     TFLMT_ENSURE(output.FlatSize() == output_grad.FlatSize());
-    data->output_type = output.type;
-    data->output_scale = output.quant.scale;
-    data->output_zero_point = output.quant.zero_point;
-    TFLMT_ENSURE_MSG(output.type == port::DataType::kFloat32 ||
-                         output.type == port::DataType::kInt8,
-                     "TFLMT_FULLY_CONNECTED_GRAD: y must be float32 or int8");
+    TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->output,
+                                     output.FlatSize(),
+                                     &data->output_float_scratch));
     TFLMT_ENSURE_OK(port::RequestScratch(
         context, sizeof(float) * output_grad.FlatSize(), &data->dz_scratch));
   }
@@ -121,10 +110,9 @@ port::Status Prepare(port::Context* context, port::Node* node) {
         context, sizeof(float) * data->batches * layer.lora_rank,
         &data->dh_scratch));
   }
-  const bool needs_float_input = layer.trainable_weights() || layer.has_lora();
-  if (needs_float_input && input.type == port::DataType::kInt8) {
-    TFLMT_ENSURE_OK(port::RequestScratch(
-        context, sizeof(float) * input.FlatSize(), &data->input_float_scratch));
+  if (layer.trainable_weights() || layer.has_lora()) {
+    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
+                                     &data->input_float_scratch));
   }
 
   if (port::NumOutputs(node) == 1) {
@@ -150,16 +138,10 @@ port::Status Eval(port::Context* context, port::Node* node) {
   const float* dz = dy;
   if (data.dz_scratch >= 0) {
     float* buffer = static_cast<float*>(port::Scratch(context, data.dz_scratch));
-    const port::TensorView y = port::Input(context, node, kOutput);
     const int n = batches * layer.units;
-    if (data.output_type == port::DataType::kInt8) {
-      reference::ActivationGradQuantized(layer.activation, dy, y.As<int8_t>(),
-                                         data.output_scale,
-                                         data.output_zero_point, n, buffer);
-    } else {
-      reference::ActivationGradFloat(layer.activation, dy, y.As<float>(), n,
-                                     buffer);
-    }
+    const float* y = FloatValues(context, port::Input(context, node, kOutput),
+                                 data.output, n, data.output_float_scratch);
+    reference::ActivationGradFloat(layer.activation, dy, y, n, buffer);
     dz = buffer;
   }
 
@@ -172,17 +154,10 @@ port::Status Eval(port::Context* context, port::Node* node) {
   }
 
   // x as float, for weight and LoRA gradients.
-  const port::TensorView input = port::Input(context, node, kInput);
-  const float* x = input.As<float>();
-  if (data.input_float_scratch >= 0) {
-    float* buffer =
-        static_cast<float*>(port::Scratch(context, data.input_float_scratch));
-    const int8_t* xq = input.As<int8_t>();
-    const int n = batches * layer.in_features;
-    for (int i = 0; i < n; ++i) {
-      buffer[i] = data.input_scale * (xq[i] - data.input_zero_point);
-    }
-    x = buffer;
+  const float* x = nullptr;
+  if (layer.trainable_weights() || layer.has_lora()) {
+    x = FloatValues(context, port::Input(context, node, kInput), data.input,
+                    batches * layer.in_features, data.input_float_scratch);
   }
 
   float* dx = data.computes_input_grad
@@ -215,7 +190,7 @@ port::Status Eval(port::Context* context, port::Node* node) {
 
 }  // namespace
 
-const port::KernelDef kFullyConnectedGrad = {
+const port::KernelDef kFullyConnectedGradKernel = {
     kFullyConnectedGradOpName, Init, nullptr, Prepare, Eval, nullptr};
 
 }  // namespace tflmt

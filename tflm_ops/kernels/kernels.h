@@ -10,18 +10,35 @@
 
 namespace tflmt {
 
+constexpr char kStateOpName[] = "TFLMT_STATE";
 constexpr char kFullyConnectedOpName[] = "TFLMT_FULLY_CONNECTED";
 constexpr char kFullyConnectedGradOpName[] = "TFLMT_FULLY_CONNECTED_GRAD";
+constexpr char kAdapterOpName[] = "TFLMT_ADAPTER";
+constexpr char kAdapterGradOpName[] = "TFLMT_ADAPTER_GRAD";
+constexpr char kActivationGradOpName[] = "TFLMT_ACTIVATION_GRAD";
+constexpr char kSoftmaxGradOpName[] = "TFLMT_SOFTMAX_GRAD";
+constexpr char kLossOpName[] = "TFLMT_LOSS";
+constexpr char kOptimizerOpName[] = "TFLMT_OPTIMIZER";
 
-extern const port::KernelDef kFullyConnected;
-extern const port::KernelDef kFullyConnectedGrad;
+extern const port::KernelDef kStateKernel;
+extern const port::KernelDef kFullyConnectedKernel;
+extern const port::KernelDef kFullyConnectedGradKernel;
+extern const port::KernelDef kAdapterKernel;
+extern const port::KernelDef kAdapterGradKernel;
+extern const port::KernelDef kActivationGradKernel;
+extern const port::KernelDef kSoftmaxGradKernel;
+extern const port::KernelDef kLossKernel;
+extern const port::KernelDef kOptimizerKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
   static constexpr int kCount = sizeof...(Kernels);
 };
 
-using AllKernels = KernelList<&kFullyConnected, &kFullyConnectedGrad>;
+using AllKernels =
+    KernelList<&kStateKernel, &kFullyConnectedKernel, &kFullyConnectedGradKernel, &kAdapterKernel,
+               &kAdapterGradKernel, &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
+               &kOptimizerKernel>;
 
 // The value of a converted model's `mode` input (int32 [1]).
 enum class Mode : int32_t {

@@ -15,7 +15,8 @@
 //       28     4  optimizer steps applied
 //       32     4  samples accumulated toward the next step
 //       36     4  CRC-32 of bytes [0, 36) followed by [40, end)
-//       40    24  reserved, zero
+//       40     4  updates skipped because a gradient was not finite
+//       44    20  reserved, zero
 //       64   4*P  parameters | 4*P gradients | 4*P per optimizer slot
 //
 // All fields are little-endian. docs/state_format.md is the user-facing copy.
@@ -44,7 +45,7 @@ constexpr size_t kParamCountOffset = 24;
 constexpr size_t kStepOffset = 28;
 constexpr size_t kAccumulatedOffset = 32;
 constexpr size_t kCrcOffset = 36;
-constexpr size_t kReservedOffset = 40;
+constexpr size_t kSkippedOffset = 40;
 
 inline uint32_t LoadU32(const uint8_t* state, size_t offset) {
   uint32_t v;
@@ -69,8 +70,8 @@ inline float* OptimizerSlot(uint8_t* state, int slot) {
 
 inline uint32_t ComputeCrc(const uint8_t* state, size_t total_bytes) {
   const uint32_t head = reference::Crc32(state, kCrcOffset);
-  return reference::Crc32(state + kReservedOffset,
-                          total_bytes - kReservedOffset, head);
+  return reference::Crc32(state + kCrcOffset + 4,
+                          total_bytes - kCrcOffset - 4, head);
 }
 
 inline void Seal(uint8_t* state, size_t total_bytes) {

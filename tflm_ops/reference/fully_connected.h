@@ -126,17 +126,6 @@ inline void ActivationGradFloat(Activation activation, const float* dy,
   }
 }
 
-// The same for a quantized output, dequantized with its own parameters.
-template <typename T>
-inline void ActivationGradQuantized(Activation activation, const float* dy,
-                                    const T* y, float scale,
-                                    int32_t zero_point, int size, float* dz) {
-  for (int k = 0; k < size; ++k) {
-    const float yk = scale * (static_cast<int32_t>(y[k]) - zero_point);
-    dz[k] = dy[k] * ActivationDerivativeFromOutput(activation, yk);
-  }
-}
-
 // LoRA forward: h[b, :] = A x[b, :];  out[b, :] += scale * B h[b, :]
 inline void LoraForward(const float* x, const float* a, const float* b_mat,
                         float scale, int batches, int in_features, int units,

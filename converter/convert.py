@@ -1,0 +1,119 @@
+"""`tflm-train convert`: turns a .tflite into one that trains itself.
+
+The converted model's main subgraph runs, in order:
+  TFLMT_STATE              checks / initializes the training state
+  the forward pass         the original operators, target layers adapted
+  TFLMT_LOSS               loss and its gradient (modes train and evaluate)
+  backward operators       gradient ops, from the loss back to the adapters
+  TFLMT_OPTIMIZER          the update (mode train)
+Inputs:  the original inputs, then target, learning_rate, mode, state.
+Outputs: the original outputs, then loss, state.
+Every original buffer is kept byte for byte; the frozen layers still read
+them. A "tflm_train" metadata entry (JSON) describes all of the above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflm_train.converter import ops
+from tflm_train.converter.backward import Backward
+from tflm_train.converter.config import ConversionError, ConvertConfig
+from tflm_train.converter.losses import default_loss, loss_input
+from tflm_train.converter.matching import match_targets
+from tflm_train.converter.methods import METHODS
+from tflm_train.converter.model_ir import Model, model_hash
+from tflm_train.converter.rewrite import Rewrite
+from tflm_train.converter.state_format import StateLayout
+
+METADATA_NAME = "tflm_train"
+METADATA_FORMAT = 1
+
+
+@dataclass
+class ConvertResult:
+    model: bytes
+    metadata: dict
+
+
+def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
+    model = Model.from_bytes(model_bytes)
+    if model.metadata(METADATA_NAME) is not None:
+        raise ConversionError("this model was already converted by tflm-train")
+    main = model.main
+    if main.outputs is None or main.inputs is None or len(main.outputs) == 0 or len(main.inputs) == 0:
+        raise ConversionError("the model's main subgraph has no inputs or outputs")
+    original_inputs = [int(t) for t in main.inputs]
+    origin = {id(op): i for i, op in enumerate(model.operators)}
+
+    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]
+    spec = "last:1" if config.method == "head" and config.targets == "last:2" else config.targets
+    targets = [] if (config.method == "head" and config.head_mode == "append") else match_targets(
+        model, spec, eligible, "FULLY_CONNECTED"
+    )
+    loss = config.loss or ("ce" if config.method == "head" and config.head_mode == "append" else None)
+    loss = loss or default_loss(model, int(main.outputs[0]))
+
+    state = model.add_tensor("tflm_train/state", [1], np.uint8, is_variable=True)
+    layout = StateLayout(optimizer=config.optimizer.kind)
+    rw = Rewrite(model, config, layout, state, np.random.default_rng(config.seed), origin=origin)
+    METHODS[config.method](rw, targets)
+    if layout.param_count == 0:
+        raise ConversionError("the method made no trainable parameters")
+
+    output = int(main.outputs[0])
+    prediction, loss_note = loss_input(model, output, loss)
+    rw.notes.append(loss_note)
+    forward = list(model.operators)
+
+    # Training inputs.
+    prediction_shape = model.shape(prediction)
+    classes = prediction_shape[-1] if prediction_shape else 1
+    if loss == "ce":
+        rows = int(np.prod(prediction_shape)) // classes
+        target = model.add_tensor("tflm_train/target", [rows], np.int32)
+    else:
+        target = model.add_tensor("tflm_train/target", prediction_shape, np.float32)
+    learning_rate = model.add_tensor("tflm_train/learning_rate", [1], np.float32)
+    mode = model.add_tensor("tflm_train/mode", [1], np.int32)
+
+    # Loss, backward pass, update.
+    loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
+    loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
+    model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss))
+    Backward(rw, mode, origin).build(forward, prediction, loss_grad)
+    model.append_op(ops.OPTIMIZER, [state, mode, learning_rate], [], custom_options=config.optimizer.options())
+
+    # The state, and the guard that fills it from the initial values in flash.
+    base_hash = model_hash(model_bytes)
+    initial = layout.initial_blob(base_hash)
+    initial_tensor = model.add_tensor(
+        "tflm_train/initial_state", [len(initial)], np.uint8, data=np.frombuffer(initial, np.uint8)
+    )
+    model.tensors[state].shape = np.asarray([layout.state_bytes], dtype=np.int32)
+    main.operators.insert(0, model.make_op(ops.STATE, [state, initial_tensor], [], custom_options=ops.version_only_options()))
+
+    original_outputs = [int(t) for t in main.outputs]
+    main.inputs = original_inputs + [target, learning_rate, mode, state]
+    main.outputs = original_outputs + [loss_value, state]
+    n_in, n_out = len(original_inputs), len(original_outputs)
+    metadata = {
+        "format": METADATA_FORMAT,
+        "base_model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "base_model_hash": base_hash,
+        "config": config.to_json(),
+        "loss": loss,
+        "classes": int(classes),
+        "inputs": {"x": list(range(n_in)), "target": n_in, "learning_rate": n_in + 1, "mode": n_in + 2, "state": n_in + 3},
+        "outputs": {"y": list(range(n_out)), "loss": n_out, "state": n_out + 1},
+        "forward_ops": [1, 1 + len(forward)],
+        "state": layout.to_json(),
+        "adapted": rw.adapted,
+        "notes": rw.notes,
+    }
+    model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
+    return ConvertResult(model.to_bytes(), metadata)

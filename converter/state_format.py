@@ -1,0 +1,209 @@
+"""The training-state blob: layout, header, checksum (host side).
+
+The same bytes are the converted model's `state` variable tensor, a state
+file saved by `tflm-train fit --state-out`, and what a device writes to flash.
+tflm_ops/kernels/training_state.h is the device side; docs/state_format.md
+describes the format for users. Little-endian throughout:
+
+  0 magic "TMTS" | 4 u16 version | 6 u16 header bytes (64) | 8 u64 base model hash
+  16 u32 layout hash | 20 u32 payload bytes | 24 u32 parameter count P
+  28 u32 optimizer steps | 32 u32 samples accumulated | 36 u32 CRC-32
+  40 u32 skipped updates | 44..64 reserved (zero)
+  64: P float32 parameters | P gradients | P per optimizer slot
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAGIC = b"TMTS"
+FORMAT_VERSION = 1
+HEADER_BYTES = 64
+_HEADER = struct.Struct("<4sHHQIIIIIII")  # through the skipped-updates field
+_CRC_OFFSET = 36
+
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+
+
+class StateError(ValueError):
+    """A state blob that cannot be used with this model (message says why)."""
+
+
+@dataclass
+class Header:
+    base_model_hash: int
+    layout_hash: int
+    payload_bytes: int
+    param_count: int
+    step: int = 0
+    accumulated: int = 0
+    crc: int = 0
+    skipped: int = 0
+    version: int = FORMAT_VERSION
+    magic: bytes = MAGIC
+
+    def pack(self) -> bytes:
+        head = _HEADER.pack(
+            self.magic,
+            self.version,
+            HEADER_BYTES,
+            self.base_model_hash,
+            self.layout_hash,
+            self.payload_bytes,
+            self.param_count,
+            self.step,
+            self.accumulated,
+            self.crc,
+            self.skipped,
+        )
+        return head + bytes(HEADER_BYTES - len(head))
+
+    @classmethod
+    def unpack(cls, blob: bytes) -> "Header":
+        if len(blob) < HEADER_BYTES:
+            raise StateError(f"state is truncated ({len(blob)} bytes, the header alone is {HEADER_BYTES})")
+        fields = _HEADER.unpack_from(blob, 0)
+        magic, version, header_bytes = fields[0], fields[1], fields[2]
+        if magic != MAGIC:
+            raise StateError("not a tflm-train state (bad magic number)")
+        if version != FORMAT_VERSION:
+            raise StateError(f"state format version {version}; this tflm-train reads version {FORMAT_VERSION}")
+        if header_bytes != HEADER_BYTES:
+            raise StateError("state header is corrupt")
+        return cls(
+            base_model_hash=fields[3],
+            layout_hash=fields[4],
+            payload_bytes=fields[5],
+            param_count=fields[6],
+            step=fields[7],
+            accumulated=fields[8],
+            crc=fields[9],
+            skipped=fields[10],
+            version=version,
+            magic=magic,
+        )
+
+
+def checksum(blob: bytes) -> int:
+    """CRC-32 over everything but the CRC field itself."""
+    return zlib.crc32(blob[_CRC_OFFSET + 4 :], zlib.crc32(blob[:_CRC_OFFSET])) & 0xFFFFFFFF
+
+
+def seal(blob: bytearray) -> bytearray:
+    struct.pack_into("<I", blob, _CRC_OFFSET, checksum(bytes(blob)))
+    return blob
+
+
+@dataclass
+class TrainableTensor:
+    """One trainable tensor in the state: where it is and what it is."""
+
+    name: str  # e.g. "dense_2/lora_A"
+    role: str  # lora_A, lora_B, weight, bias, adapter_down, ...
+    layer: str  # name of the layer it belongs to
+    shape: tuple[int, ...]
+    offset: int  # float32 values from the start of the parameters
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "role": self.role, "layer": self.layer, "shape": list(self.shape), "offset": self.offset}
+
+
+@dataclass
+class StateLayout:
+    """Allocates trainable tensors in the state and builds its initial bytes."""
+
+    optimizer: str
+    tensors: list[TrainableTensor] = field(default_factory=list)
+    initial_values: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, name: str, role: str, layer: str, initial: np.ndarray) -> TrainableTensor:
+        initial = np.asarray(initial, dtype=np.float32)
+        tensor = TrainableTensor(name, role, layer, tuple(int(d) for d in initial.shape), self.param_count)
+        self.tensors.append(tensor)
+        self.initial_values.append(initial.reshape(-1))
+        return tensor
+
+    @property
+    def param_count(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    @property
+    def slots(self) -> int:
+        return OPTIMIZER_SLOTS[self.optimizer]
+
+    @property
+    def payload_bytes(self) -> int:
+        return 4 * self.param_count * (2 + self.slots)
+
+    @property
+    def state_bytes(self) -> int:
+        return HEADER_BYTES + self.payload_bytes
+
+    def layout_hash(self) -> int:
+        """Changes whenever a state of one layout would be misread by another."""
+        description = {
+            "optimizer": self.optimizer,
+            "tensors": [(t.name, list(t.shape), t.offset) for t in self.tensors],
+        }
+        return zlib.crc32(json.dumps(description, sort_keys=True).encode()) & 0xFFFFFFFF
+
+    def header(self, base_model_hash: int) -> Header:
+        return Header(
+            base_model_hash=base_model_hash,
+            layout_hash=self.layout_hash(),
+            payload_bytes=self.payload_bytes,
+            param_count=self.param_count,
+        )
+
+    def initial_blob(self, base_model_hash: int) -> bytes:
+        """Header + initial parameters, the rest (zeros) left implicit.
+
+        The checksum covers the full state with its zero gradients and
+        optimizer slots, which is what the device reconstructs from this.
+        """
+        params = np.concatenate(self.initial_values) if self.initial_values else np.zeros(0, np.float32)
+        full = bytearray(self.header(base_model_hash).pack()) + params.astype("<f4").tobytes()
+        full += bytes(self.state_bytes - len(full))
+        seal(full)
+        return bytes(full[: HEADER_BYTES + 4 * self.param_count])
+
+    def to_json(self) -> dict:
+        return {
+            "bytes": self.state_bytes,
+            "param_count": self.param_count,
+            "optimizer_slots": self.slots,
+            "layout_hash": self.layout_hash(),
+            "tensors": [t.to_json() for t in self.tensors],
+        }
+
+
+def validate(blob: bytes, expected: Header, state_bytes: int) -> Header:
+    """Checks a state blob against a model; raises StateError saying why not."""
+    header = Header.unpack(blob)
+    if header.base_model_hash != expected.base_model_hash:
+        raise StateError("state was saved for another base model")
+    if (
+        header.layout_hash != expected.layout_hash
+        or header.payload_bytes != expected.payload_bytes
+        or header.param_count != expected.param_count
+    ):
+        raise StateError("state was saved for another conversion of this model (different adapters or optimizer)")
+    if len(blob) != state_bytes:
+        raise StateError(f"state is {len(blob)} bytes, this model's is {state_bytes}: truncated or corrupt")
+    if header.crc != checksum(blob):
+        raise StateError("state is corrupt (checksum mismatch)")
+    return header
+
+
+def parameters(blob: bytes, header: Header) -> np.ndarray:
+    """The P float32 parameters of a (validated) state."""
+    return np.frombuffer(blob, dtype="<f4", count=header.param_count, offset=HEADER_BYTES).copy()

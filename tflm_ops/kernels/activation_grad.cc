@@ -1,0 +1,90 @@
+// TFLMT_ACTIVATION_GRAD: backward pass of RELU, RELU6, RELU_N1_TO_1, TANH
+// and LOGISTIC (standalone ops, or the fused activation of an ADD), computed
+// from the forward output y, float32 or quantized with its own parameters:
+//   dx = dy * activation'(y)
+// Runs only when the mode is "train".
+//
+// Inputs:  0 dy (float32), 1 y, 2 mode
+// Outputs: 0 dx (float32)
+#include <new>
+
+#include "kernels/kernel_util.h"
+#include "kernels/kernels.h"
+#include "kernels/options.h"
+#include "reference/fully_connected.h"
+#include "reference/quantization.h"
+
+namespace tflmt {
+namespace {
+
+constexpr int kOutputGrad = 0;
+constexpr int kOutput = 1;
+constexpr int kMode = 2;
+constexpr int kInputGrad = 0;
+
+struct OpData {
+  reference::Activation activation = reference::Activation::kNone;
+  ActivationQuant output;
+  int size = 0;
+  int output_float_scratch = -1;
+};
+
+bool Supported(int kind) {
+  using reference::Activation;
+  const Activation a = static_cast<Activation>(kind);
+  return a == Activation::kRelu || a == Activation::kRelu6 ||
+         a == Activation::kReluN1To1 || a == Activation::kTanh ||
+         a == Activation::kLogistic;
+}
+
+void* Init(port::Context* context, const char* options, size_t length) {
+  OptionsReader reader(options, length);
+  const bool version_ok = reader.ReadVersion();
+  const int kind = reader.U8();
+  if (!version_ok || !reader.Finished() || !Supported(kind)) {
+    port::Log("TFLMT_ACTIVATION_GRAD: bad options");
+    return nullptr;
+  }
+  void* memory = port::AllocatePersistent(context, sizeof(OpData));
+  if (memory == nullptr) return nullptr;
+  OpData* data = new (memory) OpData();
+  data->activation = static_cast<reference::Activation>(kind);
+  return data;
+}
+
+port::Status Prepare(port::Context* context, port::Node* node) {
+  OpData* data = static_cast<OpData*>(port::UserData(node));
+  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ACTIVATION_GRAD: bad options");
+  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 1);
+  port::TensorInfo output_grad, output, input_grad;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
+  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
+  TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+  data->size = output.FlatSize();
+  TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
+               output_grad.FlatSize() == data->size);
+  TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
+               input_grad.FlatSize() == data->size);
+  return RequestFloatCopy(context, data->output, data->size,
+                          &data->output_float_scratch);
+}
+
+port::Status Eval(port::Context* context, port::Node* node) {
+  if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
+  const OpData& data = *static_cast<const OpData*>(port::UserData(node));
+  const float* y = FloatValues(context, port::Input(context, node, kOutput),
+                               data.output, data.size,
+                               data.output_float_scratch);
+  reference::ActivationGradFloat(
+      data.activation, port::Input(context, node, kOutputGrad).As<float>(), y,
+      data.size, port::Output(context, node, kInputGrad).As<float>());
+  return port::Status::kOk;
+}
+
+}  // namespace
+
+const port::KernelDef kActivationGradKernel = {kActivationGradOpName, Init, nullptr,
+                                         Prepare, Eval, nullptr};
+
+}  // namespace tflmt

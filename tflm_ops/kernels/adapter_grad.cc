@@ -1,0 +1,99 @@
+// TFLMT_ADAPTER_GRAD: backward pass of TFLMT_ADAPTER. Adds the gradients of
+// D, bd, U, bu to the state and, when an earlier layer trains, writes
+// dx = dy + D^T (U^T dy * act'(a)). Runs only when the mode is "train".
+//
+// Inputs:  0 dy (float32), 1 x, 2 a (the adapter's hidden output), 3 state,
+//          4 mode
+// Outputs: 0 dx (optional, float32)
+#include <new>
+
+#include "kernels/adapter_common.h"
+#include "kernels/kernel_util.h"
+#include "kernels/kernels.h"
+#include "kernels/training_state.h"
+
+namespace tflmt {
+namespace {
+
+constexpr int kOutputGrad = 0;
+constexpr int kInput = 1;
+constexpr int kHidden = 2;
+constexpr int kState = 3;
+constexpr int kMode = 4;
+constexpr int kInputGrad = 0;
+
+struct OpData {
+  AdapterLayer layer;
+  ActivationQuant input;
+  int batches = 0;
+  bool computes_input_grad = false;
+  int input_float_scratch = -1;
+  int dpre_scratch = -1;  // gradient before the activation, [batches, bottleneck]
+};
+
+void* Init(port::Context* context, const char* options, size_t length) {
+  void* memory = port::AllocatePersistent(context, sizeof(OpData));
+  if (memory == nullptr) return nullptr;
+  OpData* data = new (memory) OpData();
+  return ParseAdapterLayer(options, length, &data->layer) ? data : nullptr;
+}
+
+port::Status Prepare(port::Context* context, port::Node* node) {
+  OpData* data = static_cast<OpData*>(port::UserData(node));
+  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ADAPTER_GRAD: bad options");
+  TFLMT_ENSURE(port::NumInputs(node) == 5 && port::NumOutputs(node) <= 1);
+  port::TensorInfo output_grad, input, hidden, state;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kHidden, &hidden));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
+  TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer));
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
+  const AdapterLayer& layer = data->layer;
+  TFLMT_ENSURE(input.FlatSize() % layer.features == 0);
+  data->batches = input.FlatSize() / layer.features;
+  TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
+               output_grad.FlatSize() == input.FlatSize());
+  TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
+               hidden.FlatSize() == data->batches * layer.bottleneck);
+  if (port::NumOutputs(node) == 1) {
+    port::TensorInfo input_grad;
+    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
+    TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
+                 input_grad.FlatSize() == input.FlatSize());
+    data->computes_input_grad = true;
+  }
+  TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
+                                   &data->input_float_scratch));
+  return port::RequestScratch(
+      context, sizeof(float) * data->batches * layer.bottleneck,
+      &data->dpre_scratch);
+}
+
+port::Status Eval(port::Context* context, port::Node* node) {
+  if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
+  const OpData& data = *static_cast<const OpData*>(port::UserData(node));
+  const AdapterLayer& layer = data.layer;
+  const float* x = FloatValues(context, port::Input(context, node, kInput),
+                               data.input, data.batches * layer.features,
+                               data.input_float_scratch);
+  uint8_t* state = port::Input(context, node, kState).As<uint8_t>();
+  float* dx = data.computes_input_grad
+                  ? port::Output(context, node, kInputGrad).As<float>()
+                  : nullptr;
+  reference::AdapterBackward(
+      port::Input(context, node, kOutputGrad).As<float>(), x,
+      port::Input(context, node, kHidden).As<float>(),
+      AdapterWeightsIn(layer, state::Params(state)),
+      AdapterGradsIn(layer, state::Grads(state)), layer.activation,
+      data.batches, layer.features, layer.bottleneck,
+      static_cast<float*>(port::Scratch(context, data.dpre_scratch)), dx);
+  return port::Status::kOk;
+}
+
+}  // namespace
+
+const port::KernelDef kAdapterGradKernel = {kAdapterGradOpName, Init, nullptr,
+                                      Prepare, Eval, nullptr};
+
+}  // namespace tflmt

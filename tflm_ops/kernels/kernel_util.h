@@ -1,0 +1,44 @@
+// Helpers every tflm-train kernel uses: the quantization of an activation
+// (copied in Prepare, used in Eval) and float views of quantized tensors.
+#ifndef TFLM_OPS_KERNELS_KERNEL_UTIL_H_
+#define TFLM_OPS_KERNELS_KERNEL_UTIL_H_
+
+#include <cstdint>
+
+#include "port/port.h"
+
+namespace tflmt {
+
+// How to turn an activation tensor's values into real numbers.
+struct ActivationQuant {
+  port::DataType type = port::DataType::kFloat32;
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+
+  bool is_float() const { return type == port::DataType::kFloat32; }
+  float Dequantize(int32_t q) const { return scale * (q - zero_point); }
+};
+
+// float32, int8 or int16 activations; anything else is refused in Prepare.
+port::Status ActivationQuantOf(const port::TensorInfo& info,
+                               ActivationQuant* quant);
+
+// Asks for float scratch of `count` values when the tensor is quantized
+// (index stays -1 for float32 tensors, which are read in place).
+port::Status RequestFloatCopy(port::Context* context,
+                              const ActivationQuant& quant, int count,
+                              int* scratch_index);
+
+// The tensor's values as floats: its own data when float32, otherwise
+// dequantized into the scratch buffer requested by RequestFloatCopy.
+const float* FloatValues(port::Context* context, const port::TensorView& view,
+                         const ActivationQuant& quant, int count,
+                         int scratch_index);
+
+// Writes real values into a float32 or quantized (int8/int16) output.
+void StoreValues(const float* values, int count, const ActivationQuant& quant,
+                 const port::TensorView& output);
+
+}  // namespace tflmt
+
+#endif  // TFLM_OPS_KERNELS_KERNEL_UTIL_H_

@@ -1,0 +1,133 @@
+// TFLMT_LOSS: the training loss of one sample (or batch) and its gradient.
+//
+//   kind 0  sparse softmax cross-entropy on logits; target int32 labels
+//   kind 1  mean squared error; target float32 shaped like the prediction
+//   kind 2  binary cross-entropy on logits; target float32 in [0, 1]
+//
+// The converter feeds cross-entropy the logits before a final SOFTMAX (and
+// binary cross-entropy those before a final LOGISTIC), which is both stable
+// and exact even when the model's quantized output rounds a probability to 0.
+// Runs when the mode is "train" or "evaluate".
+//
+// Inputs:  0 prediction (float32 / int8 / int16), 1 target, 2 mode
+// Outputs: 0 loss (float32 [1]), 1 d loss / d prediction (float32)
+#include <new>
+
+#include "kernels/kernel_util.h"
+#include "kernels/kernels.h"
+#include "kernels/options.h"
+#include "reference/loss.h"
+
+namespace tflmt {
+namespace {
+
+constexpr int kPrediction = 0;
+constexpr int kTarget = 1;
+constexpr int kMode = 2;
+constexpr int kLoss = 0;
+constexpr int kPredictionGrad = 1;
+
+enum class LossKind : uint8_t {
+  kSoftmaxCrossEntropy = 0,
+  kMeanSquaredError = 1,
+  kBinaryCrossEntropy = 2,
+};
+
+struct OpData {
+  LossKind kind = LossKind::kSoftmaxCrossEntropy;
+  ActivationQuant prediction;
+  int batches = 0;
+  int values = 0;  // per sample (classes for cross-entropy)
+  int prediction_float_scratch = -1;
+};
+
+void* Init(port::Context* context, const char* options, size_t length) {
+  OptionsReader reader(options, length);
+  const bool version_ok = reader.ReadVersion();
+  const uint8_t kind = reader.U8();
+  if (!version_ok || !reader.Finished() || kind > 2) {
+    port::Log("TFLMT_LOSS: bad options");
+    return nullptr;
+  }
+  void* memory = port::AllocatePersistent(context, sizeof(OpData));
+  if (memory == nullptr) return nullptr;
+  OpData* data = new (memory) OpData();
+  data->kind = static_cast<LossKind>(kind);
+  return data;
+}
+
+port::Status Prepare(port::Context* context, port::Node* node) {
+  OpData* data = static_cast<OpData*>(port::UserData(node));
+  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_LOSS: bad options");
+  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2);
+  port::TensorInfo prediction, target, loss, grad;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kPrediction, &prediction));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kTarget, &target));
+  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoss, &loss));
+  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kPredictionGrad, &grad));
+  TFLMT_ENSURE_OK(ActivationQuantOf(prediction, &data->prediction));
+  TFLMT_ENSURE(prediction.rank >= 1);
+  data->values = prediction.dims[prediction.rank - 1];
+  data->batches = prediction.FlatSize() / data->values;
+  TFLMT_ENSURE(loss.type == port::DataType::kFloat32 && loss.FlatSize() == 1);
+  TFLMT_ENSURE(grad.type == port::DataType::kFloat32 &&
+               grad.FlatSize() == prediction.FlatSize());
+  if (data->kind == LossKind::kSoftmaxCrossEntropy) {
+    TFLMT_ENSURE_MSG(target.type == port::DataType::kInt32 &&
+                         target.FlatSize() == data->batches,
+                     "TFLMT_LOSS: cross-entropy takes one int32 label per "
+                     "sample");
+  } else {
+    TFLMT_ENSURE_MSG(target.type == port::DataType::kFloat32 &&
+                         target.FlatSize() == prediction.FlatSize(),
+                     "TFLMT_LOSS: the target must be float32 shaped like the "
+                     "prediction");
+  }
+  return RequestFloatCopy(context, data->prediction, prediction.FlatSize(),
+                          &data->prediction_float_scratch);
+}
+
+port::Status Eval(port::Context* context, port::Node* node) {
+  if (ReadMode(port::Input(context, node, kMode)) == Mode::kInfer) {
+    return port::Status::kOk;
+  }
+  const OpData& data = *static_cast<const OpData*>(port::UserData(node));
+  const int n = data.batches * data.values;
+  const float* prediction =
+      FloatValues(context, port::Input(context, node, kPrediction),
+                  data.prediction, n, data.prediction_float_scratch);
+  const port::TensorView target = port::Input(context, node, kTarget);
+  float* grad = port::Output(context, node, kPredictionGrad).As<float>();
+  float* loss = port::Output(context, node, kLoss).As<float>();
+  switch (data.kind) {
+    case LossKind::kSoftmaxCrossEntropy: {
+      const int32_t* labels = target.As<int32_t>();
+      for (int b = 0; b < data.batches; ++b) {
+        if (labels[b] < 0 || labels[b] >= data.values) {
+          port::Log("TFLMT_LOSS: label %d is outside [0, %d)",
+                    static_cast<int>(labels[b]), data.values);
+          return port::Status::kError;
+        }
+      }
+      *loss = reference::SoftmaxCrossEntropy(prediction, labels, data.batches,
+                                             data.values, grad);
+      break;
+    }
+    case LossKind::kMeanSquaredError:
+      *loss = reference::MeanSquaredError(prediction, target.As<float>(), n,
+                                          grad);
+      break;
+    case LossKind::kBinaryCrossEntropy:
+      *loss = reference::BinaryCrossEntropy(prediction, target.As<float>(), n,
+                                            grad);
+      break;
+  }
+  return port::Status::kOk;
+}
+
+}  // namespace
+
+const port::KernelDef kLossKernel = {kLossOpName, Init, nullptr,
+                               Prepare, Eval, nullptr};
+
+}  // namespace tflmt

@@ -1,0 +1,152 @@
+// TFLMT_OPTIMIZER: last operator of a converted model; applies the update.
+//
+// Backward ops add each sample's gradients into the state. In "train" mode
+// this op counts the sample and, every `accumulate` samples, applies SGD,
+// momentum or Adam (Keras' formulas) to the mean gradient, optionally
+// clipped to a global norm; then it clears the gradients and re-seals the
+// state's checksum, so the state tensor is always a valid export.
+// A gradient that is not finite (a bad sample) is dropped instead of applied
+// and counted in the state header, so one sample cannot poison the adapter.
+//
+// Inputs:  0 state, 1 mode, 2 learning rate (float32 [1])
+// Outputs: none
+#include <cmath>
+#include <cstring>
+#include <new>
+
+#include "kernels/kernels.h"
+#include "kernels/options.h"
+#include "kernels/training_state.h"
+#include "reference/optimizer.h"
+
+namespace tflmt {
+namespace {
+
+constexpr int kState = 0;
+constexpr int kMode = 1;
+constexpr int kLearningRate = 2;
+
+enum class Kind : uint8_t { kSgd = 0, kMomentum = 1, kAdam = 2 };
+
+struct OpData {
+  Kind kind = Kind::kSgd;
+  int accumulate = 1;
+  float clip_norm = 0.0f;
+  float momentum = 0.0f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float epsilon = 1e-7f;
+  size_t state_bytes = 0;
+};
+
+int SlotCount(Kind kind) {
+  return kind == Kind::kAdam ? 2 : (kind == Kind::kMomentum ? 1 : 0);
+}
+
+void* Init(port::Context* context, const char* options, size_t length) {
+  OptionsReader reader(options, length);
+  const bool version_ok = reader.ReadVersion();
+  const uint8_t kind = reader.U8();
+  const int accumulate = reader.I32();
+  const float clip_norm = reader.F32();
+  const float momentum = reader.F32();
+  const float beta1 = reader.F32();
+  const float beta2 = reader.F32();
+  const float epsilon = reader.F32();
+  if (!version_ok || !reader.Finished() || kind > 2 || accumulate < 1) {
+    port::Log("TFLMT_OPTIMIZER: bad options");
+    return nullptr;
+  }
+  void* memory = port::AllocatePersistent(context, sizeof(OpData));
+  if (memory == nullptr) return nullptr;
+  OpData* data = new (memory) OpData();
+  data->kind = static_cast<Kind>(kind);
+  data->accumulate = accumulate;
+  data->clip_norm = clip_norm;
+  data->momentum = momentum;
+  data->beta1 = beta1;
+  data->beta2 = beta2;
+  data->epsilon = epsilon;
+  return data;
+}
+
+port::Status Prepare(port::Context* context, port::Node* node) {
+  OpData* data = static_cast<OpData*>(port::UserData(node));
+  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_OPTIMIZER: bad options");
+  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 0);
+  port::TensorInfo state, mode, learning_rate;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kLearningRate, &learning_rate));
+  TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
+                       state.bytes > state::kHeaderBytes,
+                   "TFLMT_OPTIMIZER: state must be a uint8 variable");
+  TFLMT_ENSURE(mode.type == port::DataType::kInt32);
+  TFLMT_ENSURE(learning_rate.type == port::DataType::kFloat32 &&
+               learning_rate.FlatSize() == 1);
+  data->state_bytes = state.bytes;
+  return port::Status::kOk;
+}
+
+port::Status Eval(port::Context* context, port::Node* node) {
+  if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
+  const OpData& data = *static_cast<const OpData*>(port::UserData(node));
+  uint8_t* s = port::Input(context, node, kState).As<uint8_t>();
+  const float lr = *port::Input(context, node, kLearningRate).As<float>();
+  const int params = static_cast<int>(state::ParamCount(s));
+  if (static_cast<size_t>(params) * sizeof(float) * (2 + SlotCount(data.kind)) >
+      data.state_bytes - state::kHeaderBytes) {
+    port::Log("TFLMT_OPTIMIZER: state too small for its parameters");
+    return port::Status::kError;
+  }
+  if (!(lr >= 0.0f) || !std::isfinite(lr)) {
+    port::Log("TFLMT_OPTIMIZER: learning rate must be a finite value >= 0");
+    return port::Status::kError;
+  }
+  float* grads = state::Grads(s);
+  const uint32_t accumulated = state::LoadU32(s, state::kAccumulatedOffset) + 1;
+  if (static_cast<int>(accumulated) < data.accumulate) {
+    state::StoreU32(s, state::kAccumulatedOffset, accumulated);
+    state::Seal(s, data.state_bytes);
+    return port::Status::kOk;
+  }
+
+  const float sum_of_squares = reference::SumOfSquares(grads, params);
+  if (!std::isfinite(sum_of_squares)) {
+    state::StoreU32(s, state::kSkippedOffset,
+                    state::LoadU32(s, state::kSkippedOffset) + 1);
+  } else {
+    float grad_scale = 1.0f / static_cast<float>(data.accumulate);
+    grad_scale *=
+        reference::ClipFactor(grads, params, grad_scale, data.clip_norm);
+    const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
+    float* weights = state::Params(s);
+    switch (data.kind) {
+      case Kind::kSgd:
+        reference::SgdUpdate(weights, grads, params, lr, grad_scale);
+        break;
+      case Kind::kMomentum:
+        reference::MomentumUpdate(weights, grads, state::OptimizerSlot(s, 0),
+                                  params, lr, data.momentum, grad_scale);
+        break;
+      case Kind::kAdam:
+        reference::AdamUpdate(weights, grads, state::OptimizerSlot(s, 0),
+                              state::OptimizerSlot(s, 1), params, lr,
+                              data.beta1, data.beta2, data.epsilon,
+                              static_cast<int>(step), grad_scale);
+        break;
+    }
+    state::StoreU32(s, state::kStepOffset, step);
+  }
+  std::memset(grads, 0, sizeof(float) * params);
+  state::StoreU32(s, state::kAccumulatedOffset, 0);
+  state::Seal(s, data.state_bytes);
+  return port::Status::kOk;
+}
+
+}  // namespace
+
+const port::KernelDef kOptimizerKernel = {kOptimizerOpName, Init, nullptr,
+                                    Prepare, Eval, nullptr};
+
+}  // namespace tflmt

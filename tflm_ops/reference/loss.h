@@ -1,0 +1,67 @@
+// Losses and their gradient with respect to the prediction, for one batch.
+// Each returns the loss averaged the way Keras averages it (over the batch,
+// and for MSE/BCE over the values of a sample too) and writes d loss / d pred.
+#ifndef TFLM_OPS_REFERENCE_LOSS_H_
+#define TFLM_OPS_REFERENCE_LOSS_H_
+
+#include <cmath>
+#include <cstdint>
+
+namespace tflmt {
+namespace reference {
+
+// Sparse softmax cross-entropy on logits [batches, classes]:
+//   loss = mean_b( logsumexp(z_b) - z_b[label_b] )
+//   grad = (softmax(z_b) - onehot(label_b)) / batches
+inline float SoftmaxCrossEntropy(const float* logits, const int32_t* labels,
+                                 int batches, int classes, float* grad) {
+  float total = 0.0f;
+  for (int b = 0; b < batches; ++b) {
+    const float* z = logits + b * classes;
+    float* g = grad + b * classes;
+    float max_logit = z[0];
+    for (int c = 1; c < classes; ++c) max_logit = z[c] > max_logit ? z[c] : max_logit;
+    float sum = 0.0f;
+    for (int c = 0; c < classes; ++c) {
+      g[c] = std::exp(z[c] - max_logit);
+      sum += g[c];
+    }
+    total += std::log(sum) + max_logit - z[labels[b]];
+    for (int c = 0; c < classes; ++c) {
+      g[c] = (g[c] / sum - (c == labels[b] ? 1.0f : 0.0f)) / batches;
+    }
+  }
+  return total / batches;
+}
+
+// Mean squared error over all n values: mean((p - t)^2), grad 2 (p - t) / n.
+inline float MeanSquaredError(const float* prediction, const float* target,
+                              int n, float* grad) {
+  float total = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float d = prediction[i] - target[i];
+    total += d * d;
+    grad[i] = 2.0f * d / n;
+  }
+  return total / n;
+}
+
+// Binary cross-entropy on logits, over all n values (targets in [0, 1]):
+//   loss = mean( max(z, 0) - z t + log(1 + exp(-|z|)) ),  grad (sigmoid(z) - t) / n
+inline float BinaryCrossEntropy(const float* logits, const float* target, int n,
+                                float* grad) {
+  float total = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float z = logits[i];
+    const float t = target[i];
+    total += (z > 0.0f ? z : 0.0f) - z * t + std::log1p(std::exp(-std::fabs(z)));
+    const float sigmoid = 1.0f / (1.0f + std::exp(-z));
+    grad[i] = (sigmoid - t) / n;
+  }
+  return total / n;
+}
+
+}  // namespace reference
+}  // namespace tflmt
+
+#endif  // TFLM_OPS_REFERENCE_LOSS_H_
