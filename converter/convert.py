@@ -68,6 +68,10 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     output = int(main.outputs[0])
     prediction, loss_note = loss_input(model, output, loss)
     rw.notes.append(loss_note)
+    if loss == "mse":
+        output_kind = "values"
+    else:
+        output_kind = "logits" if prediction == output else "probabilities"
     forward = list(model.operators)
 
     # Training inputs.
@@ -108,6 +112,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "config": config.to_json(),
         "loss": loss,
         "classes": int(classes),
+        "output_kind": output_kind,
         "inputs": {"x": list(range(n_in)), "target": n_in, "learning_rate": n_in + 1, "mode": n_in + 2, "state": n_in + 3},
         "outputs": {"y": list(range(n_out)), "loss": n_out, "state": n_out + 1},
         "forward_ops": [1, 1 + len(forward)],

@@ -388,6 +388,44 @@ class Model:
         self.main.operators.append(op)
         return len(self.main.operators) - 1
 
+    def prune(self) -> None:
+        """Drops main-subgraph tensors nothing uses, then unused buffers."""
+        main = self.main
+        used = set(int(t) for t in main.inputs) | set(int(t) for t in main.outputs)
+        for op in self.operators:
+            used.update(t for t in self.inputs_of(op) + self.outputs_of(op) if t >= 0)
+            used.update(int(t) for t in (op.intermediates if op.intermediates is not None else []))
+        keep = sorted(used)
+        remap = {old: new for new, old in enumerate(keep)}
+        main.tensors = [self.tensors[i] for i in keep]
+
+        def mapped(values):
+            return np.asarray([remap[int(t)] if t >= 0 else -1 for t in values], dtype=np.int32)
+
+        main.inputs = mapped(main.inputs)
+        main.outputs = mapped(main.outputs)
+        for op in self.operators:
+            op.inputs = mapped(self.inputs_of(op))
+            op.outputs = mapped(self.outputs_of(op))
+            if op.intermediates is not None:
+                op.intermediates = mapped(op.intermediates)
+
+        buffers_used = {0}
+        for subgraph in self.raw.subgraphs:
+            buffers_used.update(t.buffer for t in (subgraph.tensors or []) if t.buffer)
+        buffers_used.update(entry.buffer for entry in (self.raw.metadata or []))
+        keep_buffers = sorted(buffers_used)
+        buffer_map = {old: new for new, old in enumerate(keep_buffers)}
+        self.raw.buffers = [self.raw.buffers[i] for i in keep_buffers]
+        for subgraph in self.raw.subgraphs:
+            for t in subgraph.tensors or []:
+                t.buffer = buffer_map.get(t.buffer, 0)
+        for entry in self.raw.metadata or []:
+            entry.buffer = buffer_map[entry.buffer]
+
+    def remove_metadata(self, name: str) -> None:
+        self.raw.metadata = [m for m in (self.raw.metadata or []) if _decode(m.name) != name]
+
     # ---- metadata ---------------------------------------------------------------
     def metadata(self, name: str) -> bytes | None:
         for entry in self.raw.metadata or []:

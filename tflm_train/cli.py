@@ -2,8 +2,9 @@
 
 Every subcommand prints tables and progress on a terminal, or exactly one
 JSON object on stdout with --json. Any failure the user can fix (bad file,
-unsupported op, wrong data) is one line on stderr and exit code 2; no
-traceback unless TFLMT_DEBUG=1.
+unsupported op, wrong data, state of another model) is one line on stderr
+and exit code 2, and no output file is left half-written; no traceback
+unless TFLMT_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,23 +26,347 @@ class UserError(Exception):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
+    from tflm_train.converter.config import ConversionError
     from tflm_train.converter.model_ir import ModelError
+    from tflm_train.converter.state_format import StateError
+    from tflm_train.data import DataError
     from tflm_train.plugin import PluginError
     from tflm_train.runtime import InterpreterError
 
-    return (UserError, ModelError, InterpreterError, PluginError)
+    return (UserError, ModelError, ConversionError, StateError, DataError, InterpreterError, PluginError)
 
 
 def emit_json(payload: dict) -> None:
-    click.echo(json.dumps(payload, indent=None, sort_keys=False))
+    click.echo(json.dumps(payload))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    from tflm_train.converter.model_ir import write_atomic
+
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tflm-train")
 def cli() -> None:
-    """Make a .tflite model fine-tune itself on a microcontroller."""
+    """Make a .tflite model fine-tune itself on a microcontroller.
+
+    \b
+    tflm-train inspect model.tflite
+    tflm-train convert model.tflite -o train.tflite --method lora
+    tflm-train fit train.tflite --data user.npz --state-out user.state
+    tflm-train evaluate train.tflite --data test.npz --state user.state
+    tflm-train merge train.tflite --state user.state -o personalized.tflite
+    """
 
 
+# ---- inspect -------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def inspect(model_path: str, as_json: bool) -> None:
+    """List a model's operators: index, type, name, shapes, parameters."""
+    from tflm_train.inspection import describe
+
+    report = describe(_read(model_path), model_path)
+    if as_json:
+        emit_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model_path}: {len(report['layers'])} operators", title_justify="left")
+    for column in ("#", "op", "name", "inputs", "outputs", "dtype", "params"):
+        table.add_column(column, justify="right" if column in ("#", "params") else "left")
+    for layer in report["layers"]:
+        table.add_row(
+            str(layer["index"]),
+            layer["op"],
+            layer["name"],
+            " ".join(_shape(s) for s in layer["input_shapes"]),
+            " ".join(_shape(s) for s in layer["output_shapes"]),
+            layer["dtype"],
+            f"{layer['params']:,}" if layer["params"] else "",
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"parameters: {report['params']:,}")
+    if report.get("training"):
+        training = report["training"]
+        console.print(
+            f"converted by tflm-train: method {training['method']}, loss {training['loss']}, "
+            f"optimizer {training['optimizer']}; {training['trainable_params']:,} trainable parameters, "
+            f"state {training['state_bytes']:,} bytes"
+        )
+
+
+def _shape(shape: list[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+# ---- convert -------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("-o", "--output", "output_path", required=True, help="Converted .tflite to write.")
+@click.option("--method", type=click.Choice(["lora", "adapter", "bias", "head"]), default="lora", show_default=True)
+@click.option("--rank", type=int, default=4, show_default=True, help="LoRA rank, or adapter bottleneck width.")
+@click.option("--alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank.  [default: rank]")
+@click.option(
+    "--targets",
+    default="last:2",
+    show_default=True,
+    help="Layers to adapt: last:N, operator indices or names, comma-separated.",
+)
+@click.option("--loss", type=click.Choice(["ce", "mse", "bce"]), default=None, help="[default: fits the output]")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="sgd", show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer momentum.")
+@click.option("--accumulate", type=int, default=1, show_default=True, help="Samples per update (batch-N update).")
+@click.option("--clip", type=float, default=0.0, show_default=True, help="Clip gradients to this global norm (0: off).")
+@click.option("--classes", type=int, default=None, help="--method head: number of classes.")
+@click.option("--head-mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the adapters' initial values.")
+@click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def convert(
+    model_path: str,
+    output_path: str,
+    method: str,
+    rank: int,
+    alpha: float | None,
+    targets: str,
+    loss: str | None,
+    optimizer: str,
+    momentum: float,
+    accumulate: int,
+    clip: float,
+    classes: int | None,
+    head_mode: str,
+    seed: int,
+    c_array: str | None,
+    as_json: bool,
+) -> None:
+    """Rewrite MODEL so that it trains itself on the device."""
+    from tflm_train.converter import ConvertConfig, OptimizerConfig
+    from tflm_train.converter import convert as run_convert
+    from tflm_train.firmware import c_header
+
+    config = ConvertConfig(
+        method=method,
+        r=rank,
+        lora_alpha=alpha,
+        targets=targets,
+        loss=loss,
+        optimizer=OptimizerConfig(kind=optimizer, accumulate=accumulate, clip_norm=clip, momentum=momentum),
+        classes=classes,
+        head_mode=head_mode,
+        seed=seed,
+    )
+    result = run_convert(_read(model_path), config)
+    _write(output_path, result.model)
+    if c_array:
+        _write(c_array, c_header(result.model, result.metadata, Path(output_path).stem).encode())
+    meta = result.metadata
+    summary = {
+        "output": output_path,
+        "method": method,
+        "loss": meta["loss"],
+        "optimizer": optimizer,
+        "adapted": meta["adapted"],
+        "trainable_params": meta["state"]["param_count"],
+        "state_bytes": meta["state"]["bytes"],
+        "model_bytes": len(result.model),
+        "notes": meta["notes"],
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    console = _console()
+    for note in meta["notes"]:
+        console.print(f"  {note}")
+    console.print(
+        f"wrote {output_path} ({len(result.model):,} bytes): {summary['trainable_params']:,} trainable parameters, "
+        f"training state {summary['state_bytes']:,} bytes ({optimizer})"
+    )
+    if c_array:
+        console.print(f"wrote {c_array}")
+
+
+# ---- fit -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--data", "data_path", required=True, help=".npz with x (samples) and y (labels or targets).")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (a model input).")
+@click.option("--state-in", default=None, help="Start from this saved state.")
+@click.option("--state-out", default=None, help="Save the trained state here.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the sample order.")
+@click.option("--plot", default=None, help="Write the loss curve and metrics as a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fit(
+    model_path: str,
+    data_path: str,
+    epochs: int,
+    lr: float,
+    state_in: str | None,
+    state_out: str | None,
+    seed: int,
+    plot: str | None,
+    as_json: bool,
+) -> None:
+    """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
+    from tflm_train import fit as fitting
+    from tflm_train.data import load_npz
+    from tflm_train.memory import smallest_arena
+    from tflm_train.trainer import TrainableModel
+
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if not (lr >= 0):
+        raise UserError("--lr must be >= 0")
+    model_bytes = _read(model_path)
+    model = TrainableModel(model_bytes)
+    if state_in:
+        model.load_state(_read(state_in))
+    data = load_npz(data_path)
+    task = fitting.task_of(model)
+    x, y = fitting.prepare(model, data, task, data_path)
+
+    total = epochs * len(x)
+    if as_json or not sys.stderr.isatty():
+        result = fitting.fit(model, x, y, task, epochs, lr, seed)
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeRemainingColumn(),
+            console=_console().__class__(stderr=True),
+            transient=True,
+        ) as progress:
+            bar = progress.add_task("fit", total=total, loss=float("nan"))
+            result = fitting.fit(
+                model, x, y, task, epochs, lr, seed, on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss)
+            )
+    header = model.state_header()
+    if state_out:
+        _write(state_out, model.save_state())
+    if plot:
+        from tflm_train.plots import plot_fit
+
+        plot_fit(result, plot, title=Path(model_path).name)
+    payload = {
+        "steps": result.steps,
+        "loss_first": result.epoch_losses[0],
+        "loss_last": result.epoch_losses[-1],
+        "metric": result.metric,
+        "metric_before": result.metric_before,
+        "metric_after": result.metric_after,
+        "optimizer_steps": header.step,
+        "skipped_updates": header.skipped,
+        "arena_bytes": smallest_arena(model_bytes),
+        "state_bytes": model.info.state_bytes,
+    }
+    if as_json:
+        emit_json(payload)
+        return
+    console = _console()
+    console.print(
+        f"{result.steps} steps ({epochs} epochs x {len(x)} samples): mean loss {payload['loss_first']:.4f} "
+        f"in the first epoch, {payload['loss_last']:.4f} in the last"
+    )
+    console.print(_metric_line(result.metric, result.metric_before, result.metric_after, data_path))
+    console.print(
+        f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
+        f"training state {payload['state_bytes']:,}"
+    )
+    if header.skipped:
+        console.print(f"[yellow]{header.skipped} updates skipped: their gradient was not finite[/yellow]")
+    if state_out:
+        console.print(f"state saved to {state_out}")
+    if plot:
+        console.print(f"plot saved to {plot}")
+
+
+def _metric_line(metric: str, before: float, after: float, where: str) -> str:
+    if metric == "accuracy":
+        return f"accuracy on {where}: {100 * before:.1f}% before, {100 * after:.1f}% after"
+    return f"mse on {where}: {before:.5g} before, {after:.5g} after"
+
+
+# ---- evaluate ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--data", "data_path", required=True, help=".npz with x and y.")
+@click.option("--state", "state_path", default=None, help="Converted models: evaluate with this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(model_path: str, data_path: str, state_path: str | None, as_json: bool) -> None:
+    """Accuracy or MSE of any model (original, converted, merged) on data."""
+    from tflm_train import fit as fitting
+    from tflm_train.converter.model_ir import Model
+    from tflm_train.converter.training_info import training_info
+    from tflm_train.data import load_npz
+    from tflm_train.trainer import PlainModel, TrainableModel
+
+    model_bytes = _read(model_path)
+    converted = training_info(Model.from_bytes(model_bytes)) is not None
+    data = load_npz(data_path)
+    if converted:
+        model = TrainableModel(model_bytes)
+        if state_path:
+            model.load_state(_read(state_path))
+        task = fitting.task_of(model)
+    else:
+        if state_path:
+            raise UserError("--state applies to converted models only")
+        model = PlainModel(model_bytes)
+        task = fitting.plain_task(model, data.y)
+    x, y = fitting.prepare(model, data, task, data_path)
+    value = fitting.evaluate(model, x, y, task)
+    if as_json:
+        emit_json({"metric": task.metric, "value": value, "n": len(x)})
+    elif task.metric == "accuracy":
+        _console().print(f"accuracy {100 * value:.2f}% on {len(x)} samples")
+    else:
+        _console().print(f"mse {value:.6g} on {len(x)} samples")
+
+
+# ---- merge -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--state", "state_path", required=True, help="Trained state to fold in.")
+@click.option("-o", "--output", "output_path", required=True, help="Plain .tflite to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def merge(model_path: str, state_path: str, output_path: str, as_json: bool) -> None:
+    """Fold a trained LoRA / bias / head state into a plain inference .tflite."""
+    from tflm_train.converter.merge import merge as run_merge
+
+    merged = run_merge(_read(model_path), _read(state_path))
+    _write(output_path, merged)
+    if as_json:
+        emit_json({"output": output_path, "model_bytes": len(merged)})
+    else:
+        _console().print(f"wrote {output_path} ({len(merged):,} bytes, builtin ops only)")
+
+
+# ---- selfcheck / demo ------------------------------------------------------------------------
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def selfcheck(as_json: bool) -> None:
@@ -58,6 +384,16 @@ def selfcheck(as_json: bool) -> None:
         )
     if not result["ok"]:
         raise UserError("kernel self-check failed: results differ from numpy")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="tflm-train-demo", show_default=True, help="Where to write the files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def demo(out_dir: str, as_json: bool) -> None:
+    """Convert and fine-tune the bundled example end to end."""
+    from tflm_train.demo import run_demo
+
+    run_demo(Path(out_dir), as_json=as_json, console=None if as_json else _console())
 
 
 def main(argv: list[str] | None = None) -> int:

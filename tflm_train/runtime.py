@@ -76,7 +76,7 @@ class Interpreter:
                 f"model uses custom op {', '.join(missing)}, which tflm-train does not provide"
             )
         if arena_size is None:
-            arena_size = max(64 * 1024, 10 * len(model_bytes))
+            arena_size = max(1024 * 1024, 16 * len(model_bytes))
         self.arena_size = arena_size
         self.model_bytes = model_bytes
         plugin.library()  # must be loaded (RTLD_GLOBAL) before the wheel looks it up

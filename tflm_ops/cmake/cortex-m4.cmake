@@ -13,8 +13,7 @@ set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 set(TFLMT_CPU_FLAGS "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16")
 set(CMAKE_C_FLAGS_INIT "${TFLMT_CPU_FLAGS}")
 set(CMAKE_CXX_FLAGS_INIT "${TFLMT_CPU_FLAGS} -ffunction-sections -fdata-sections")
-set(CMAKE_CXX_FLAGS_RELEASE_INIT "-Os")
-set(CMAKE_CXX_FLAGS_MINSIZEREL_INIT "-Os")
+# tflm_ops builds MinSizeRel (-Os) by default when cross-compiling.
 set(CMAKE_EXE_LINKER_FLAGS_INIT "--specs=nano.specs --specs=nosys.specs")
 
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)

@@ -23,7 +23,10 @@ namespace port {
 using Context = ::TfLiteContext;
 using Node = ::TfLiteNode;
 
-// Same numeric values and size as TfLiteStatus (kTfLiteOk / kTfLiteError).
+// Same values as TfLiteStatus (kTfLiteOk / kTfLiteError), not always the
+// same size: arm-none-eabi builds with -fshort-enums, where TfLiteStatus is one
+// byte. Backends therefore convert (port/tflm/tflm_train_ops.h adapts each
+// kernel); only the x86-64 wheel backend may store kernel functions as is.
 enum class Status : int { kOk = 0, kError = 1 };
 
 // Same numeric values as TfLiteType.

@@ -4,6 +4,7 @@
 
 #include "port/port.h"
 #include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/micro_context.h"
 #include "tensorflow/lite/micro/micro_log.h"
@@ -12,13 +13,32 @@ namespace tflmt {
 namespace port {
 namespace {
 
+// port.h mirrors these values without TFLM's headers; hold it to them here.
+static_assert(static_cast<int>(Status::kOk) == kTfLiteOk &&
+                  static_cast<int>(Status::kError) == kTfLiteError,
+              "port::Status must match TfLiteStatus");
+static_assert(static_cast<int>(DataType::kNoType) == kTfLiteNoType &&
+                  static_cast<int>(DataType::kFloat32) == kTfLiteFloat32 &&
+                  static_cast<int>(DataType::kInt32) == kTfLiteInt32 &&
+                  static_cast<int>(DataType::kUInt8) == kTfLiteUInt8 &&
+                  static_cast<int>(DataType::kInt64) == kTfLiteInt64 &&
+                  static_cast<int>(DataType::kBool) == kTfLiteBool &&
+                  static_cast<int>(DataType::kInt16) == kTfLiteInt16 &&
+                  static_cast<int>(DataType::kInt8) == kTfLiteInt8,
+              "port::DataType must match TfLiteType");
+
 Status ToStatus(TfLiteStatus status) {
   return status == kTfLiteOk ? Status::kOk : Status::kError;
 }
 
 Status FillInfo(const TfLiteTensor* tensor, TensorInfo* info) {
   *info = TensorInfo();
-  if (tensor == nullptr) return Status::kError;
+  if (tensor == nullptr) {
+    // AllocateTemp{Input,Output}Tensor: index out of range, or an optional
+    // input the converter left out.
+    MicroPrintf("tensor is missing");
+    return Status::kError;
+  }
   if (tensor->dims != nullptr && tensor->dims->size > kMaxRank) {
     MicroPrintf("tensor rank %d is more than %d", tensor->dims->size, kMaxRank);
     return Status::kError;
@@ -28,7 +48,8 @@ Status FillInfo(const TfLiteTensor* tensor, TensorInfo* info) {
   for (int i = 0; i < info->rank; ++i) info->dims[i] = tensor->dims->data[i];
   info->bytes = tensor->bytes;
   info->is_variable = tensor->is_variable;
-  if (tensor->allocation_type == kTfLiteMmapRo) {
+  // A variable lives in the arena even if the file gives it initial bytes.
+  if (tensor->allocation_type == kTfLiteMmapRo && !tensor->is_variable) {
     info->constant_data = tensor->data.data;
   }
   info->quant.scale = tensor->params.scale;
@@ -52,8 +73,10 @@ TensorView View(const TfLiteEvalTensor* tensor) {
   if (tensor == nullptr) return view;
   view.data = tensor->data.data;
   view.type = static_cast<DataType>(tensor->type);
-  view.rank = tensor->dims->size;
-  view.dims = tensor->dims->data;
+  if (tensor->dims != nullptr) {
+    view.rank = tensor->dims->size;
+    view.dims = tensor->dims->data;
+  }
   return view;
 }
 
@@ -63,7 +86,7 @@ int NumInputs(const Node* node) { return tflite::NumInputs(node); }
 int NumOutputs(const Node* node) { return tflite::NumOutputs(node); }
 
 bool HasInput(const Node* node, int index) {
-  return index < node->inputs->size &&
+  return index >= 0 && index < tflite::NumInputs(node) &&
          node->inputs->data[index] != kTfLiteOptionalTensor;
 }
 
@@ -87,11 +110,17 @@ Status OutputInfo(Context* context, const Node* node, int index,
   return status;
 }
 
+// GetEvalInput returns null for an out-of-range or optional input.
 TensorView Input(Context* context, const Node* node, int index) {
   return View(tflite::micro::GetEvalInput(context, node, index));
 }
 
+// GetEvalOutput does not check the index (unlike GetEvalInput), so check here.
 TensorView Output(Context* context, const Node* node, int index) {
+  if (index < 0 || index >= tflite::NumOutputs(node) ||
+      node->outputs->data[index] < 0) {
+    return TensorView();
+  }
   return View(tflite::micro::GetEvalOutput(context, node, index));
 }
 

@@ -17,7 +17,10 @@ namespace tflmt {
 namespace tflm_port {
 
 // TFLM wants TfLiteStatus-returning functions; ours return port::Status,
-// which has the same values. These adapters are instantiated per kernel.
+// which has the same values but not always the same size (arm-none-eabi-gcc
+// defaults to -fshort-enums: TfLiteStatus is 1 byte there, port::Status 4), so
+// the kernels' functions cannot be stored as they are. These adapters are
+// instantiated per kernel.
 template <const port::KernelDef* Kernel>
 TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
   return Kernel->prepare(context, node) == port::Status::kOk ? kTfLiteOk

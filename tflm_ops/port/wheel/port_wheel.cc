@@ -54,7 +54,8 @@ Status FillInfo(Context* context, int tensor_index, TensorInfo* info) {
   }
   info->bytes = tensor->bytes;
   info->is_variable = tensor->is_variable;
-  if (tensor->allocation_type == wheel::kAllocationMmapRo) {
+  // A variable lives in the arena even if the file gives it initial bytes.
+  if (tensor->allocation_type == wheel::kAllocationMmapRo && !tensor->is_variable) {
     info->constant_data = tensor->data;
   }
   info->quant.scale = tensor->scale;
