@@ -8,6 +8,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from tflm_train.converter.config import ConversionError
+from tflm_train.converter.matching import layer_name
 from tflm_train.converter.model_ir import Model, Quant
 
 
@@ -80,7 +81,7 @@ def dense_layer(model: Model, index: int) -> DenseLayer:
             bias_real = (bias_values.astype(np.float64) * scale).astype(np.float32)
         else:
             bias_real = bias_values.astype(np.float32)
-    name = model.tensor_name(y)
+    name = layer_name(model, index)
     return DenseLayer(
         op=op,
         index=index,

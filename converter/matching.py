@@ -17,23 +17,42 @@ from tflm_train.converter.config import ConversionError
 from tflm_train.converter.model_ir import Model
 
 
-def layer_name(model: Model, op_index: int) -> str:
+def layer_names(model: Model, op_index: int) -> list[str]:
+    """Names that identify a layer: its output's, then its constants'.
+
+    A model's last layer often has an output named after the graph
+    ("StatefulPartitionedCall:0"); its weights still carry the layer name.
+    """
     op = model.operators[op_index]
-    outputs = model.outputs_of(op)
-    return model.tensor_name(outputs[0]) if outputs else f"op{op_index}"
+    tensors = model.outputs_of(op) + [t for t in model.inputs_of(op) if t >= 0 and model.constant(t) is not None]
+    return [model.tensor_name(t) for t in tensors if model.tensor_name(t)]
 
 
-def _name_matches(item: str, name: str) -> bool:
+def layer_name(model: Model, op_index: int) -> str:
+    """The most telling of the layer's names, for messages."""
+    names = layer_names(model, op_index)
+    for name in names:
+        if not name.startswith(("StatefulPartitionedCall", "Identity", "arith.constant")):
+            return name
+    return names[0] if names else f"op{op_index}"
+
+
+def _segments(name: str) -> list[str]:
+    # Converter names often join several paths with ";".
+    return [part for path in name.split(";") for part in path.split("/") if part]
+
+
+def _name_matches(item: str, name: str, loose: bool) -> bool:
+    """Exact name or "/"-separated part; `loose` also ignores a trailing _N,
+    which Keras adds to layer names when it traces a model for TFLite
+    (layer "dense_2" appears as ".../dense_2_1/MatMul")."""
     if item.startswith("re:"):
         return re.search(item[3:], name) is not None
-    if item == name:
+    if item == name or item in _segments(name):
         return True
-    # Converter names often join several paths with ";".
-    for path in name.split(";"):
-        parts = path.split("/")
-        if item in parts or "/".join(parts).endswith("/" + item) or path.startswith(item + "/"):
-            return True
-    return False
+    if "/" in item and any(path.startswith(item + "/") or path.endswith("/" + item) for path in name.split(";")):
+        return True
+    return loose and any(re.fullmatch(re.escape(item) + r"_\d+", part) for part in _segments(name))
 
 
 def match_targets(model: Model, spec: str, eligible: list[int], kind: str) -> list[int]:
@@ -61,7 +80,10 @@ def match_targets(model: Model, spec: str, eligible: list[int], kind: str) -> li
                 )
             chosen.add(index)
         else:
-            found = [i for i in eligible if _name_matches(item, layer_name(model, i))]
+            for loose in (False, True):
+                found = [i for i in eligible if any(_name_matches(item, n, loose) for n in layer_names(model, i))]
+                if found:
+                    break
             if not found:
                 names = ", ".join(f"{i}:{layer_name(model, i)}" for i in eligible)
                 raise ConversionError(f"no {kind} layer is named {item!r} (layers: {names})")

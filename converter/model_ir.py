@@ -149,8 +149,8 @@ class Model:
         try:
             root = schema.Model.GetRootAs(data, 0)
             raw = schema.ModelT.InitFromObj(root)
-        except Exception as exc:  # flatbuffers raises whatever the bytes cause
-            raise ModelError(f"corrupt or truncated .tflite ({type(exc).__name__})") from None
+        except Exception:  # flatbuffers raises whatever the bytes cause
+            raise ModelError("corrupt or truncated .tflite (its flatbuffer does not parse)") from None
         model = cls(raw, data)
         model._validate()
         return model
@@ -453,6 +453,12 @@ def model_hash(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes all of `data` or nothing: a temporary file renamed into place."""
     path = Path(path)
@@ -461,6 +467,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -43,7 +43,9 @@ def emit_json(payload: dict) -> None:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    # Pipes and logs get full lines, not the 80 columns rich assumes.
+    width = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _read(path: str) -> bytes:

@@ -7,7 +7,7 @@ interpreter, and reports - all measured - accuracy on the writer's held-out
 digits and on the original style (forgetting), the training memory, and the
 merged model. It does what these commands do:
 
-  tflm-train convert model_int8.tflite -o digits_train.tflite
+  tflm-train convert model_int8.tflite -o digits_train.tflite --targets last:3
   tflm-train fit digits_train.tflite --data user_train.npz --epochs 8 --lr 0.02 --state-out user.state
   tflm-train evaluate digits_train.tflite --data user_test.npz --state user.state
   tflm-train merge digits_train.tflite --state user.state -o digits_personalized.tflite
@@ -49,7 +49,7 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
     say = console.print if console is not None else (lambda *a, **k: None)
 
     base_bytes = (source / "model_int8.tflite").read_bytes()
-    config = ConvertConfig(method="lora", r=4, targets="last:2")
+    config = ConvertConfig(method="lora", r=4, targets="last:3")
     converted = convert(base_bytes, config)
     train_path = out_dir / "digits_train.tflite"
     write_atomic(train_path, converted.model)
@@ -69,13 +69,22 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
     after = {name: fitting.evaluate(model, *prepared[name], task) for name in ("user_test", "base_test")}
     state = model.save_state()
     write_atomic(out_dir / "user.state", state)
-    plot_fit(result, str(out_dir / "fit.png"), title="digits, new writer")
 
     merged = merge(converted.model, state)
     write_atomic(out_dir / "digits_personalized.tflite", merged)
     merged_model = PlainModel(merged)
     merged_accuracy = fitting.evaluate(merged_model, *prepared["user_test"], fitting.Task("accuracy", classes=10))
 
+    plot_fit(
+        result,
+        str(out_dir / "fit.png"),
+        title="digits, new writer",
+        groups={
+            "new writer\n(held out)": (before["user_test"], after["user_test"]),
+            "original style\n(forgetting)": (before["base_test"], after["base_test"]),
+            "training\nsamples": (result.metric_before, result.metric_after),
+        },
+    )
     arena_inference = smallest_arena(base_bytes)
     arena_training = smallest_arena(converted.model)
     summary = {

@@ -2,9 +2,8 @@
 
 Real data: scikit-learn's 8x8 handwritten digits (1,797 images from 43
 writers, UCI, CC BY 4.0). The base model is an int8 MLP (64-32-16-10) trained
-on the digits as they are. The "new writer" slants and thickens their
-strokes (a shear plus a dilation applied to held-out digits), which the base
-model reads poorly: the case on-device fine-tuning is for. Files written to
+on the digits as they are. The "new writer" slants their digits (a shear
+applied to held-out digits), which the base model reads poorly: the case on-device fine-tuning is for. Files written to
 tflm_train/examples/digits/ (a few tens of KB, committed):
 
   model_int8.tflite   full-integer model (TFLiteConverter, int8 in and out)
@@ -33,13 +32,12 @@ SEED = 7
 
 
 def new_writer_style(images: np.ndarray) -> np.ndarray:
-    """Slanted, bolder strokes: shear to the right, then a grey dilation."""
+    """Slanted digits: a shear to the right, recentred."""
     styled = []
-    shear = np.array([[1.0, 0.0], [-0.45, 1.0]])  # row, col: slant right
+    shear = np.array([[1.0, 0.0], [-0.45, 1.0]])  # (row, col) <- slant right
     for image in images.reshape(-1, 8, 8):
         slanted = ndimage.affine_transform(image, shear, offset=(0.0, 1.6), order=1, mode="constant")
-        bold = ndimage.grey_dilation(slanted, size=(2, 1))
-        styled.append(np.clip(bold, 0, 16))
+        styled.append(np.clip(slanted, 0, 16))
     return np.asarray(styled, np.float32).reshape(-1, 64)
 
 

@@ -1,0 +1,48 @@
+"""The kernels are device code: they build for Cortex-M4 with -Werror and use
+no heap, exceptions, RTTI or mutable globals (checked on the object files)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("malloc", "calloc", "realloc", "free", "_Znwj", "_Znaj", "_ZdlPv", "_ZdaPv", "__cxa_throw",
+             "__cxa_allocate_exception", "__gxx_personality_v0", "__cxa_guard_acquire", "_ZTVN10__cxxabiv")
+
+
+@pytest.fixture(scope="module")
+def cortex_m4_library(tmp_path_factory) -> Path:
+    if shutil.which("arm-none-eabi-g++") is None:
+        if os.environ.get("TFLMT_REQUIRE_CORTEX_M4") == "1":
+            pytest.fail("arm-none-eabi-g++ is required here (apt-get install gcc-arm-none-eabi)")
+        pytest.skip("arm-none-eabi-g++ is not installed (apt-get install gcc-arm-none-eabi)")
+    build = tmp_path_factory.mktemp("cortex-m4")
+    toolchain = ROOT / "tflm_ops/cmake/cortex-m4.cmake"
+    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), "--toolchain", str(toolchain)],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    return build / "libtflm_train_kernels.a"
+
+
+def test_kernels_build_for_cortex_m4(cortex_m4_library):
+    assert cortex_m4_library.is_file()
+    header = subprocess.run(["arm-none-eabi-readelf", "-h", str(cortex_m4_library)], capture_output=True, text=True).stdout
+    assert "ARM" in header
+
+
+def test_kernels_have_no_heap_exceptions_or_rtti(cortex_m4_library):
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(cortex_m4_library)], capture_output=True, text=True).stdout
+    symbols = {line.split()[-1] for line in undefined.splitlines() if line.strip() and not line.endswith(":")}
+    assert not [s for s in symbols if s in FORBIDDEN or s.startswith(FORBIDDEN[-1])]
+
+
+def test_kernels_have_no_mutable_globals(cortex_m4_library):
+    sizes = subprocess.run(["arm-none-eabi-size", "-t", str(cortex_m4_library)], capture_output=True, text=True).stdout
+    text, data, bss = (int(v) for v in sizes.strip().splitlines()[-1].split()[:3])
+    assert text > 0
+    assert data == 0 and bss == 0, sizes

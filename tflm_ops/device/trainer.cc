@@ -1,0 +1,232 @@
+#include "device/trainer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+namespace tflmt {
+namespace {
+
+// Converted models append four inputs and two outputs.
+constexpr size_t kAddedInputs = 4;   // target, learning_rate, mode, state
+constexpr size_t kAddedOutputs = 2;  // loss, state
+
+size_t ElementCount(const TfLiteTensor* tensor) {
+  size_t n = 1;
+  for (int i = 0; i < tensor->dims->size; ++i) {
+    n *= static_cast<size_t>(tensor->dims->data[i]);
+  }
+  return n;
+}
+
+bool IsActivationType(TfLiteType type) {
+  return type == kTfLiteFloat32 || type == kTfLiteInt8 || type == kTfLiteInt16;
+}
+
+bool IsScalar(const TfLiteTensor* tensor, TfLiteType type) {
+  return tensor != nullptr && tensor->type == type && ElementCount(tensor) == 1;
+}
+
+// The same rounding as tflm_train.trainer.quantize (float64 division, round
+// half to even, as numpy does), so that firmware feeds the model the bytes
+// `tflm-train fit` fed it. TFLM's QUANTIZE op divides in float and rounds
+// half away from zero, which differs by one step on a few values.
+int32_t QuantizeValue(float value, float scale, int32_t zero_point,
+                      int32_t qmin, int32_t qmax) {
+  double v = static_cast<double>(value) / static_cast<double>(scale);
+  // Far outside any int16 range the clamp below decides anyway; this also
+  // keeps NaN and infinities away from the integer conversion.
+  if (!(v >= -65536.0)) v = -65536.0;
+  if (v > 65536.0) v = 65536.0;
+  double r = std::floor(v);
+  const double fraction = v - r;
+  if (fraction > 0.5 || (fraction == 0.5 && std::fmod(r, 2.0) != 0.0)) {
+    r += 1.0;
+  }
+  int32_t q = static_cast<int32_t>(r) + zero_point;
+  return q < qmin ? qmin : (q > qmax ? qmax : q);
+}
+
+}  // namespace
+
+Trainer::Trainer(tflite::MicroInterpreter& interpreter)
+    : interpreter_(interpreter) {}
+
+TfLiteStatus Trainer::Begin() {
+  ready_ = false;
+  const size_t inputs = interpreter_.inputs_size();
+  const size_t outputs = interpreter_.outputs_size();
+  if (inputs <= kAddedInputs || outputs <= kAddedOutputs) {
+    MicroPrintf("Trainer: not a model converted by tflm-train "
+                "(%d inputs, %d outputs)",
+                static_cast<int>(inputs), static_cast<int>(outputs));
+    return kTfLiteError;
+  }
+  target_ = inputs - 4;
+  learning_rate_ = inputs - 3;
+  mode_ = inputs - 2;
+  state_in_ = inputs - 1;
+  loss_ = outputs - 2;
+  state_out_ = outputs - 1;
+
+  const TfLiteTensor* x = interpreter_.input(0);
+  const TfLiteTensor* y = interpreter_.output(0);
+  const TfLiteTensor* target = interpreter_.input(target_);
+  const TfLiteTensor* state_in = interpreter_.input(state_in_);
+  const TfLiteTensor* state_out = interpreter_.output(state_out_);
+  // The state is one tensor that is both an input and an output; the checks
+  // on it are what tells a converted model from one that only looks similar.
+  const bool ok =
+      x != nullptr && IsActivationType(x->type) && y != nullptr &&
+      IsActivationType(y->type) && target != nullptr &&
+      (target->type == kTfLiteInt32 || target->type == kTfLiteFloat32) &&
+      IsScalar(interpreter_.input(learning_rate_), kTfLiteFloat32) &&
+      IsScalar(interpreter_.input(mode_), kTfLiteInt32) &&
+      IsScalar(interpreter_.output(loss_), kTfLiteFloat32) &&
+      state_in != nullptr && state_out != nullptr &&
+      state_in->type == kTfLiteUInt8 && state_in->is_variable &&
+      state_in->data.data == state_out->data.data &&
+      state_in->bytes == state_out->bytes;
+  if (!ok) {
+    MicroPrintf("Trainer: the model's inputs/outputs are not those of a "
+                "model converted by tflm-train");
+    return kTfLiteError;
+  }
+  ready_ = true;
+  return kTfLiteOk;
+}
+
+size_t Trainer::InputCount() const {
+  return ready_ ? ElementCount(interpreter_.input(0)) : 0;
+}
+
+size_t Trainer::OutputCount() const {
+  return ready_ ? ElementCount(interpreter_.output(0)) : 0;
+}
+
+TfLiteStatus Trainer::SetInput(const float* real_values) {
+  if (!ready_) return kTfLiteError;
+  TfLiteTensor* x = interpreter_.input(0);
+  const size_t n = ElementCount(x);
+  const float scale = x->params.scale;
+  const int32_t zero_point = x->params.zero_point;
+  switch (x->type) {
+    case kTfLiteFloat32:
+      std::memcpy(x->data.f, real_values, n * sizeof(float));
+      return kTfLiteOk;
+    case kTfLiteInt8:
+      for (size_t i = 0; i < n; ++i) {
+        x->data.int8[i] = static_cast<int8_t>(
+            QuantizeValue(real_values[i], scale, zero_point, -128, 127));
+      }
+      return kTfLiteOk;
+    default:  // int16 (Begin admits nothing else)
+      for (size_t i = 0; i < n; ++i) {
+        x->data.i16[i] = static_cast<int16_t>(
+            QuantizeValue(real_values[i], scale, zero_point, -32768, 32767));
+      }
+      return kTfLiteOk;
+  }
+}
+
+TfLiteStatus Trainer::SetLabel(int32_t label) {
+  if (!ready_) return kTfLiteError;
+  TfLiteTensor* target = interpreter_.input(target_);
+  if (!IsScalar(target, kTfLiteInt32)) {
+    MicroPrintf("Trainer: SetLabel needs a one-sample cross-entropy model");
+    return kTfLiteError;
+  }
+  target->data.i32[0] = label;
+  return kTfLiteOk;
+}
+
+TfLiteStatus Trainer::SetTarget(const float* values) {
+  if (!ready_) return kTfLiteError;
+  TfLiteTensor* target = interpreter_.input(target_);
+  if (target->type != kTfLiteFloat32) {
+    MicroPrintf("Trainer: this model's target is a label (use SetLabel)");
+    return kTfLiteError;
+  }
+  std::memcpy(target->data.f, values, ElementCount(target) * sizeof(float));
+  return kTfLiteOk;
+}
+
+TfLiteStatus Trainer::Run(int32_t mode) {
+  if (!ready_) return kTfLiteError;
+  interpreter_.input(mode_)->data.i32[0] = mode;
+  return interpreter_.Invoke();
+}
+
+TfLiteStatus Trainer::TrainStep(float learning_rate, float* loss) {
+  if (!ready_) return kTfLiteError;
+  interpreter_.input(learning_rate_)->data.f[0] = learning_rate;
+  const TfLiteStatus status = Run(static_cast<int32_t>(Mode::kTrain));
+  if (status == kTfLiteOk && loss != nullptr) {
+    *loss = interpreter_.output(loss_)->data.f[0];
+  }
+  return status;
+}
+
+TfLiteStatus Trainer::EvaluateLoss(float* loss) {
+  const TfLiteStatus status = Run(static_cast<int32_t>(Mode::kEvaluate));
+  if (status == kTfLiteOk && loss != nullptr) {
+    *loss = interpreter_.output(loss_)->data.f[0];
+  }
+  return status;
+}
+
+TfLiteStatus Trainer::Predict(float* out) {
+  const TfLiteStatus status = Run(static_cast<int32_t>(Mode::kInfer));
+  if (status != kTfLiteOk) return status;
+  const TfLiteTensor* y = interpreter_.output(0);
+  const size_t n = ElementCount(y);
+  const float scale = y->params.scale;
+  const int32_t zero_point = y->params.zero_point;
+  for (size_t i = 0; i < n; ++i) {
+    switch (y->type) {
+      case kTfLiteFloat32:
+        out[i] = y->data.f[i];
+        break;
+      case kTfLiteInt8:
+        out[i] = static_cast<float>(y->data.int8[i] - zero_point) * scale;
+        break;
+      default:  // int16
+        out[i] = static_cast<float>(y->data.i16[i] - zero_point) * scale;
+        break;
+    }
+  }
+  return kTfLiteOk;
+}
+
+size_t Trainer::StateBytes() const {
+  return ready_ ? interpreter_.output(state_out_)->bytes : 0;
+}
+
+TfLiteStatus Trainer::SaveState(uint8_t* dst, size_t capacity) const {
+  const size_t bytes = StateBytes();
+  if (bytes == 0 || capacity < bytes) return kTfLiteError;
+  std::memcpy(dst, interpreter_.output(state_out_)->data.uint8, bytes);
+  return kTfLiteOk;
+}
+
+TfLiteStatus Trainer::LoadState(const uint8_t* src, size_t size) {
+  if (!ready_ || size != StateBytes()) {
+    MicroPrintf("Trainer: a state of %d bytes does not fit this model's %d",
+                static_cast<int>(size), static_cast<int>(StateBytes()));
+    return kTfLiteError;
+  }
+  // TFLMT_STATE skips re-checking a state whose checksum field it has
+  // already verified, and cannot see this write: without the reset, a copy
+  // of the last checked state with a damaged payload would pass. Reset()
+  // makes it forget, so the next invocation checks the whole state.
+  const TfLiteStatus status = interpreter_.Reset();
+  if (status != kTfLiteOk) return status;
+  std::memcpy(interpreter_.input(state_in_)->data.uint8, src, size);
+  return kTfLiteOk;
+}
+
+TfLiteStatus Trainer::Reset() { return interpreter_.Reset(); }
+
+}  // namespace tflmt

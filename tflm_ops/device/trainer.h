@@ -1,0 +1,97 @@
+// tflmt::Trainer: the training loop's verbs over a model made by
+// `tflm-train convert`, using nothing but the public MicroInterpreter API.
+//
+//   tflite::MicroMutableOpResolver<16> resolver;
+//   resolver.AddFullyConnected();  resolver.AddSoftmax();   // the model's ops
+//   tflmt::RegisterOps(resolver);                           // tflm-train's
+//   tflite::MicroInterpreter interpreter(model, resolver, arena, kArenaSize);
+//   interpreter.AllocateTensors();
+//   tflmt::Trainer trainer(interpreter);
+//   if (trainer.Begin() != kTfLiteOk) { /* not a converted model */ }
+//   trainer.SetInput(x);  trainer.SetLabel(y);  trainer.TrainStep(0.02f, &loss);
+//   trainer.SetInput(x);  trainer.Predict(probabilities);
+//
+// A converted model's subgraph 0 has the inputs
+//   [original inputs..., target, learning_rate, mode, state]
+// and the outputs [original outputs..., loss, state]; the state is one uint8
+// variable tensor (kernels/training_state.h), so saving it is reading an
+// output and loading it is writing an input.
+//
+// Set the sample (SetInput, and SetLabel/SetTarget when a loss is needed)
+// before every TrainStep/EvaluateLoss/Predict: TFLM may reuse an input's
+// memory for later tensors once the graph no longer needs it.
+//
+// Device code: no heap, no exceptions, no RTTI.
+#ifndef TFLM_OPS_DEVICE_TRAINER_H_
+#define TFLM_OPS_DEVICE_TRAINER_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+
+namespace tflmt {
+
+class Trainer {
+ public:
+  // Only remembers the interpreter: its tensors exist after AllocateTensors.
+  explicit Trainer(tflite::MicroInterpreter& interpreter);
+
+  // Checks that the model has a converted model's inputs and outputs. Call
+  // once, after interpreter.AllocateTensors(); the other calls fail until it
+  // succeeded.
+  TfLiteStatus Begin();
+
+  // Values in input 0 / output 0 (all batch rows).
+  size_t InputCount() const;
+  size_t OutputCount() const;
+
+  // Real values into input 0, quantized for an int8/int16 input.
+  TfLiteStatus SetInput(const float* real_values);
+  // Cross-entropy target: the class of a one-sample model.
+  TfLiteStatus SetLabel(int32_t label);
+  // MSE / binary cross-entropy target: as many values as output 0.
+  TfLiteStatus SetTarget(const float* values);
+
+  // One training step on the sample set before; *loss is its loss (before
+  // the update). The update itself happens every `--accumulate` steps.
+  TfLiteStatus TrainStep(float learning_rate, float* loss);
+  // The loss of the sample set before; nothing changes.
+  TfLiteStatus EvaluateLoss(float* loss);
+  // Forward pass only; output 0 as real values (OutputCount() floats).
+  TfLiteStatus Predict(float* out);
+
+  // Size of a saved state, in bytes (the same for every state of a model).
+  size_t StateBytes() const;
+  // Copies the current state to dst. Before the first invocation (and right
+  // after Reset) the state is all zero, which LoadState accepts as "start
+  // from the model's initial adapter".
+  TfLiteStatus SaveState(uint8_t* dst, size_t capacity) const;
+  // Writes a saved state into the model. It is checked by the next
+  // invocation, which fails with a "TFLMT_STATE: ..." message if the state
+  // belongs to another model or conversion, or is corrupt; the interpreter
+  // keeps failing until a good state is loaded or Reset() is called.
+  // Resets the interpreter first (its other variable tensors too).
+  TfLiteStatus LoadState(const uint8_t* src, size_t size);
+  // Back to the model's initial adapter (TFLM zeroes the state; the next
+  // invocation re-initializes it from the model).
+  TfLiteStatus Reset();
+
+ private:
+  TfLiteStatus Run(int32_t mode);
+
+  tflite::MicroInterpreter& interpreter_;
+  // Roles by position: the converter appends them after the original ones.
+  size_t target_ = 0;
+  size_t learning_rate_ = 0;
+  size_t mode_ = 0;
+  size_t state_in_ = 0;
+  size_t loss_ = 0;
+  size_t state_out_ = 0;
+  bool ready_ = false;
+};
+
+}  // namespace tflmt
+
+#endif  // TFLM_OPS_DEVICE_TRAINER_H_
