@@ -14,7 +14,6 @@ before it get no backward ops at all.
 from __future__ import annotations
 
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
@@ -27,11 +26,9 @@ ACTIVATIONS = {
     "TANH": ops.Activation.TANH,
     "LOGISTIC": ops.Activation.LOGISTIC,
 }
-IDENTITIES = {"QUANTIZE", "DEQUANTIZE"}  # identity on real values
-RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
-SUPPORTED = (
-    {"FULLY_CONNECTED", ops.FULLY_CONNECTED, ops.ADAPTER, "SOFTMAX", "ADD"} | set(ACTIVATIONS) | IDENTITIES | RESHAPES
-)
+# Identity on real values, up to shape: no backward op at all.
+IDENTITIES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+SUPPORTED = {"FULLY_CONNECTED", ops.FULLY_CONNECTED, ops.ADAPTER, "SOFTMAX", "ADD"} | set(ACTIVATIONS) | IDENTITIES
 
 
 class Backward:
@@ -77,11 +74,10 @@ class Backward:
     def _gradient_of(self, tensor: int) -> int:
         """The summed gradient of a tensor, once all its readers are done."""
         parts = self.contributions.pop(tensor)
-        total = parts[0]
-        for part in parts[1:]:
-            summed = self._grad_tensor(tensor)
-            self._emit("ADD", [total, part], [summed], **_add_options())
-            total = summed
+        if len(parts) == 1:
+            return parts[0]
+        total = self._grad_tensor(tensor)
+        self._emit(ops.ADD_GRADS, [self.mode] + parts, [total], custom_options=ops.version_only_options())
         return total
 
     # ---- rules, one per forward op type ---------------------------------------------
@@ -139,24 +135,6 @@ class Backward:
         self._emit(ops.SOFTMAX_GRAD, [dy, y, self.mode], [dx], custom_options=ops.softmax_grad_options(beta))
         self._contribute(x, dx)
 
-    def _reshape(self, op, dy: int) -> None:
-        x = self.model.inputs_of(op)[0]
-        shape = list(self.model.shape(x))
-        shape_tensor = self.model.add_tensor(
-            self.model.tensor_name(x) + "/grad_shape", [len(shape)], np.int32, data=np.asarray(shape, np.int32)
-        )
-        dx = self._grad_tensor(x)
-        options = schema.ReshapeOptionsT()
-        options.newShape = shape
-        self._emit(
-            "RESHAPE",
-            [dy, shape_tensor],
-            [dx],
-            builtin_options=options,
-            builtin_options_type=schema.BuiltinOptions.ReshapeOptions,
-        )
-        self._contribute(x, dx)
-
     def _add(self, op, index: int, dy: int) -> None:
         y = self.model.outputs_of(op)[0]
         activation = op.builtinOptions.fusedActivationFunction if op.builtinOptions is not None else 0
@@ -194,15 +172,12 @@ class Backward:
                 self._contribute(self.model.inputs_of(op)[0], self._activation(op, ACTIVATIONS[kind], dy))
             elif kind == "SOFTMAX":
                 self._softmax(op, dy)
-            elif kind in RESHAPES:
-                self._reshape(op, dy)
             elif kind in IDENTITIES:
+                # Same values (or the same real values) in another shape or
+                # type: gradient ops read gradients as flat float32, so the
+                # gradient of y serves as the gradient of x unchanged.
                 self._contribute(self.model.inputs_of(op)[0], dy)
             elif kind == "ADD":
                 self._add(op, index, dy)
 
 
-def _add_options() -> dict:
-    options = schema.AddOptionsT()
-    options.fusedActivationFunction = 0
-    return {"builtin_options": options, "builtin_options_type": schema.BuiltinOptions.AddOptions}

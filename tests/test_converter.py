@@ -63,6 +63,58 @@ def test_converted_model_layout(digits):
     assert meta["state"]["bytes"] == HEADER_BYTES + 4 * meta["state"]["param_count"] * 2
 
 
+def residual_model():
+    """h feeds both a dense layer and the ADD after it: its gradient comes in two parts."""
+    tf.keras.utils.set_random_seed(3)
+    inputs = tf.keras.Input((6,))
+    h = tf.keras.layers.Dense(8, name="d1")(inputs)
+    r = tf.keras.layers.Add()([h, tf.keras.layers.Dense(8, name="d2")(h)])
+    outputs = tf.keras.layers.Dense(3, name="d3")(r)
+    return tf.keras.Model(inputs, outputs)
+
+
+def test_everything_after_the_forward_pass_is_a_mode_gated_op():
+    """Inference (mode 0) runs no backward work: every op tflm-train appends
+    after the forward pass is one of ours, and ours check the mode."""
+    base = to_tflite(residual_model())
+    config = ConvertConfig(method="lora", r=2, targets="d1", loss="mse", optimizer=OptimizerConfig(accumulate=2))
+    result = convert(base, config)
+    model = Model.from_bytes(result.model)
+    first, end = result.metadata["forward_ops"]
+    appended = [model.op_type(op) for op in model.operators[end:]]
+    assert "TFLMT_ADD_GRADS" in appended
+    assert all(kind.startswith("TFLMT_") for kind in appended), appended
+
+    # The summed gradient is right: compare with TensorFlow.
+    trainable = TrainableModel(result.model)
+    initial = trainable.save_state()
+    x = np.random.default_rng(2).normal(size=6).astype(np.float32)
+    target = np.array([0.5, -1.0, 2.0], np.float32)
+    trainable.train_step(x, target, 0.1)
+    state = trainable.save_state()
+    count = Header.unpack(state).param_count
+    got = np.frombuffer(state, np.float32, count=count, offset=HEADER_BYTES + 4 * count)
+    fully_connected = [i for i, op in enumerate(Model.from_bytes(base).operators)
+                       if Model.from_bytes(base).op_type(op) == "FULLY_CONNECTED"]
+    layers = {n: dense_layer(Model.from_bytes(base), match_targets(Model.from_bytes(base), n, fully_connected, "FC")[0])
+              for n in ("d1", "d2", "d3")}
+    params = np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)
+    lora_a, lora_b = tf.Variable(params[:12].reshape(2, 6)), tf.Variable(params[12:].reshape(8, 2))
+
+    def dense(name, v):
+        layer = layers[name]
+        bias = layer.bias_real if layer.bias_real is not None else 0.0
+        return tf.matmul(v, layer.weights_real, transpose_b=True) + bias
+
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x[None])
+        h = dense("d1", xt) + tf.matmul(tf.matmul(xt, lora_a, transpose_b=True), lora_b, transpose_b=True)
+        y = dense("d3", h + dense("d2", h))
+        loss = tf.reduce_mean((y - target[None]) ** 2)
+    want = np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, [lora_a, lora_b])])
+    assert relative_error(got, want) < 1e-4
+
+
 def test_targets_by_index_name_and_last(digits):
     model = Model.from_bytes(digits.int8_model)
     fc = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]

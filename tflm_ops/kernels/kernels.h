@@ -19,6 +19,7 @@ constexpr char kActivationGradOpName[] = "TFLMT_ACTIVATION_GRAD";
 constexpr char kSoftmaxGradOpName[] = "TFLMT_SOFTMAX_GRAD";
 constexpr char kLossOpName[] = "TFLMT_LOSS";
 constexpr char kOptimizerOpName[] = "TFLMT_OPTIMIZER";
+constexpr char kAddGradsOpName[] = "TFLMT_ADD_GRADS";
 
 extern const port::KernelDef kStateKernel;
 extern const port::KernelDef kFullyConnectedKernel;
@@ -29,6 +30,7 @@ extern const port::KernelDef kActivationGradKernel;
 extern const port::KernelDef kSoftmaxGradKernel;
 extern const port::KernelDef kLossKernel;
 extern const port::KernelDef kOptimizerKernel;
+extern const port::KernelDef kAddGradsKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -38,7 +40,7 @@ struct KernelList {
 using AllKernels =
     KernelList<&kStateKernel, &kFullyConnectedKernel, &kFullyConnectedGradKernel, &kAdapterKernel,
                &kAdapterGradKernel, &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
-               &kOptimizerKernel>;
+               &kOptimizerKernel, &kAddGradsKernel>;
 
 // The value of a converted model's `mode` input (int32 [1]).
 enum class Mode : int32_t {
