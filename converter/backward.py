@@ -17,6 +17,7 @@ import numpy as np
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
+from tflm_train.converter.layers import LINEAR_OPS, linear_target
 from tflm_train.converter.rewrite import Rewrite
 
 ACTIVATIONS = {
@@ -28,7 +29,8 @@ ACTIVATIONS = {
 }
 # Identity on real values, up to shape: no backward op at all.
 IDENTITIES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
-SUPPORTED = {"FULLY_CONNECTED", ops.FULLY_CONNECTED, ops.ADAPTER, "SOFTMAX", "ADD"} | set(ACTIVATIONS) | IDENTITIES
+OUR_LINEAR_OPS = {ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D}
+SUPPORTED = set(LINEAR_OPS) | OUR_LINEAR_OPS | {ops.ADAPTER, "SOFTMAX", "ADD"} | set(ACTIVATIONS) | IDENTITIES
 
 
 class Backward:
@@ -81,21 +83,19 @@ class Backward:
         return total
 
     # ---- rules, one per forward op type ---------------------------------------------
-    def _fully_connected(self, op, kind: str, dy: int) -> None:
+    def _linear(self, op, kind: str, dy: int) -> None:
+        """FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D, stock or ours."""
         inputs = self.model.inputs_of(op)
         outputs = self.model.outputs_of(op)
         x, y = inputs[0], outputs[0]
-        if kind == "FULLY_CONNECTED":
-            weights = inputs[1]
-            units, in_features = self.model.shape(weights)
-            activation = op.builtinOptions.fusedActivationFunction if op.builtinOptions is not None else 0
-            layer = ops.FullyConnectedLayer(in_features=in_features, units=units, activation=activation)
-            state, hidden = -1, -1
+        if kind in LINEAR_OPS:  # a frozen stock layer: input gradient only
+            layer = linear_target(self.model, self.model.operators.index(op)).layer
+            weights, state, hidden = inputs[1], -1, -1
         else:
-            layer = ops.FullyConnectedLayer.from_options(op.customOptions)
+            layer = ops.LinearLayer.from_options(op.customOptions)
             weights = inputs[1] if layer.weight_offset < 0 else -1
             state = inputs[3]
-            hidden = outputs[1] if layer.lora_rank > 0 else -1
+            hidden = outputs[1] if len(outputs) > 1 else -1
         trainable = layer.weight_offset >= 0 or layer.bias_offset >= 0 or layer.lora_rank > 0
         dx_outputs = []
         if x in self.need_grad:
@@ -106,7 +106,7 @@ class Backward:
             return
         y_input = y if layer.activation != ops.Activation.NONE else -1
         self._emit(
-            ops.FULLY_CONNECTED_GRAD,
+            layer.grad_op,
             [dy, x, y_input, weights, state if trainable else -1, self.mode, hidden],
             dx_outputs,
             custom_options=layer.options(),
@@ -164,8 +164,8 @@ class Backward:
                     "and has no gradient in tflm-train yet"
                 )
             dy = self._gradient_of(outputs[0])
-            if kind in ("FULLY_CONNECTED", ops.FULLY_CONNECTED):
-                self._fully_connected(op, kind, dy)
+            if kind in LINEAR_OPS or kind in OUR_LINEAR_OPS:
+                self._linear(op, kind, dy)
             elif kind == ops.ADAPTER:
                 self._adapter(op, dy)
             elif kind in ACTIVATIONS:

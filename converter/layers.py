@@ -1,4 +1,4 @@
-"""Reading a fully-connected layer out of a model, frozen or already adapted."""
+"""Reading a linear layer (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D) out of a model."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ from dataclasses import dataclass
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
+from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
 from tflm_train.converter.matching import layer_name
 from tflm_train.converter.model_ir import Model, Quant
 
+LINEAR_OPS = {
+    "FULLY_CONNECTED": ops.LinearKind.FULLY_CONNECTED,
+    "CONV_2D": ops.LinearKind.CONV_2D,
+    "DEPTHWISE_CONV_2D": ops.LinearKind.DEPTHWISE_CONV_2D,
+}
+
 
 @dataclass
-class DenseLayer:
-    """A stock FULLY_CONNECTED with constant weights, and its real values."""
+class LinearTarget:
+    """A stock linear layer with constant weights, and its real values."""
 
     op: schema.OperatorT
     index: int
@@ -23,12 +30,31 @@ class DenseLayer:
     weights: int
     bias: int  # -1 when the layer has none
     y: int
-    activation: int
-    in_features: int
-    units: int
-    batches: int
-    weights_real: np.ndarray  # float32 [units, in_features], dequantized
-    bias_real: np.ndarray | None  # float32 [units], dequantized
+    layer: ops.LinearLayer  # kind, geometry and activation; nothing trainable yet
+    weights_real: np.ndarray  # float32, TFLite filter layout, dequantized
+    bias_real: np.ndarray | None  # float32 [out_channels], dequantized
+    batches: int = 1
+
+    @property
+    def kind(self) -> int:
+        return self.layer.kind
+
+    @property
+    def activation(self) -> int:
+        return self.layer.activation
+
+    @property
+    def in_features(self) -> int:
+        return self.layer.in_channels
+
+    @property
+    def units(self) -> int:
+        return self.layer.out_channels
+
+    @property
+    def rows(self) -> int:
+        """Output positions (batches x height x width): rows of the low-rank terms."""
+        return self.layer.out_size[0] * self.layer.out_size[1] * self.batches
 
 
 def dequantize(values: np.ndarray, quant: Quant | None, axis: int = 0) -> np.ndarray:
@@ -44,35 +70,85 @@ def dequantize(values: np.ndarray, quant: Quant | None, axis: int = 0) -> np.nda
     return ((values.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
-def dense_layer(model: Model, index: int) -> DenseLayer:
+def same_padding(size: int, kernel: int, stride: int, dilation: int, padding: int) -> tuple[int, int]:
+    """(output size, padding before) for TFLite's SAME (0) / VALID (1) rule."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == schema.Padding.VALID:
+        return (size - effective + stride) // stride, 0
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + effective - size, 0)
+    return out, total // 2
+
+
+def linear_target(model: Model, index: int) -> LinearTarget:
     op = model.operators[index]
-    kind = model.op_type(op)
-    if kind != "FULLY_CONNECTED":
-        raise ConversionError(f"operator {index} is {kind}, not FULLY_CONNECTED")
+    op_type = model.op_type(op)
+    if op_type not in LINEAR_OPS:
+        raise ConversionError(f"operator {index} is {op_type}, not a FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D")
+    kind = LINEAR_OPS[op_type]
     inputs = model.inputs_of(op)
     x, weights = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else -1
     y = model.outputs_of(op)[0]
     options = op.builtinOptions
-    activation = options.fusedActivationFunction if options is not None else 0
-    if options is not None and options.weightsFormat != 0:
-        raise ConversionError(f"operator {index}: shuffled FULLY_CONNECTED weights are not supported")
     weight_values = model.constant(weights)
     if weight_values is None:
-        raise ConversionError(f"operator {index}: FULLY_CONNECTED weights are not constant")
+        raise ConversionError(f"operator {index}: {op_type} weights are not constant")
     if weight_values.dtype not in (np.float32, np.int8):
         raise ConversionError(f"operator {index}: {weight_values.dtype} weights are not supported (float32 and int8 are)")
-    units, in_features = weight_values.shape
-    x_size = int(np.prod(model.shape(x)))
-    if x_size % in_features:
-        raise ConversionError(f"operator {index}: input size {x_size} is not a multiple of {in_features}")
+    activation = int(options.fusedActivationFunction) if options is not None else 0
+    if activation not in (0, 1, 2, 3, 4):
+        raise ConversionError(f"operator {index}: fused activation {activation} is not supported")
+    batches = 1
+    if kind == ops.LinearKind.FULLY_CONNECTED:
+        if options is not None and options.weightsFormat != 0:
+            raise ConversionError(f"operator {index}: shuffled FULLY_CONNECTED weights are not supported")
+        units, in_features = weight_values.shape
+        x_size = int(np.prod(model.shape(x)))
+        if x_size % in_features:
+            raise ConversionError(f"operator {index}: input size {x_size} is not a multiple of {in_features}")
+        batches = x_size // in_features
+        layer = ops.LinearLayer.fully_connected(int(in_features), int(units), activation)
+        channel_axis = 0
+    else:
+        x_shape, y_shape = model.shape(x), model.shape(y)
+        if len(x_shape) != 4 or len(y_shape) != 4:
+            raise ConversionError(f"operator {index}: {op_type} input and output must be NHWC")
+        stride = (int(options.strideH), int(options.strideW))
+        dilation = (int(options.dilationHFactor or 1), int(options.dilationWFactor or 1))
+        if kind == ops.LinearKind.CONV_2D:
+            out_c, k_h, k_w, in_c = weight_values.shape
+            if in_c != x_shape[3]:
+                raise ConversionError(f"operator {index}: grouped convolutions are not supported")
+            channel_axis = 0
+        else:
+            _, k_h, k_w, out_c = weight_values.shape
+            in_c = x_shape[3]
+            channel_axis = 3
+        out_h, pad_top = same_padding(x_shape[1], k_h, stride[0], dilation[0], options.padding)
+        out_w, pad_left = same_padding(x_shape[2], k_w, stride[1], dilation[1], options.padding)
+        if (out_h, out_w) != tuple(y_shape[1:3]):
+            raise ConversionError(f"operator {index}: output {y_shape} does not follow from the padding rule")
+        batches = x_shape[0]
+        layer = ops.LinearLayer(
+            kind=kind,
+            in_channels=int(in_c),
+            out_channels=int(out_c),
+            activation=activation,
+            kernel=(int(k_h), int(k_w)),
+            stride=stride,
+            dilation=dilation,
+            padding=(pad_top, pad_left),
+            depth_multiplier=int(out_c) // int(in_c),
+            out_size=(out_h, out_w),
+        )
     weight_quant = model.quant(weights)
-    weights_real = dequantize(weight_values, weight_quant, axis=0)
+    weights_real = dequantize(weight_values, weight_quant, axis=channel_axis)
     bias_real = None
     if bias >= 0:
         bias_values = model.constant(bias)
         if bias_values is None:
-            raise ConversionError(f"operator {index}: FULLY_CONNECTED bias is not constant")
+            raise ConversionError(f"operator {index}: {op_type} bias is not constant")
         if bias_values.dtype == np.int32:
             input_quant = model.quant(x)
             if input_quant is None or weight_quant is None:
@@ -81,29 +157,27 @@ def dense_layer(model: Model, index: int) -> DenseLayer:
             bias_real = (bias_values.astype(np.float64) * scale).astype(np.float32)
         else:
             bias_real = bias_values.astype(np.float32)
-    name = layer_name(model, index)
-    return DenseLayer(
+    target = LinearTarget(
         op=op,
         index=index,
-        name=name,
+        name=layer_name(model, index),
         x=x,
         weights=weights,
         bias=bias,
         y=y,
-        activation=int(activation),
-        in_features=int(in_features),
-        units=int(units),
-        batches=x_size // in_features,
+        layer=layer,
         weights_real=weights_real,
         bias_real=bias_real,
+        batches=batches,
     )
+    return target
 
 
 def short_name(name: str) -> str:
     """A readable layer name: the first path of a converter name, trimmed."""
     first = name.split(";")[0]
     parts = [p for p in first.split("/") if p]
-    for suffix in ("MatMul", "BiasAdd", "Relu", "Relu6", "Tanh", "Sigmoid", "Softmax"):
+    for suffix in ("MatMul", "BiasAdd", "Relu", "Relu6", "Tanh", "Sigmoid", "Softmax", "Conv2D", "depthwise"):
         if len(parts) > 1 and parts[-1].startswith(suffix):
             parts = parts[:-1]
     return "/".join(parts[-2:]) if parts else first

@@ -19,7 +19,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
-from tflm_train.converter.layers import dequantize
+from tflm_train.converter.layers import dequantize, same_padding
 from tflm_train.converter.model_ir import Model, ModelError, Quant
 from tflm_train.converter.state_format import parameters, validate
 from tflm_train.converter.training_info import training_info
@@ -27,12 +27,44 @@ from tflm_train.converter.training_info import training_info
 MERGED_METADATA_NAME = "tflm_train_merged"
 
 
-def _requantize_per_channel(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weights and per-row scales, symmetric (zero point 0)."""
-    peak = np.abs(weights).max(axis=1)
+def _requantize_per_channel(weights: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights and per-channel scales along `axis`, symmetric (zero point 0)."""
+    moved = np.moveaxis(weights, axis, 0)
+    peak = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
     scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.round(weights / scales[:, None]), -127, 127).astype(np.int8)
+    shape = [1] * weights.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(weights / scales.reshape(shape)), -127, 127).astype(np.int8)
     return q, scales
+
+
+def _builtin_options(model: Model, layer: ops.LinearLayer, x: int):
+    """Stock options reproducing the layer's geometry: (op type, options, type)."""
+    if layer.kind == ops.LinearKind.FULLY_CONNECTED:
+        options = schema.FullyConnectedOptionsT()
+        options.fusedActivationFunction = layer.activation
+        return "FULLY_CONNECTED", options, schema.BuiltinOptions.FullyConnectedOptions
+    x_shape = model.shape(x)
+    padding = None
+    for candidate in (schema.Padding.SAME, schema.Padding.VALID):
+        rows = same_padding(x_shape[1], layer.kernel[0], layer.stride[0], layer.dilation[0], candidate)
+        cols = same_padding(x_shape[2], layer.kernel[1], layer.stride[1], layer.dilation[1], candidate)
+        if (rows[0], cols[0]) == tuple(layer.out_size) and (rows[1], cols[1]) == tuple(layer.padding):
+            padding = candidate
+            break
+    if padding is None:
+        raise ConversionError("merge: the layer's padding is neither SAME nor VALID")
+    if layer.kind == ops.LinearKind.CONV_2D:
+        options, kind, options_type = schema.Conv2DOptionsT(), "CONV_2D", schema.BuiltinOptions.Conv2DOptions
+    else:
+        options, kind = schema.DepthwiseConv2DOptionsT(), "DEPTHWISE_CONV_2D"
+        options_type = schema.BuiltinOptions.DepthwiseConv2DOptions
+        options.depthMultiplier = layer.depth_multiplier
+    options.padding = padding
+    options.strideH, options.strideW = layer.stride
+    options.dilationHFactor, options.dilationWFactor = layer.dilation
+    options.fusedActivationFunction = layer.activation
+    return kind, options, options_type
 
 
 class _Folder:
@@ -44,26 +76,36 @@ class _Folder:
         size = int(np.prod(shape))
         return self.params[offset : offset + size].reshape(shape)
 
+    def _weights(self, layer: ops.LinearLayer, weights: int) -> tuple[np.ndarray, bool]:
+        """The layer's real filter with LoRA folded in, and whether it was int8."""
+        shape = layer.weight_shape()
+        channel_axis = 3 if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D else 0
+        if layer.weight_offset >= 0:
+            real, frozen_int8 = self._slice(layer.weight_offset, shape).astype(np.float64), False
+        else:
+            values = self.model.constant(weights)
+            real = dequantize(values, self.model.quant(weights), axis=channel_axis).astype(np.float64)
+            frozen_int8 = values.dtype == np.int8
+        if layer.lora_rank > 0:
+            r = layer.lora_rank
+            a = self._slice(layer.lora_a_offset, (r, int(np.prod(layer.lora_a_shape(r)[1:])))).astype(np.float64)
+            b = self._slice(layer.lora_b_offset, (layer.out_channels, r)).astype(np.float64)
+            delta = layer.lora_scale * (b @ a)  # [out, taps * in] or, depthwise, [out, taps]
+            if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D:
+                delta = delta.T.reshape(shape)
+            real = real + delta.reshape(shape)
+        return real, frozen_int8
+
     def fold(self, op) -> list:
-        """Stock operators that compute what the TFLMT_FULLY_CONNECTED `op` does."""
+        """Stock operators that compute what our trainable linear `op` does."""
         model = self.model
-        layer = ops.FullyConnectedLayer.from_options(op.customOptions)
+        layer = ops.LinearLayer.from_options(op.customOptions)
         x, weights, bias = model.inputs_of(op)[:3]
         y = model.outputs_of(op)[0]
-        units, in_features = layer.units, layer.in_features
-        if layer.weight_offset >= 0:
-            w_real = self._slice(layer.weight_offset, (units, in_features)).astype(np.float64)
-            frozen_int8 = False
-        else:
-            w_values = model.constant(weights)
-            w_real = dequantize(w_values, model.quant(weights), axis=0).astype(np.float64)
-            frozen_int8 = w_values.dtype == np.int8
-        if layer.lora_rank > 0:
-            a = self._slice(layer.lora_a_offset, (layer.lora_rank, in_features)).astype(np.float64)
-            b = self._slice(layer.lora_b_offset, (units, layer.lora_rank)).astype(np.float64)
-            w_real = w_real + layer.lora_scale * (b @ a)
+        w_real, frozen_int8 = self._weights(layer, weights)
+        out_c = layer.out_channels
         if layer.bias_offset >= 0:
-            b_real = self._slice(layer.bias_offset, (units,)).astype(np.float64)
+            b_real = self._slice(layer.bias_offset, (out_c,)).astype(np.float64)
         elif bias >= 0:
             b_values = model.constant(bias)
             if b_values.dtype == np.int32:
@@ -75,34 +117,37 @@ class _Folder:
             b_real = None
 
         name = model.tensor_name(y)
-        options = schema.FullyConnectedOptionsT()
-        options.fusedActivationFunction = layer.activation
-        kwargs = {"builtin_options": options, "builtin_options_type": schema.BuiltinOptions.FullyConnectedOptions}
-        x_dtype = model.dtype(x)
-        if frozen_int8 and x_dtype == np.int8:
-            q, scales = _requantize_per_channel(w_real)
-            w_tensor = model.add_tensor(f"{name}/merged_weights", [units, in_features], np.int8, data=q, quant=Quant.of(scales, 0))
+        op_type, options, options_type = _builtin_options(model, layer, x)
+        kwargs = {"builtin_options": options, "builtin_options_type": options_type}
+        w_shape = list(layer.weight_shape())
+        if frozen_int8 and model.dtype(x) == np.int8 and model.dtype(y) == np.int8:
+            axis = 3 if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D else 0
+            q, scales = _requantize_per_channel(w_real, axis)
+            w_tensor = model.add_tensor(f"{name}/merged_weights", w_shape, np.int8, data=q, quant=Quant.of(scales, 0, axis))
             inputs = [x, w_tensor]
             if b_real is not None:
                 bias_scale = float(model.quant(x).scale[0]) * scales.astype(np.float64)
                 b_q = np.round(b_real / bias_scale).astype(np.int32)
                 inputs.append(
-                    model.add_tensor(f"{name}/merged_bias", [units], np.int32, data=b_q, quant=Quant.of(bias_scale, 0))
+                    model.add_tensor(f"{name}/merged_bias", [out_c], np.int32, data=b_q, quant=Quant.of(bias_scale, 0))
                 )
-            return [model.make_op("FULLY_CONNECTED", inputs, [y], **kwargs)]
+            return [model.make_op(op_type, inputs, [y], **kwargs)]
         produced = []
-        if x_dtype != np.float32:
-            # A float head on an int8 body: dequantize its input first.
+        if model.dtype(x) != np.float32:
+            # A float layer on an int8 body: dequantize its input first.
             x_float = model.add_tensor(f"{name}/input_float", model.shape(x), np.float32)
             produced.append(model.make_op("DEQUANTIZE", [x], [x_float]))
             x = x_float
+        y_out = y
         if model.dtype(y) != np.float32:
-            raise ConversionError("merge: a float layer with a quantized output cannot be folded")
-        w_tensor = model.add_tensor(f"{name}/merged_weights", [units, in_features], np.float32, data=w_real.astype(np.float32))
+            y_out = model.add_tensor(f"{name}/output_float", model.shape(y), np.float32)
+        w_tensor = model.add_tensor(f"{name}/merged_weights", w_shape, np.float32, data=w_real.astype(np.float32))
         inputs = [x, w_tensor]
         if b_real is not None:
-            inputs.append(model.add_tensor(f"{name}/merged_bias", [units], np.float32, data=b_real.astype(np.float32)))
-        produced.append(model.make_op("FULLY_CONNECTED", inputs, [y], **kwargs))
+            inputs.append(model.add_tensor(f"{name}/merged_bias", [out_c], np.float32, data=b_real.astype(np.float32)))
+        produced.append(model.make_op(op_type, inputs, [y_out], **kwargs))
+        if y_out != y:  # back to the quantized tensor the next layers read
+            produced.append(model.make_op("QUANTIZE", [y_out], [y]))
         return produced
 
 
@@ -122,7 +167,7 @@ def merge(converted_bytes: bytes, state: bytes) -> bytes:
     first, end = info.raw["forward_ops"]
     merged_ops = []
     for op in model.operators[first:end]:
-        if model.op_type(op) == ops.FULLY_CONNECTED:
+        if model.op_type(op) in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
             merged_ops.extend(folder.fold(op))
         elif model.op_type(op).startswith("TFLMT_"):
             raise ConversionError(f"merge: cannot fold {model.op_type(op)}")

@@ -16,6 +16,10 @@ OPTIONS_VERSION = 1
 STATE = "TFLMT_STATE"
 FULLY_CONNECTED = "TFLMT_FULLY_CONNECTED"
 FULLY_CONNECTED_GRAD = "TFLMT_FULLY_CONNECTED_GRAD"
+CONV_2D = "TFLMT_CONV_2D"
+CONV_2D_GRAD = "TFLMT_CONV_2D_GRAD"
+DEPTHWISE_CONV_2D = "TFLMT_DEPTHWISE_CONV_2D"
+DEPTHWISE_CONV_2D_GRAD = "TFLMT_DEPTHWISE_CONV_2D_GRAD"
 ADAPTER = "TFLMT_ADAPTER"
 ADAPTER_GRAD = "TFLMT_ADAPTER_GRAD"
 ACTIVATION_GRAD = "TFLMT_ACTIVATION_GRAD"
@@ -28,6 +32,10 @@ ALL_OPS = (
     STATE,
     FULLY_CONNECTED,
     FULLY_CONNECTED_GRAD,
+    CONV_2D,
+    CONV_2D_GRAD,
+    DEPTHWISE_CONV_2D,
+    DEPTHWISE_CONV_2D_GRAD,
     ADAPTER,
     ADAPTER_GRAD,
     ACTIVATION_GRAD,
@@ -57,17 +65,38 @@ class Activation(IntEnum):
     LOGISTIC = 100  # not fusable; used by the activation-gradient op
 
 
-@dataclass
-class FullyConnectedLayer:
-    """Where each part of a fully-connected layer lives.
+class LinearKind(IntEnum):
+    FULLY_CONNECTED = 0
+    CONV_2D = 1
+    DEPTHWISE_CONV_2D = 2
 
-    Offsets count float32 values from the start of the state's parameters;
-    -1 means the part is frozen in the model (or absent).
+
+_LINEAR_OPS = {
+    LinearKind.FULLY_CONNECTED: (FULLY_CONNECTED, FULLY_CONNECTED_GRAD),
+    LinearKind.CONV_2D: (CONV_2D, CONV_2D_GRAD),
+    LinearKind.DEPTHWISE_CONV_2D: (DEPTHWISE_CONV_2D, DEPTHWISE_CONV_2D_GRAD),
+}
+
+
+@dataclass
+class LinearLayer:
+    """A fully-connected, conv or depthwise layer and where its parts live.
+
+    A fully-connected layer is a 1x1 convolution over its rows. Offsets count
+    float32 values from the start of the state's parameters; -1 means the part
+    is frozen in the model (or absent). Padding is explicit (top, left).
     """
 
-    in_features: int
-    units: int
+    kind: int
+    in_channels: int
+    out_channels: int
     activation: int = Activation.NONE
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    depth_multiplier: int = 1
+    out_size: tuple[int, int] = (1, 1)
     weight_offset: int = -1
     bias_offset: int = -1
     lora_rank: int = 0
@@ -75,23 +104,74 @@ class FullyConnectedLayer:
     lora_b_offset: int = -1
     lora_scale: float = 0.0
 
-    _FORMAT = "<BBiiiiiiif"
+    _FORMAT = "<BBB" + "i" * 13 + "iiiiif"
 
     @classmethod
-    def from_options(cls, blob: bytes) -> "FullyConnectedLayer":
-        fields = struct.unpack(cls._FORMAT, bytes(blob))
-        if fields[0] != OPTIONS_VERSION:
-            raise ValueError(f"options version {fields[0]}, expected {OPTIONS_VERSION}")
-        activation, in_features, units, *rest = fields[1:]
-        return cls(in_features, units, activation, *rest)
+    def fully_connected(cls, in_features: int, units: int, activation: int = Activation.NONE, **parts) -> "LinearLayer":
+        return cls(LinearKind.FULLY_CONNECTED, in_features, units, activation, **parts)
+
+    @property
+    def forward_op(self) -> str:
+        return _LINEAR_OPS[LinearKind(self.kind)][0]
+
+    @property
+    def grad_op(self) -> str:
+        return _LINEAR_OPS[LinearKind(self.kind)][1]
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == LinearKind.FULLY_CONNECTED:
+            return (self.out_channels, self.in_channels)
+        if self.kind == LinearKind.CONV_2D:
+            return (self.out_channels, *self.kernel, self.in_channels)
+        return (1, *self.kernel, self.out_channels)
+
+    def lora_a_shape(self, rank: int) -> tuple[int, ...]:
+        if self.kind == LinearKind.DEPTHWISE_CONV_2D:
+            return (rank, self.taps)
+        return (rank, *(self.kernel if self.kind == LinearKind.CONV_2D else ()), self.in_channels)
+
+    @classmethod
+    def from_options(cls, blob: bytes) -> "LinearLayer":
+        f = struct.unpack(cls._FORMAT, bytes(blob))
+        if f[0] != OPTIONS_VERSION:
+            raise ValueError(f"options version {f[0]}, expected {OPTIONS_VERSION}")
+        return cls(
+            kind=f[1],
+            activation=f[2],
+            kernel=(f[3], f[4]),
+            stride=(f[5], f[6]),
+            dilation=(f[7], f[8]),
+            padding=(f[9], f[10]),
+            depth_multiplier=f[11],
+            in_channels=f[12],
+            out_channels=f[13],
+            out_size=(f[14], f[15]),
+            weight_offset=f[16],
+            bias_offset=f[17],
+            lora_rank=f[18],
+            lora_a_offset=f[19],
+            lora_b_offset=f[20],
+            lora_scale=f[21],
+        )
 
     def options(self) -> bytes:
         return struct.pack(
             self._FORMAT,
             OPTIONS_VERSION,
+            int(self.kind),
             int(self.activation),
-            self.in_features,
-            self.units,
+            *self.kernel,
+            *self.stride,
+            *self.dilation,
+            *self.padding,
+            self.depth_multiplier,
+            self.in_channels,
+            self.out_channels,
+            *self.out_size,
             self.weight_offset,
             self.bias_offset,
             self.lora_rank,

@@ -47,9 +47,9 @@ class Rewrite:
         main.outputs = [new_tensor if t == old_tensor else int(t) for t in main.outputs]
 
 
-def kaiming_uniform(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+def kaiming_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """peft's LoRA A init: kaiming_uniform(a=sqrt(5)), bound 1/sqrt(fan_in)."""
-    bound = 1.0 / np.sqrt(shape[1])
+    bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tflm_train.converter.layers import dense_layer
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import Header, parameters
 
@@ -25,7 +25,7 @@ def dense_chain(model_bytes: bytes) -> list[dict]:
     chain = []
     for index, op in enumerate(model.operators):
         if model.op_type(op) == "FULLY_CONNECTED":
-            layer = dense_layer(model, index)
+            layer = linear_target(model, index)
             chain.append({"w": layer.weights_real, "b": layer.bias_real, "act": layer.activation})
     return chain
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from graphs import relative_error
 from tflm_train.converter import ConversionError, ConvertConfig, OptimizerConfig, convert
-from tflm_train.converter.layers import dense_layer
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import HEADER_BYTES, Header
@@ -96,7 +96,7 @@ def test_everything_after_the_forward_pass_is_a_mode_gated_op():
     got = np.frombuffer(state, np.float32, count=count, offset=HEADER_BYTES + 4 * count)
     fully_connected = [i for i, op in enumerate(Model.from_bytes(base).operators)
                        if Model.from_bytes(base).op_type(op) == "FULLY_CONNECTED"]
-    layers = {n: dense_layer(Model.from_bytes(base), match_targets(Model.from_bytes(base), n, fully_connected, "FC")[0])
+    layers = {n: linear_target(Model.from_bytes(base), match_targets(Model.from_bytes(base), n, fully_connected, "FC")[0])
               for n in ("d1", "d2", "d3")}
     params = np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)
     lora_a, lora_b = tf.Variable(params[:12].reshape(2, 6)), tf.Variable(params[12:].reshape(8, 2))
@@ -192,7 +192,7 @@ def test_gradients_through_standalone_ops_match_tensorflow():
     weights = {}
     for name in ("d1", "d2", "d4", "d5"):
         [index] = match_targets(model, name, fully_connected, "FULLY_CONNECTED")
-        layer = dense_layer(model, index)
+        layer = linear_target(model, index)
         bias = layer.bias_real if layer.bias_real is not None else np.zeros(layer.units, np.float32)
         weights[name] = (tf.constant(layer.weights_real), tf.constant(bias))
     params = np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)

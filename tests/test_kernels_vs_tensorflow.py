@@ -79,9 +79,9 @@ def test_fully_connected_grad_float(name, parts, activation, batches):
         place("lora_A", a)
         place("lora_B", b_lora)
     flat = np.concatenate(params) if params else np.zeros(1, np.float32)
-    layer = ops.FullyConnectedLayer(
-        in_features=in_features,
-        units=units,
+    layer = ops.LinearLayer.fully_connected(
+        in_features,
+        units,
         activation=activation,
         weight_offset=offsets.get("weights", -1),
         bias_offset=offsets.get("bias", -1),
@@ -131,7 +131,7 @@ def test_fully_connected_grad_float(name, parts, activation, batches):
 def test_fully_connected_grad_skips_unless_training():
     rng = np.random.default_rng(3)
     w = rng.normal(size=(4, 6)).astype(np.float32)
-    layer = ops.FullyConnectedLayer(in_features=6, units=4, bias_offset=0)
+    layer = ops.LinearLayer.fully_connected(6, 4, bias_offset=0)
     g = Graph()
     tx, tdy, tmode = g.input("x", [1, 6]), g.input("dy", [1, 4]), g.input("mode", [1], np.int32)
     tstate = g.state(np.zeros(4, np.float32))
@@ -165,7 +165,7 @@ def _int8_fc_graph(x_q, w_q, w_scales, bias_q, x_quant, y_quant, activation, dy)
         builtin_options_type=schema.BuiltinOptions.FullyConnectedOptions,
     )
     tdx = g.output(g.tensor("dx", x_q.shape))
-    layer = ops.FullyConnectedLayer(in_features=in_features, units=units, activation=activation)
+    layer = ops.LinearLayer.fully_connected(in_features, units, activation)
     g.op(ops.FULLY_CONNECTED_GRAD, [tdy, tx, ty if activation else -1, tw, -1, tmode, -1], [tdx], layer.options())
     return g, tx, tdy, tmode, ty, tdx
 
@@ -208,7 +208,7 @@ def test_int8_lora_layer_is_bit_exact_with_stock_kernel_at_init():
     want = stock.run({tx: x_q, tdy: np.zeros((batches, units)), tmode: INFER})[ty]
 
     params = np.concatenate([rng.normal(size=rank * in_features), np.zeros(units * rank)]).astype(np.float32)
-    layer = ops.FullyConnectedLayer(
+    layer = ops.LinearLayer.fully_connected(
         in_features, units, ops.Activation.RELU, lora_rank=rank, lora_a_offset=0, lora_b_offset=rank * in_features, lora_scale=1.0
     )
     g = Graph()

@@ -65,7 +65,7 @@ def test_fully_connected_input_grad_matches_numpy(per_channel):
     tmode = g.input("mode", [1], np.int32)
     tw = g.const("w", w_q, quant=Quant.of(scales, 0))
     tdx = g.output(g.tensor("dx", [batches, in_features]))
-    layer = ops.FullyConnectedLayer(in_features, units, ops.Activation.RELU)
+    layer = ops.LinearLayer.fully_connected(in_features, units, ops.Activation.RELU)
     g.op(ops.FULLY_CONNECTED_GRAD, [tdy, tx, ty, tw, -1, tmode, -1], [tdx], layer.options())
     got = g.run({tdy: dy, tx: np.zeros((batches, in_features)), ty: y_q, tmode: np.array([1], np.int32)})[tdx]
     w_real = w_q.astype(np.float64) * np.reshape(scales, (-1, 1) if per_channel else ())
@@ -95,7 +95,7 @@ def test_options_of_another_version_are_refused_with_a_message():
     g = Graph()
     tdy, tx, tmode = g.input("dy", [1, 2]), g.input("x", [1, 3]), g.input("mode", [1], np.int32)
     tdx = g.output(g.tensor("dx", [1, 3]))
-    options = bytearray(ops.FullyConnectedLayer(3, 2).options())
+    options = bytearray(ops.LinearLayer.fully_connected(3, 2).options())
     options[0] = 99
     g.op(ops.FULLY_CONNECTED_GRAD, [tdy, tx, -1, g.const("w", np.ones((2, 3), np.float32)), -1, tmode, -1], [tdx], bytes(options))
     with pytest.raises(InterpreterError, match="options version is not 1"):

@@ -23,7 +23,7 @@ def input_grad_model(weights: np.ndarray, batches: int) -> bytes:
     w = model.add_tensor("weights", [units, in_features], np.float32, data=weights)
     mode = model.add_tensor("mode", [1], np.int32)
     dx = model.add_tensor("dx", [batches, in_features], np.float32)
-    layer = ops.FullyConnectedLayer(in_features=in_features, units=units)
+    layer = ops.LinearLayer.fully_connected(in_features, units)
     model.append_op(ops.FULLY_CONNECTED_GRAD, [dy, x, -1, w, -1, mode, -1], [dx], custom_options=layer.options())
     model.main.inputs = [dy, x, mode]
     model.main.outputs = [dx]

@@ -1,7 +1,8 @@
 """Bottleneck adapters (Houlsby): y' = y + U relu(D y + bd) + bu after a layer.
 
-D starts random, U and bu at zero, so a fresh adapter is the identity.
-The bottleneck width is the conversion's rank.
+Works per row of the layer's output channels, so after a convolution it is a
+1x1 bottleneck adapter between blocks. D starts random, U and bu at zero, so
+a fresh adapter is the identity. The bottleneck width is the conversion's rank.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import numpy as np
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import dense_layer, short_name
+from tflm_train.converter.layers import linear_target, short_name
 from tflm_train.converter.rewrite import Rewrite, kaiming_uniform
 
 
 def apply(rw: Rewrite, targets: list[int]) -> None:
     model, width = rw.model, rw.config.r
-    layers = [dense_layer(model, index) for index in targets]
+    layers = [linear_target(model, index) for index in targets]
     for layer in layers:
         name = short_name(layer.name)
         y = layer.y
@@ -43,5 +44,5 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.rewire(y, adapted, skip=new_op)
         rw.trainable_ops.append(new_op)
         params = down.size + down_bias.size + up.size + up_bias.size
-        rw.adapted.append({"index": layer.index, "name": name, "op": "FULLY_CONNECTED", "params": params})
+        rw.adapted.append({"index": layer.index, "name": name, "op": model.op_type(layer.op), "params": params})
     rw.notes.append(f"bottleneck adapters of width {width} after {', '.join(short_name(l.name) for l in layers)}")

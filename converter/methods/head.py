@@ -17,7 +17,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import dense_layer, short_name
+from tflm_train.converter.layers import linear_target, short_name
 from tflm_train.converter.rewrite import Rewrite, glorot_uniform
 
 # Ops allowed between the replaced layer and the model output.
@@ -47,8 +47,8 @@ def _add_trainable_dense(rw: Rewrite, x: int, weights: np.ndarray, bias: np.ndar
     w = rw.layout.add(f"{name}/kernel", "weight", name, weights)
     b = rw.layout.add(f"{name}/bias", "bias", name, bias)
     logits = model.add_tensor(f"{name}/logits", [batches, units], np.float32)
-    options = ops.FullyConnectedLayer(
-        in_features=in_features, units=units, activation=activation, weight_offset=w.offset, bias_offset=b.offset
+    options = ops.LinearLayer.fully_connected(
+        in_features, units, activation, weight_offset=w.offset, bias_offset=b.offset
     )
     op = model.make_op(ops.FULLY_CONNECTED, [x, -1, -1, rw.state], [logits], custom_options=options.options())
     rw.trainable_ops.append(op)
@@ -76,7 +76,9 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
 
 def _replace(rw: Rewrite, target: int) -> None:
     model = rw.model
-    layer = dense_layer(model, target)
+    layer = linear_target(model, target)
+    if layer.kind != ops.LinearKind.FULLY_CONNECTED:
+        raise ConversionError("head: the replaced layer must be a FULLY_CONNECTED")
     chain, old_output = _output_chain(rw, layer.y)
     classes = rw.config.classes or layer.units
     name = short_name(layer.name) + "/head"

@@ -1,6 +1,5 @@
 #include "device/trainer.h"
 
-#include <cmath>
 #include <cstring>
 
 #include "kernels/kernels.h"
@@ -40,12 +39,11 @@ int32_t QuantizeValue(float value, float scale, int32_t zero_point,
   // keeps NaN and infinities away from the integer conversion.
   if (!(v >= -65536.0)) v = -65536.0;
   if (v > 65536.0) v = 65536.0;
-  double r = std::floor(v);
+  int32_t r = static_cast<int32_t>(v);  // toward zero; made floor below
+  if (r > v) --r;
   const double fraction = v - r;
-  if (fraction > 0.5 || (fraction == 0.5 && std::fmod(r, 2.0) != 0.0)) {
-    r += 1.0;
-  }
-  int32_t q = static_cast<int32_t>(r) + zero_point;
+  if (fraction > 0.5 || (fraction == 0.5 && (r & 1) != 0)) ++r;
+  const int32_t q = r + zero_point;
   return q < qmin ? qmin : (q > qmax ? qmax : q);
 }
 

@@ -36,7 +36,10 @@
 
 namespace {
 
-using Resolver = tflite::MicroMutableOpResolver<32>;
+// The builtins RegisterAll adds, and room for every tflm-train op.
+constexpr unsigned int kBuiltinOps = 18;
+using Resolver =
+    tflite::MicroMutableOpResolver<kBuiltinOps + tflmt::AllKernels::kCount>;
 
 struct Dataset {
   uint32_t count = 0;
@@ -115,6 +118,8 @@ bool RegisterAll(Resolver* resolver) {
       resolver->AddMaxPool2D(),      resolver->AddMean(),
       resolver->AddAdd(),            resolver->AddMul(),
   };
+  static_assert(sizeof(builtins) / sizeof(builtins[0]) == kBuiltinOps,
+                "kBuiltinOps must count the builtins added here");
   for (TfLiteStatus status : builtins) {
     if (status != kTfLiteOk) return false;
   }

@@ -13,6 +13,10 @@ namespace tflmt {
 constexpr char kStateOpName[] = "TFLMT_STATE";
 constexpr char kFullyConnectedOpName[] = "TFLMT_FULLY_CONNECTED";
 constexpr char kFullyConnectedGradOpName[] = "TFLMT_FULLY_CONNECTED_GRAD";
+constexpr char kConv2DOpName[] = "TFLMT_CONV_2D";
+constexpr char kConv2DGradOpName[] = "TFLMT_CONV_2D_GRAD";
+constexpr char kDepthwiseConv2DOpName[] = "TFLMT_DEPTHWISE_CONV_2D";
+constexpr char kDepthwiseConv2DGradOpName[] = "TFLMT_DEPTHWISE_CONV_2D_GRAD";
 constexpr char kAdapterOpName[] = "TFLMT_ADAPTER";
 constexpr char kAdapterGradOpName[] = "TFLMT_ADAPTER_GRAD";
 constexpr char kActivationGradOpName[] = "TFLMT_ACTIVATION_GRAD";
@@ -24,6 +28,10 @@ constexpr char kAddGradsOpName[] = "TFLMT_ADD_GRADS";
 extern const port::KernelDef kStateKernel;
 extern const port::KernelDef kFullyConnectedKernel;
 extern const port::KernelDef kFullyConnectedGradKernel;
+extern const port::KernelDef kConv2DKernel;
+extern const port::KernelDef kConv2DGradKernel;
+extern const port::KernelDef kDepthwiseConv2DKernel;
+extern const port::KernelDef kDepthwiseConv2DGradKernel;
 extern const port::KernelDef kAdapterKernel;
 extern const port::KernelDef kAdapterGradKernel;
 extern const port::KernelDef kActivationGradKernel;
@@ -37,10 +45,12 @@ struct KernelList {
   static constexpr int kCount = sizeof...(Kernels);
 };
 
-using AllKernels =
-    KernelList<&kStateKernel, &kFullyConnectedKernel, &kFullyConnectedGradKernel, &kAdapterKernel,
-               &kAdapterGradKernel, &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
-               &kOptimizerKernel, &kAddGradsKernel>;
+using AllKernels = KernelList<
+    &kStateKernel, &kFullyConnectedKernel, &kFullyConnectedGradKernel,
+    &kConv2DKernel, &kConv2DGradKernel, &kDepthwiseConv2DKernel,
+    &kDepthwiseConv2DGradKernel, &kAdapterKernel, &kAdapterGradKernel,
+    &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
+    &kOptimizerKernel, &kAddGradsKernel>;
 
 // The value of a converted model's `mode` input (int32 [1]).
 enum class Mode : int32_t {

@@ -126,51 +126,37 @@ inline void ActivationGradFloat(Activation activation, const float* dy,
   }
 }
 
-// LoRA forward: h[b, :] = A x[b, :];  out[b, :] += scale * B h[b, :]
-inline void LoraForward(const float* x, const float* a, const float* b_mat,
-                        float scale, int batches, int in_features, int units,
-                        int rank, float* h, float* out) {
-  WeightsRef a_ref;
-  a_ref.f32 = a;
-  MatVecFloat(x, a_ref, batches, in_features, rank, false, h);
-  for (int b = 0; b < batches; ++b) {
+// LoRA's low-rank output map, per row p of `rows`:
+//   out[p, o] += scale * sum_k B[o, k] h[p, k]          (B [units, rank])
+inline void LowRankForward(const float* h, const float* b_mat, float scale,
+                           int rows, int units, int rank, float* out) {
+  for (int p = 0; p < rows; ++p) {
     for (int o = 0; o < units; ++o) {
       float sum = 0.0f;
-      for (int k = 0; k < rank; ++k) sum += b_mat[o * rank + k] * h[b * rank + k];
-      out[b * units + o] += scale * sum;
+      for (int k = 0; k < rank; ++k) sum += b_mat[o * rank + k] * h[p * rank + k];
+      out[p * units + o] += scale * sum;
     }
   }
 }
 
-// LoRA backward, given dz (gradient at the pre-activation output):
-//   dB += scale * dz h^T;  dh = scale * B^T dz;  dA += dh x^T;
-//   dx += A^T dh  (when dx is not null).
-// `dh` is caller-provided scratch of batches * rank floats.
-inline void LoraBackward(const float* dz, const float* x, const float* h,
-                         const float* a, const float* b_mat, float scale,
-                         int batches, int in_features, int units, int rank,
-                         float* da, float* db_mat, float* dh, float* dx) {
-  for (int b = 0; b < batches; ++b) {
-    const float* dzb = dz + b * units;
-    const float* hb = h + b * rank;
-    float* dhb = dh + b * rank;
-    for (int k = 0; k < rank; ++k) dhb[k] = 0.0f;
+// Its backward, given dz at the layer's pre-activation output:
+//   dB += scale * dz^T h;   dh = scale * dz B
+inline void LowRankBackward(const float* dz, const float* h, const float* b_mat,
+                            float scale, int rows, int units, int rank,
+                            float* db_mat, float* dh) {
+  for (int p = 0; p < rows; ++p) {
+    const float* dzp = dz + p * units;
+    const float* hp = h + p * rank;
+    float* dhp = dh + p * rank;
+    for (int k = 0; k < rank; ++k) dhp[k] = 0.0f;
     for (int o = 0; o < units; ++o) {
-      const float g = scale * dzb[o];
+      const float g = scale * dzp[o];
       if (g == 0.0f) continue;
       for (int k = 0; k < rank; ++k) {
-        if (db_mat != nullptr) db_mat[o * rank + k] += g * hb[k];
-        dhb[k] += g * b_mat[o * rank + k];
+        db_mat[o * rank + k] += g * hp[k];
+        dhp[k] += g * b_mat[o * rank + k];
       }
     }
-  }
-  if (da != nullptr) {
-    WeightGradAccumulate(dh, x, batches, in_features, rank, da);
-  }
-  if (dx != nullptr) {
-    WeightsRef a_ref;
-    a_ref.f32 = a;
-    InputGrad(dh, a_ref, batches, in_features, rank, /*accumulate=*/true, dx);
   }
 }
 

@@ -1,0 +1,239 @@
+#include "kernels/linear_layer.h"
+
+#include "kernels/options.h"
+#include "kernels/training_state.h"
+
+namespace tflmt {
+
+const char* LinearLayer::name() const {
+  switch (kind) {
+    case LinearKind::kConv2D:
+      return "TFLMT_CONV_2D";
+    case LinearKind::kDepthwiseConv2D:
+      return "TFLMT_DEPTHWISE_CONV_2D";
+    default:
+      return "TFLMT_FULLY_CONNECTED";
+  }
+}
+
+bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
+                      LinearLayer* layer) {
+  OptionsReader reader(buffer, length);
+  const bool version_ok = reader.ReadVersion();
+  const uint8_t blob_kind = reader.U8();
+  layer->kind = kind;
+  layer->activation = static_cast<reference::Activation>(reader.U8());
+  reference::ConvGeometry& g = layer->geometry;
+  g.k_h = reader.I32();
+  g.k_w = reader.I32();
+  g.stride_h = reader.I32();
+  g.stride_w = reader.I32();
+  g.dilation_h = reader.I32();
+  g.dilation_w = reader.I32();
+  g.pad_top = reader.I32();
+  g.pad_left = reader.I32();
+  g.depth_multiplier = reader.I32();
+  g.in_c = reader.I32();
+  g.out_c = reader.I32();
+  g.out_h = reader.I32();
+  g.out_w = reader.I32();
+  layer->weight_offset = reader.I32();
+  layer->bias_offset = reader.I32();
+  layer->lora_rank = reader.I32();
+  layer->lora_a_offset = reader.I32();
+  layer->lora_b_offset = reader.I32();
+  layer->lora_scale = reader.F32();
+  if (!version_ok) {
+    port::Log("%s: options version is not %d", layer->name(), kOptionsVersion);
+    return false;
+  }
+  const int activation = static_cast<int>(layer->activation);
+  if (!reader.Finished() || blob_kind != static_cast<uint8_t>(kind) ||
+      activation < 0 || activation > 4 || g.k_h < 1 || g.k_w < 1 ||
+      g.stride_h < 1 || g.stride_w < 1 || g.dilation_h < 1 ||
+      g.dilation_w < 1 || g.pad_top < 0 || g.pad_left < 0 ||
+      g.depth_multiplier < 1 || g.in_c < 1 || g.out_c < 1 || g.out_h < 1 ||
+      g.out_w < 1 ||
+      layer->lora_rank < 0) {
+    port::Log("%s: malformed options", layer->name());
+    return false;
+  }
+  return true;
+}
+
+port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
+                             LinearLayer* layer) {
+  reference::ConvGeometry& g = layer->geometry;
+  if (layer->kind == LinearKind::kFullyConnected) {
+    // Rows of in_c values; TFLite flattens any leading dimensions.
+    TFLMT_ENSURE_MSG(input.FlatSize() % g.in_c == 0,
+                     "TFLMT_FULLY_CONNECTED: input is not rows of %d", g.in_c);
+    g.batches = input.FlatSize() / g.in_c;
+    g.in_h = g.in_w = 1;
+  } else {
+    TFLMT_ENSURE_MSG(input.rank == 4 && input.dims[3] == g.in_c,
+                     "%s: input must be NHWC with %d channels", layer->name(),
+                     g.in_c);
+    g.batches = input.dims[0];
+    g.in_h = input.dims[1];
+    g.in_w = input.dims[2];
+  }
+  TFLMT_ENSURE_MSG(output_values == g.out_pixels() * g.out_c,
+                   "%s: output holds %d values, the options say %d x %d x %d",
+                   layer->name(), output_values, g.out_h, g.out_w, g.out_c);
+  if (layer->depthwise()) {
+    TFLMT_ENSURE_MSG(g.out_c == g.in_c * g.depth_multiplier,
+                     "TFLMT_DEPTHWISE_CONV_2D: %d channels x %d != %d",
+                     g.in_c, g.depth_multiplier, g.out_c);
+  }
+  return port::Status::kOk;
+}
+
+port::Status PrepareFrozenWeights(const port::TensorInfo& info,
+                                  const LinearLayer& layer,
+                                  reference::WeightsRef* weights) {
+  const reference::ConvGeometry& g = layer.geometry;
+  TFLMT_ENSURE_MSG(info.constant_data != nullptr,
+                   "%s: frozen weights must be constant", layer.name());
+  bool shape_ok = false;
+  int channel_dimension = 0;
+  switch (layer.kind) {
+    case LinearKind::kFullyConnected:
+      shape_ok = info.rank == 2 && info.dims[0] == g.out_c && info.dims[1] == g.in_c;
+      break;
+    case LinearKind::kConv2D:
+      shape_ok = info.rank == 4 && info.dims[0] == g.out_c &&
+                 info.dims[1] == g.k_h && info.dims[2] == g.k_w &&
+                 info.dims[3] == g.in_c;
+      break;
+    case LinearKind::kDepthwiseConv2D:
+      shape_ok = info.rank == 4 && info.dims[0] == 1 && info.dims[1] == g.k_h &&
+                 info.dims[2] == g.k_w && info.dims[3] == g.out_c;
+      channel_dimension = 3;
+      break;
+  }
+  TFLMT_ENSURE_MSG(shape_ok, "%s: frozen weights have an unexpected shape",
+                   layer.name());
+  if (info.type == port::DataType::kFloat32) {
+    weights->f32 = static_cast<const float*>(info.constant_data);
+    return port::Status::kOk;
+  }
+  TFLMT_ENSURE_MSG(info.type == port::DataType::kInt8,
+                   "%s: weights must be float32 or int8", layer.name());
+  TFLMT_ENSURE_MSG(info.quant.zero_point == 0,
+                   "%s: int8 weights need zero point 0", layer.name());
+  weights->i8 = static_cast<const int8_t*>(info.constant_data);
+  weights->scale = info.quant.scale;
+  if (info.quant.num_channels > 1) {
+    TFLMT_ENSURE_MSG(info.quant.num_channels == g.out_c &&
+                         info.quant.quantized_dimension == channel_dimension,
+                     "%s: per-channel scales must follow the output channels",
+                     layer.name());
+    weights->channel_scales = info.quant.channel_scales;
+  }
+  return port::Status::kOk;
+}
+
+port::Status PrepareState(const port::TensorInfo& state,
+                          const LinearLayer& layer) {
+  TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
+                       state.bytes > state::kHeaderBytes,
+                   "%s: state must be a uint8 variable", layer.name());
+  // Parameters and their gradients fill at least half of the payload, so a
+  // part that ends inside that half can be read, and its gradient written,
+  // without leaving the tensor, whatever the optimizer.
+  const long half = static_cast<long>(
+      (state.bytes - state::kHeaderBytes) / sizeof(float) / 2);
+  struct Part {
+    int offset;
+    long size;
+  };
+  const Part parts[] = {
+      {layer.weight_offset, layer.weight_count()},
+      {layer.bias_offset, layer.geometry.out_c},
+      {layer.lora_a_offset, layer.lora_a_count()},
+      {layer.lora_b_offset, static_cast<long>(layer.geometry.out_c) * layer.lora_rank}};
+  for (const Part& part : parts) {
+    TFLMT_ENSURE_MSG(part.offset < 0 || part.offset + part.size <= half,
+                     "%s: a trainable part lies outside the state (offset %d)",
+                     layer.name(), part.offset);
+  }
+  TFLMT_ENSURE_MSG(!layer.has_lora() || (layer.lora_a_offset >= 0 &&
+                                         layer.lora_b_offset >= 0),
+                   "%s: LoRA needs both A and B", layer.name());
+  return port::Status::kOk;
+}
+
+reference::WeightsRef CurrentWeights(const LinearLayer& layer,
+                                     const reference::WeightsRef& frozen,
+                                     float* params) {
+  if (!layer.trainable_weights()) return frozen;
+  reference::WeightsRef trained;
+  trained.f32 = params + layer.weight_offset;
+  return trained;
+}
+
+void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
+                   const float* x, bool accumulate, float* out) {
+  const reference::ConvGeometry& g = layer.geometry;
+  switch (layer.kind) {
+    case LinearKind::kFullyConnected:
+      reference::MatVecFloat(x, w, g.batches, g.in_c, g.out_c, accumulate, out);
+      break;
+    case LinearKind::kConv2D:
+      reference::ConvForward(x, w, g, accumulate, out);
+      break;
+    case LinearKind::kDepthwiseConv2D:
+      reference::DepthwiseForward(x, w, g, accumulate, out);
+      break;
+  }
+}
+
+void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
+                     const float* dz, bool accumulate, float* dx) {
+  const reference::ConvGeometry& g = layer.geometry;
+  switch (layer.kind) {
+    case LinearKind::kFullyConnected:
+      reference::InputGrad(dz, w, g.batches, g.in_c, g.out_c, accumulate, dx);
+      break;
+    case LinearKind::kConv2D:
+      reference::ConvInputGrad(dz, w, g, accumulate, dx);
+      break;
+    case LinearKind::kDepthwiseConv2D:
+      reference::DepthwiseInputGrad(dz, w, g, accumulate, dx);
+      break;
+  }
+}
+
+void LinearWeightGrad(const LinearLayer& layer, const float* dz,
+                      const float* x, float* dw) {
+  const reference::ConvGeometry& g = layer.geometry;
+  switch (layer.kind) {
+    case LinearKind::kFullyConnected:
+      reference::WeightGradAccumulate(dz, x, g.batches, g.in_c, g.out_c, dw);
+      break;
+    case LinearKind::kConv2D:
+      reference::ConvWeightGradAccumulate(dz, x, g, dw);
+      break;
+    case LinearKind::kDepthwiseConv2D:
+      reference::DepthwiseWeightGradAccumulate(dz, x, g, dw);
+      break;
+  }
+}
+
+void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,
+                        float* delta) {
+  const int taps = layer.taps(), out_c = layer.geometry.out_c;
+  const int rank = layer.lora_rank;
+  const float* a = params + layer.lora_a_offset;  // [rank, taps]
+  const float* b = params + layer.lora_b_offset;  // [out_c, rank]
+  for (int t = 0; t < taps; ++t) {
+    for (int oc = 0; oc < out_c; ++oc) {
+      float sum = 0.0f;
+      for (int k = 0; k < rank; ++k) sum += b[oc * rank + k] * a[k * taps + t];
+      delta[t * out_c + oc] = layer.lora_scale * sum;
+    }
+  }
+}
+
+}  // namespace tflmt
