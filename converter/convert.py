@@ -59,7 +59,10 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     loss = loss or default_loss(model, int(main.outputs[0]))
 
     state = model.add_tensor("tflm_train/state", [1], np.uint8, is_variable=True)
-    layout = StateLayout(optimizer=config.optimizer.kind)
+    layout = StateLayout(
+        optimizer=config.optimizer.kind,
+        semantics={"method": config.method, "lora_scale": config.lora_scale, "head_mode": config.head_mode},
+    )
     rw = Rewrite(model, config, layout, state, np.random.default_rng(config.seed), origin=origin)
     METHODS[config.method](rw, targets)
     if layout.param_count == 0:

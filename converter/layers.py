@@ -139,7 +139,7 @@ def linear_target(model: Model, index: int) -> LinearTarget:
             stride=stride,
             dilation=dilation,
             padding=(pad_top, pad_left),
-            depth_multiplier=int(out_c) // int(in_c),
+            depth_multiplier=int(out_c) // int(in_c) if kind == ops.LinearKind.DEPTHWISE_CONV_2D else 1,
             out_size=(out_h, out_w),
         )
     weight_quant = model.quant(weights)

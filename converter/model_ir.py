@@ -83,11 +83,20 @@ def tensor_type_name(tensor_type: int) -> str:
     return _TYPE_NAMES.get(tensor_type, f"type{tensor_type}").lower()
 
 
+# Handle-like tensors (resource variables of streaming models) carry no data
+# of their own; they are described by name and never read.
+_HANDLE_TYPES = {schema.TensorType.RESOURCE, schema.TensorType.VARIANT}
+
+
 def dtype_of(tensor_type: int) -> np.dtype:
     try:
         return _TENSOR_DTYPES[tensor_type]
     except KeyError:
         raise ModelError(f"tensor type {tensor_type_name(tensor_type)} is not supported") from None
+
+
+def is_handle(tensor_type: int) -> bool:
+    return tensor_type in _HANDLE_TYPES
 
 
 def builtin_code(name: str) -> int:
@@ -252,6 +261,10 @@ class Model:
 
     def dtype(self, index: int) -> np.dtype:
         return dtype_of(self.tensors[index].type)
+
+    def type_name(self, index: int) -> str:
+        """float32, int8, ..., or resource for a resource-variable handle."""
+        return tensor_type_name(self.tensors[index].type)
 
     def quant(self, index: int) -> Quant | None:
         q = self.tensors[index].quantization

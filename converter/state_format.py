@@ -122,6 +122,9 @@ class StateLayout:
     """Allocates trainable tensors in the state and builds its initial bytes."""
 
     optimizer: str
+    # What the parameters mean beyond their names and shapes (e.g. the LoRA
+    # scale): a state trained under other semantics must not load silently.
+    semantics: dict = field(default_factory=dict)
     tensors: list[TrainableTensor] = field(default_factory=list)
     initial_values: list[np.ndarray] = field(default_factory=list)
 
@@ -152,6 +155,7 @@ class StateLayout:
         """Changes whenever a state of one layout would be misread by another."""
         description = {
             "optimizer": self.optimizer,
+            "semantics": self.semantics,
             "tensors": [(t.name, list(t.shape), t.offset) for t in self.tensors],
         }
         return zlib.crc32(json.dumps(description, sort_keys=True).encode()) & 0xFFFFFFFF

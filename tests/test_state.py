@@ -111,6 +111,13 @@ def test_state_of_another_conversion_is_refused(digits, converted):
         TrainableModel(converted).load_state(blob)
 
 
+def test_state_trained_with_another_lora_scale_is_refused(digits, converted):
+    other = convert(digits.int8_model, ConvertConfig(method="lora", lora_alpha=8.0, targets="last:2")).model
+    blob = trained(other, digits.user_train, steps=2).save_state()
+    with pytest.raises(StateError, match="another conversion"):
+        TrainableModel(converted).load_state(blob)
+
+
 def test_same_conversion_twice_accepts_each_others_state(digits, converted):
     again = convert(digits.int8_model, ConvertConfig(method="lora", targets="last:2", seed=99)).model
     blob = trained(again, digits.user_train, steps=3).save_state()

@@ -9,6 +9,18 @@ from tflm_train.converter.model_ir import Model
 from tflm_train.converter.training_info import training_info
 
 
+# Layers whose int32 constants are biases; elsewhere they are shapes, axes or
+# slice bounds, which are not parameters.
+_LINEAR = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
+           "TFLMT_FULLY_CONNECTED", "TFLMT_CONV_2D", "TFLMT_DEPTHWISE_CONV_2D"}
+
+
+def _is_parameter(model: Model, op, tensor: int) -> bool:
+    if model.constant(tensor) is None or model.op_type(op) == "TFLMT_STATE":
+        return False  # TFLMT_STATE's constant is the initial training state
+    return model.op_type(op) in _LINEAR or model.type_name(tensor) in ("float32", "int8", "int16")
+
+
 def describe(model_bytes: bytes, path: str = "model") -> dict:
     model = Model.from_bytes(model_bytes)
     layers = []
@@ -16,12 +28,10 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
     for index, op in enumerate(model.operators):
         inputs = [t for t in model.inputs_of(op) if t >= 0]
         outputs = model.outputs_of(op)
-        params = sum(int(np.prod(model.shape(t))) for t in inputs if model.constant(t) is not None)
-        if model.op_type(op) == "TFLMT_STATE":
-            params = 0  # its constant is the initial training state, counted below
+        params = sum(int(np.prod(model.shape(t))) for t in inputs if _is_parameter(model, op, t))
         total += params
         activations = [t for t in inputs if model.constant(t) is None] + outputs
-        dtype = str(model.dtype(activations[0])) if activations else ""
+        dtype = model.type_name(activations[0]) if activations else ""
         name = model.tensor_name(outputs[0]) if outputs else ""
         layers.append(
             {
@@ -40,8 +50,8 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
         "bytes": len(model_bytes),
         "layers": layers,
         "params": total,
-        "inputs": [{"shape": list(model.shape(int(t))), "dtype": str(model.dtype(int(t)))} for t in model.main.inputs],
-        "outputs": [{"shape": list(model.shape(int(t))), "dtype": str(model.dtype(int(t)))} for t in model.main.outputs],
+        "inputs": [{"shape": list(model.shape(int(t))), "dtype": model.type_name(int(t))} for t in model.main.inputs],
+        "outputs": [{"shape": list(model.shape(int(t))), "dtype": model.type_name(int(t))} for t in model.main.outputs],
     }
     info = training_info(model)
     if info is not None:

@@ -22,14 +22,22 @@ from tflm_train.runtime import Interpreter
 
 
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
-    """Real values -> what an input tensor of `details` holds."""
+    """Real values -> what an input tensor of `details` holds.
+
+    TFLM's QUANTIZE convention, which the device helper (device/trainer.cc)
+    follows too: value / scale in float32, rounded half away from zero.
+    """
     dtype = np.dtype(details["dtype"])
     q = details["quantization_parameters"]
     if dtype == np.float32 or len(q["scales"]) == 0:
         return np.asarray(values).astype(dtype)
-    scale, zero = float(q["scales"][0]), int(q["zero_points"][0])
+    scale, zero = np.float32(q["scales"][0]), int(q["zero_points"][0])
+    with np.errstate(invalid="ignore", over="ignore"):
+        steps = (np.asarray(values, np.float32) / scale).astype(np.float64)
+        steps = np.where(steps >= 0, np.floor(steps + 0.5), np.ceil(steps - 0.5))
     info = np.iinfo(dtype)
-    return np.clip(np.round(np.asarray(values, np.float64) / scale) + zero, info.min, info.max).astype(dtype)
+    steps = np.nan_to_num(steps, nan=info.min - zero)
+    return np.clip(steps + zero, info.min, info.max).astype(dtype)
 
 
 def dequantize(values: np.ndarray, details: dict) -> np.ndarray:

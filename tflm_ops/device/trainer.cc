@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "reference/quantization.h"
 #include "tensorflow/lite/micro/micro_log.h"
 
 namespace tflmt {
@@ -28,23 +29,12 @@ bool IsScalar(const TfLiteTensor* tensor, TfLiteType type) {
   return tensor != nullptr && tensor->type == type && ElementCount(tensor) == 1;
 }
 
-// The same rounding as tflm_train.trainer.quantize (float64 division, round
-// half to even, as numpy does), so that firmware feeds the model the bytes
-// `tflm-train fit` fed it. TFLM's QUANTIZE op divides in float and rounds
-// half away from zero, which differs by one step on a few values.
+// TFLM's QUANTIZE convention (float division, round half away from zero),
+// which tflm_train.trainer.quantize follows too: firmware feeds the model
+// the bytes `tflm-train fit` fed it.
 int32_t QuantizeValue(float value, float scale, int32_t zero_point,
                       int32_t qmin, int32_t qmax) {
-  double v = static_cast<double>(value) / static_cast<double>(scale);
-  // Far outside any int16 range the clamp below decides anyway; this also
-  // keeps NaN and infinities away from the integer conversion.
-  if (!(v >= -65536.0)) v = -65536.0;
-  if (v > 65536.0) v = 65536.0;
-  int32_t r = static_cast<int32_t>(v);  // toward zero; made floor below
-  if (r > v) --r;
-  const double fraction = v - r;
-  if (fraction > 0.5 || (fraction == 0.5 && (r & 1) != 0)) ++r;
-  const int32_t q = r + zero_point;
-  return q < qmin ? qmin : (q > qmax ? qmax : q);
+  return reference::QuantizeValue(value, scale, zero_point, qmin, qmax);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // tflmt::Trainer: the training loop's verbs over a model made by
 // `tflm-train convert`, using nothing but the public MicroInterpreter API.
 //
-//   tflite::MicroMutableOpResolver<16> resolver;
+//   tflite::MicroMutableOpResolver<tflmt::AllKernels::kCount + 8> resolver;
 //   resolver.AddFullyConnected();  resolver.AddSoftmax();   // the model's ops
 //   tflmt::RegisterOps(resolver);                           // tflm-train's
 //   tflite::MicroInterpreter interpreter(model, resolver, arena, kArenaSize);

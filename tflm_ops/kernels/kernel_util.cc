@@ -1,6 +1,6 @@
 #include "kernels/kernel_util.h"
 
-#include <cmath>
+#include "reference/quantization.h"
 
 namespace tflmt {
 
@@ -53,10 +53,8 @@ template <typename T>
 void Quantize(const float* values, int count, const ActivationQuant& quant,
               int32_t qmin, int32_t qmax, T* out) {
   for (int i = 0; i < count; ++i) {
-    int32_t q = quant.zero_point +
-                static_cast<int32_t>(std::round(values[i] / quant.scale));
-    q = q < qmin ? qmin : (q > qmax ? qmax : q);
-    out[i] = static_cast<T>(q);
+    out[i] = static_cast<T>(reference::QuantizeValue(
+        values[i], quant.scale, quant.zero_point, qmin, qmax));
   }
 }
 }  // namespace

@@ -76,10 +76,15 @@ inline int32_t SaturatingAdd(int32_t acc, float term) {
   return static_cast<int32_t>(sum > kMax ? kMax : (sum < kMin ? kMin : sum));
 }
 
-// zero_point + round(value / scale), clamped to [qmin, qmax].
+// zero_point + round(value / scale), clamped to [qmin, qmax]: TFLM's QUANTIZE
+// convention (float division, round half away from zero). NaN gives qmin.
 inline int32_t QuantizeValue(float value, float scale, int32_t zero_point,
                              int32_t qmin, int32_t qmax) {
-  const int32_t q = zero_point + static_cast<int32_t>(std::round(value / scale));
+  float steps = std::round(value / scale);
+  // Clamp in float first: far out of range (or NaN) must not reach the cast.
+  if (!(steps >= -65536.0f)) steps = -65536.0f;
+  if (steps > 65536.0f) steps = 65536.0f;
+  const int32_t q = zero_point + static_cast<int32_t>(steps);
   return q < qmin ? qmin : (q > qmax ? qmax : q);
 }
 

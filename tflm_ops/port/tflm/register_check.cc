@@ -4,9 +4,9 @@
 
 namespace tflmt {
 
-TfLiteStatus RegisterOpsCheck(tflite::MicroMutableOpResolver<16>& resolver);
+TfLiteStatus RegisterOpsCheck(tflite::MicroMutableOpResolver<tflmt::AllKernels::kCount + 8>& resolver);
 
-TfLiteStatus RegisterOpsCheck(tflite::MicroMutableOpResolver<16>& resolver) {
+TfLiteStatus RegisterOpsCheck(tflite::MicroMutableOpResolver<tflmt::AllKernels::kCount + 8>& resolver) {
   return RegisterOps(resolver);
 }
 

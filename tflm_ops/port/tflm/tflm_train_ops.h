@@ -1,7 +1,7 @@
 // Device entry point: add every tflm-train op to a TFLM op resolver.
 //
 //   #include "port/tflm/tflm_train_ops.h"
-//   tflite::MicroMutableOpResolver<16> resolver;
+//   tflite::MicroMutableOpResolver<tflmt::AllKernels::kCount + 8> resolver;
 //   resolver.AddFullyConnected();            // the model's own builtin ops
 //   tflmt::RegisterOps(resolver);            // + tflm-train's custom ops
 //
