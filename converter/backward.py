@@ -17,7 +17,7 @@ import numpy as np
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import LINEAR_OPS, linear_target
+from tflm_train.converter.layers import LINEAR_OPS, linear_target, same_padding
 from tflm_train.converter.rewrite import Rewrite
 
 ACTIVATIONS = {
@@ -30,7 +30,17 @@ ACTIVATIONS = {
 # Identity on real values, up to shape: no backward op at all.
 IDENTITIES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 OUR_LINEAR_OPS = {ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D}
-SUPPORTED = set(LINEAR_OPS) | OUR_LINEAR_OPS | {ops.ADAPTER, "SOFTMAX", "ADD"} | set(ACTIVATIONS) | IDENTITIES
+POOLS = {"AVERAGE_POOL_2D": "average", "MAX_POOL_2D": "max"}
+ELEMENTWISE = {"ADD": "add", "SUB": "subtract", "MUL": "multiply"}
+SUPPORTED = (
+    set(LINEAR_OPS)
+    | OUR_LINEAR_OPS
+    | {ops.ADAPTER, "SOFTMAX", "MEAN", "PAD", "PADV2", "CONCATENATION"}
+    | set(ACTIVATIONS)
+    | IDENTITIES
+    | set(POOLS)
+    | set(ELEMENTWISE)
+)
 
 
 class Backward:
@@ -135,18 +145,92 @@ class Backward:
         self._emit(ops.SOFTMAX_GRAD, [dy, y, self.mode], [dx], custom_options=ops.softmax_grad_options(beta))
         self._contribute(x, dx)
 
-    def _add(self, op, index: int, dy: int) -> None:
+    def _fused_activation(self, op, dy: int) -> int:
+        """dy before the op's fused activation (dy itself when there is none)."""
+        options = op.builtinOptions
+        activation = getattr(options, "fusedActivationFunction", 0) if options is not None else 0
+        if activation == ops.Activation.NONE:
+            return dy
         y = self.model.outputs_of(op)[0]
-        activation = op.builtinOptions.fusedActivationFunction if op.builtinOptions is not None else 0
+        return self._activation(op, activation, dy, x=y)
+
+    def _elementwise(self, op, kind: str, dy: int) -> None:
+        """ADD / SUB / MUL, broadcasting allowed."""
+        grad = self._fused_activation(op, dy)
+        y = self.model.outputs_of(op)[0]
+        out_shape = list(self.model.shape(y))
+        inputs = self.model.inputs_of(op)
+
+        def aligned(t):
+            shape = list(self.model.shape(t))
+            return [1] * (len(out_shape) - len(shape)) + shape
+
+        for position, t in enumerate(inputs):
+            if t not in self.need_grad:
+                continue
+            other = inputs[1 - position]
+            operation = "subtract" if kind == "subtract" and position == 1 else ("multiply" if kind == "multiply" else "add")
+            if operation == "add" and aligned(t) == out_shape:
+                self._contribute(t, grad)  # the gradient passes unchanged
+                continue
+            dx = self._grad_tensor(t)
+            options = ops.broadcast_grad_options(operation, out_shape, aligned(t), aligned(other))
+            self._emit(ops.BROADCAST_GRAD, [grad, other if operation == "multiply" else -1, self.mode], [dx],
+                       custom_options=options)
+            self._contribute(t, dx)
+
+    def _pool(self, op, kind: str, dy: int) -> None:
+        grad = self._fused_activation(op, dy)
+        x, y = self.model.inputs_of(op)[0], self.model.outputs_of(op)[0]
+        options = op.builtinOptions
+        x_shape, y_shape = self.model.shape(x), self.model.shape(y)
+        kernel = (options.filterHeight, options.filterWidth)
+        stride = (options.strideH, options.strideW)
+        _, pad_top = same_padding(x_shape[1], kernel[0], stride[0], 1, options.padding)
+        _, pad_left = same_padding(x_shape[2], kernel[1], stride[1], 1, options.padding)
+        dx = self._grad_tensor(x)
+        blob = ops.pool_grad_options(kind, x_shape, y_shape, kernel, stride, (pad_top, pad_left))
+        # Average pooling needs only shapes: no activation is kept alive for it.
+        inputs = [grad, x, y, self.mode] if kind == "max" else [grad, -1, -1, self.mode]
+        self._emit(ops.POOL_GRAD, inputs, [dx], custom_options=blob)
+        self._contribute(x, dx)
+
+    def _mean(self, op, dy: int) -> None:
+        x, axes_tensor = self.model.inputs_of(op)[:2]
+        shape = self.model.shape(x)
+        axes = self.model.constant(axes_tensor)
+        if axes is None:
+            raise ConversionError("MEAN with computed axes has no gradient in tflm-train")
+        reduced = sorted({int(a) % len(shape) for a in np.atleast_1d(axes)})
+        dx = self._grad_tensor(x)
+        self._emit(ops.MEAN_GRAD, [dy, self.mode], [dx], custom_options=ops.mean_grad_options(shape, reduced))
+        self._contribute(x, dx)
+
+    def _crop(self, dy: int, src_shape, begin, x: int) -> None:
+        dx = self._grad_tensor(x)
+        self._emit(ops.CROP, [dy, self.mode], [dx], custom_options=ops.crop_options(src_shape, begin, self.model.shape(x)))
+        self._contribute(x, dx)
+
+    def _pad(self, op, dy: int) -> None:
+        x, paddings = self.model.inputs_of(op)[:2]
+        values = self.model.constant(paddings)
+        if values is None:
+            raise ConversionError("PAD with computed paddings has no gradient in tflm-train")
+        y = self.model.outputs_of(op)[0]
+        self._crop(dy, self.model.shape(y), [int(before) for before, _ in values], x)
+
+    def _concatenation(self, op, dy: int) -> None:
+        grad = self._fused_activation(op, dy)
+        y = self.model.outputs_of(op)[0]
+        y_shape = self.model.shape(y)
+        axis = op.builtinOptions.axis % len(y_shape)
+        offset = 0
         for t in self.model.inputs_of(op):
-            if t in self.need_grad and self.model.shape(t) != self.model.shape(y):
-                raise ConversionError(
-                    f"operator {index} (ADD) broadcasts {self.model.shape(t)} to {self.model.shape(y)}; "
-                    "gradients of broadcasting ADD are not supported yet"
-                )
-        grad = self._activation(op, activation, dy, x=y) if activation != ops.Activation.NONE else dy
-        for t in self.model.inputs_of(op):
-            self._contribute(t, grad)
+            if t in self.need_grad:
+                begin = [0] * len(y_shape)
+                begin[axis] = offset
+                self._crop(grad, y_shape, begin, t)
+            offset += self.model.shape(t)[axis]
 
     # ---- driver -------------------------------------------------------------------------
     def build(self, forward: list, loss_input: int, loss_grad: int) -> None:
@@ -177,7 +261,15 @@ class Backward:
                 # type: gradient ops read gradients as flat float32, so the
                 # gradient of y serves as the gradient of x unchanged.
                 self._contribute(self.model.inputs_of(op)[0], dy)
-            elif kind == "ADD":
-                self._add(op, index, dy)
+            elif kind in ELEMENTWISE:
+                self._elementwise(op, ELEMENTWISE[kind], dy)
+            elif kind in POOLS:
+                self._pool(op, POOLS[kind], dy)
+            elif kind == "MEAN":
+                self._mean(op, dy)
+            elif kind in ("PAD", "PADV2"):
+                self._pad(op, dy)
+            elif kind == "CONCATENATION":
+                self._concatenation(op, dy)
 
 

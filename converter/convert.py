@@ -23,6 +23,7 @@ import numpy as np
 from tflm_train.converter import ops
 from tflm_train.converter.backward import Backward
 from tflm_train.converter.config import ConversionError, ConvertConfig
+from tflm_train.converter.layers import LINEAR_OPS
 from tflm_train.converter.losses import default_loss, loss_input
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.methods import METHODS
@@ -50,11 +51,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     original_inputs = [int(t) for t in main.inputs]
     origin = {id(op): i for i, op in enumerate(model.operators)}
 
-    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]
+    kinds = ("FULLY_CONNECTED",) if config.method == "head" else tuple(LINEAR_OPS)
+    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
     spec = "last:1" if config.method == "head" and config.targets == "last:2" else config.targets
-    targets = [] if (config.method == "head" and config.head_mode == "append") else match_targets(
-        model, spec, eligible, "FULLY_CONNECTED"
-    )
+    if config.method == "head" and config.head_mode == "append":
+        targets = []
+    else:
+        targets = match_targets(model, spec, eligible, " / ".join(kinds))
     loss = config.loss or ("ce" if config.method == "head" and config.head_mode == "append" else None)
     loss = loss or default_loss(model, int(main.outputs[0]))
 

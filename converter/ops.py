@@ -27,6 +27,10 @@ SOFTMAX_GRAD = "TFLMT_SOFTMAX_GRAD"
 LOSS = "TFLMT_LOSS"
 OPTIMIZER = "TFLMT_OPTIMIZER"
 ADD_GRADS = "TFLMT_ADD_GRADS"
+POOL_GRAD = "TFLMT_POOL_GRAD"
+MEAN_GRAD = "TFLMT_MEAN_GRAD"
+CROP = "TFLMT_CROP"
+BROADCAST_GRAD = "TFLMT_BROADCAST_GRAD"
 
 ALL_OPS = (
     STATE,
@@ -43,6 +47,10 @@ ALL_OPS = (
     LOSS,
     OPTIMIZER,
     ADD_GRADS,
+    POOL_GRAD,
+    MEAN_GRAD,
+    CROP,
+    BROADCAST_GRAD,
 )
 
 
@@ -263,3 +271,52 @@ class OptimizerConfig:
             self.beta2,
             self.epsilon,
         )
+
+
+MAX_DIMS = 6
+
+
+def _dims(shape) -> list[int]:
+    shape = [int(d) for d in shape]
+    if not 1 <= len(shape) <= MAX_DIMS:
+        raise ValueError(f"rank {len(shape)} is not supported (1..{MAX_DIMS})")
+    return shape + [1] * (MAX_DIMS - len(shape))
+
+
+def pool_grad_options(kind: str, in_shape, out_shape, kernel, stride, padding) -> bytes:
+    """kind "average" or "max"; shapes NHWC; padding (top, left)."""
+    batches, in_h, in_w, channels = in_shape
+    return struct.pack(
+        "<BB" + "i" * 12,
+        OPTIONS_VERSION,
+        {"average": 0, "max": 1}[kind],
+        batches, in_h, in_w, channels, out_shape[1], out_shape[2], *kernel, *stride, *padding,
+    )
+
+
+def mean_grad_options(in_shape, reduced_axes) -> bytes:
+    mask = sum(1 << a for a in reduced_axes)
+    return struct.pack("<BBB" + "i" * MAX_DIMS, OPTIONS_VERSION, len(in_shape), mask, *_dims(in_shape))
+
+
+def crop_options(src_shape, begin, dst_shape) -> bytes:
+    begin = [int(b) for b in begin] + [0] * (MAX_DIMS - len(begin))
+    return struct.pack(
+        "<BB" + "i" * (3 * MAX_DIMS), OPTIONS_VERSION, len(src_shape), *_dims(src_shape), *begin, *_dims(dst_shape)
+    )
+
+
+BROADCAST_KINDS = {"add": 0, "subtract": 1, "multiply": 2}
+
+
+def broadcast_grad_options(kind: str, out_shape, in_shape, other_shape) -> bytes:
+    """Shapes aligned to the output's rank (leading 1s added by the caller)."""
+    return struct.pack(
+        "<BBB" + "i" * (3 * MAX_DIMS),
+        OPTIONS_VERSION,
+        BROADCAST_KINDS[kind],
+        len(out_shape),
+        *_dims(out_shape),
+        *_dims(in_shape),
+        *_dims(other_shape),
+    )

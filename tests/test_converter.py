@@ -124,9 +124,9 @@ def test_targets_by_index_name_and_last(digits):
     assert len(by_name) == 1 and "dense_2" in by_name[0]["name"]
     last = convert(digits.int8_model, ConvertConfig(targets="last:3")).metadata["adapted"]
     assert [a["index"] for a in last] == fc
-    with pytest.raises(ConversionError, match="no FULLY_CONNECTED layer is named 'conv9'"):
+    with pytest.raises(ConversionError, match="no FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D layer is named 'conv9'"):
         convert(digits.int8_model, ConvertConfig(targets="conv9"))
-    with pytest.raises(ConversionError, match="is not a FULLY_CONNECTED layer"):
+    with pytest.raises(ConversionError, match="is not a FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D layer"):
         convert(digits.int8_model, ConvertConfig(targets=str(len(model.operators) - 1)))
 
 
@@ -145,10 +145,10 @@ def test_already_converted_model_is_refused(digits):
 def test_unsupported_op_on_the_backprop_path_is_named():
     inputs = tf.keras.Input((6,))
     hidden = tf.keras.layers.Dense(8, name="first")(inputs)
-    squared = tf.keras.layers.Multiply()([hidden, hidden])  # MUL: no gradient yet
-    outputs = tf.keras.layers.Dense(3, name="last")(squared)
+    leaky = tf.keras.layers.LeakyReLU(0.1)(hidden)  # LEAKY_RELU: no gradient yet
+    outputs = tf.keras.layers.Dense(3, name="last")(leaky)
     model = to_tflite(tf.keras.Model(inputs, outputs))
-    with pytest.raises(ConversionError, match=r"operator \d+ \(MUL\) lies between the adapted layers and the loss"):
+    with pytest.raises(ConversionError, match=r"operator \d+ \(LEAKY_RELU\) lies between the adapted layers and the loss"):
         convert(model, ConvertConfig(targets="first"))
     convert(model, ConvertConfig(targets="last"))  # nothing unsupported behind the last layer
 

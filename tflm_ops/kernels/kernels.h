@@ -24,6 +24,10 @@ constexpr char kSoftmaxGradOpName[] = "TFLMT_SOFTMAX_GRAD";
 constexpr char kLossOpName[] = "TFLMT_LOSS";
 constexpr char kOptimizerOpName[] = "TFLMT_OPTIMIZER";
 constexpr char kAddGradsOpName[] = "TFLMT_ADD_GRADS";
+constexpr char kPoolGradOpName[] = "TFLMT_POOL_GRAD";
+constexpr char kMeanGradOpName[] = "TFLMT_MEAN_GRAD";
+constexpr char kCropOpName[] = "TFLMT_CROP";
+constexpr char kBroadcastGradOpName[] = "TFLMT_BROADCAST_GRAD";
 
 extern const port::KernelDef kStateKernel;
 extern const port::KernelDef kFullyConnectedKernel;
@@ -39,6 +43,10 @@ extern const port::KernelDef kSoftmaxGradKernel;
 extern const port::KernelDef kLossKernel;
 extern const port::KernelDef kOptimizerKernel;
 extern const port::KernelDef kAddGradsKernel;
+extern const port::KernelDef kPoolGradKernel;
+extern const port::KernelDef kMeanGradKernel;
+extern const port::KernelDef kCropKernel;
+extern const port::KernelDef kBroadcastGradKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -50,7 +58,8 @@ using AllKernels = KernelList<
     &kConv2DKernel, &kConv2DGradKernel, &kDepthwiseConv2DKernel,
     &kDepthwiseConv2DGradKernel, &kAdapterKernel, &kAdapterGradKernel,
     &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
-    &kOptimizerKernel, &kAddGradsKernel>;
+    &kOptimizerKernel, &kAddGradsKernel, &kPoolGradKernel, &kMeanGradKernel,
+    &kCropKernel, &kBroadcastGradKernel>;
 
 // The value of a converted model's `mode` input (int32 [1]).
 enum class Mode : int32_t {
