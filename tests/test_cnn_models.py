@@ -1,0 +1,118 @@
+"""Convolutional models end to end: the reference TinyML architectures.
+
+DS-CNN-S, MobileNetV1-0.25 (visual wake words), ResNet-8 and the FC
+autoencoder, built with Keras in tests/cnn_models.py and converted to int8 by
+TFLiteConverter, are converted by tflm-train and trained in the TFLM
+interpreter. Gradients through whole float models (convolutions, depthwise,
+pooling, MEAN, residual ADDs) are checked against TensorFlow running the same
+graph (tests/tf_executor.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cnn_models
+import tf_executor
+from graphs import relative_error
+from tflm_train.converter import ConvertConfig, OptimizerConfig, convert
+from tflm_train.converter.model_ir import Model
+from tflm_train.converter.state_format import HEADER_BYTES, Header
+from tflm_train.trainer import PlainModel, TrainableModel
+
+
+def linear_ops(model_bytes: bytes) -> list[int]:
+    model = Model.from_bytes(model_bytes)
+    kinds = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+    return [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
+
+
+# (builder, targets): LoRA targets reaching deep into each network, so the
+# backward pass crosses every op type the model has.
+GRADIENT_CASES = {
+    "tiny_conv": (cnn_models.tiny_conv, lambda fc: f"{fc[0]}"),  # first conv: through DW, MAX_POOL, MEAN
+    "ds_cnn_s": (cnn_models.ds_cnn_s, lambda fc: f"{fc[1]},{fc[4]}"),  # a depthwise and a pointwise
+    "resnet8": (cnn_models.resnet8, lambda fc: f"{fc[0]}"),  # the stem: through every residual ADD
+    "mobilenet_v1_025_vww": (cnn_models.mobilenet_v1_025_vww, lambda fc: f"{fc[-6]}"),  # strided depthwise region
+}
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_CASES))
+def test_whole_model_gradients_match_tensorflow(name):
+    builder, targets = GRADIENT_CASES[name]
+    built = builder()
+    base = built.float_model
+    config = ConvertConfig(
+        method="lora", r=2, targets=targets(linear_ops(base)), optimizer=OptimizerConfig(accumulate=2)
+    )
+    result = convert(base, config)
+    trainable = TrainableModel(result.model)
+    initial = trainable.save_state()
+    x, y = built.sample_data(1, seed=3)
+    trainable.train_step(x[0], int(y[0]), 0.1)  # accumulate=2: the gradient stays in the state
+    state = trainable.save_state()
+    count = Header.unpack(state).param_count
+    got = np.frombuffer(state, np.float32, count=count, offset=HEADER_BYTES + 4 * count)
+
+    params = np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)
+    lora = tf_executor.lora_from_state(result.metadata, params, base)
+    variables = [v for adapter in lora.values() for v in (adapter.a, adapter.b)]
+    with tf.GradientTape() as tape:
+        logits = tf_executor.run(base, x[:1].astype(np.float32), lora, logits=True)
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), logits)
+    grads = tape.gradient(loss, variables)
+    by_name = {}
+    for index, adapter in lora.items():
+        adapted = next(a for a in result.metadata["adapted"] if a["index"] == index)
+        by_name[f"{adapted['name']}/lora_A"], by_name[f"{adapted['name']}/lora_B"] = grads[0], grads[1]
+        grads = grads[2:]
+    want = np.zeros(count, np.float32)
+    for t in result.metadata["state"]["tensors"]:
+        want[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = by_name[t["name"]].numpy().ravel()
+    assert np.abs(want).max() > 0
+    assert relative_error(got, want) < 1e-4
+
+
+MODELS = {
+    "ds_cnn_s": cnn_models.ds_cnn_s,
+    "mobilenet_v1_025_vww": cnn_models.mobilenet_v1_025_vww,
+    "resnet8": cnn_models.resnet8,
+    "tiny_conv": cnn_models.tiny_conv,
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("method", ["lora", "bias", "adapter"])
+def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
+    built = MODELS[name](trained=True)
+    base = built.int8_model
+    result = convert(base, ConvertConfig(method=method, targets="last:3" if method != "adapter" else "last:2"))
+    original, trainable = PlainModel(base), TrainableModel(result.model)
+    x, y = built.sample_data(24, seed=11)
+    for sample in x[:4]:
+        np.testing.assert_array_equal(trainable.predict(sample), original.predict(sample))
+    # A new task: labels permuted, so the base model is wrong on purpose.
+    classes = int(built.num_outputs)
+    labels = (y.astype(int) + 1) % classes
+    before = np.mean([trainable.evaluate_loss(s, l) for s, l in zip(x, labels)])
+    for _ in range(4):
+        for s, l in zip(x, labels):
+            trainable.train_step(s, l, 0.01)
+    after = np.mean([trainable.evaluate_loss(s, l) for s, l in zip(x, labels)])
+    assert after < before
+
+
+def test_fc_autoencoder_int8_reconstruction_improves():
+    built = cnn_models.fc_autoencoder(trained=True)
+    trainable = TrainableModel(convert(built.int8_model, ConvertConfig(method="lora", targets="last:2")).model)
+    assert trainable.info.loss == "mse"
+    x = built.sample_inputs(16, seed=5)
+    shifted = (x * 0.8 + 0.1).astype(np.float32)  # a machine that sounds a little different
+    before = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
+    for _ in range(5):
+        for s in shifted:
+            trainable.train_step(s, s, 0.005)
+    after = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
+    assert after < before
