@@ -13,7 +13,10 @@ before it get no backward ops at all.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
@@ -51,6 +54,10 @@ class Backward:
         self.origin = origin  # id(op) -> index in the original model
         self.contributions: dict[int, list[int]] = {}
         self.need_grad: set[int] = set()
+        # Forward tensors whose gradient is only its average per channel: a
+        # linear layer feeding a global average pool / MEAN reads the pooled
+        # gradient itself, so the spread-out gradient is never stored.
+        self.pooled: dict[int, int] = {}
 
     # ---- analysis -------------------------------------------------------------
     def _plan(self, forward: list, loss_input: int) -> None:
@@ -93,7 +100,7 @@ class Backward:
         return total
 
     # ---- rules, one per forward op type ---------------------------------------------
-    def _linear(self, op, kind: str, dy: int) -> None:
+    def _linear(self, op, kind: str, dy: int, pooled: bool = False) -> None:
         """FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D, stock or ours."""
         inputs = self.model.inputs_of(op)
         outputs = self.model.outputs_of(op)
@@ -115,6 +122,8 @@ class Backward:
         if not dx_outputs and not trainable:
             return
         y_input = y if layer.activation != ops.Activation.NONE else -1
+        if pooled:
+            layer = dataclasses.replace(layer, grad_flags=1)
         self._emit(
             layer.grad_op,
             [dy, x, y_input, weights, state if trainable else -1, self.mode, hidden],
@@ -179,11 +188,23 @@ class Backward:
                        custom_options=options)
             self._contribute(t, dx)
 
+    def _pools_a_linear_layer(self, op, x: int) -> bool:
+        """True when op averages all of x, made by a linear layer for it alone."""
+        producer = self.producers.get(x)
+        if producer is None or x not in self.need_grad:
+            return False
+        kind = self.model.op_type(self.model.operators[producer])
+        return (kind in LINEAR_OPS or kind in OUR_LINEAR_OPS) and self.consumers.get(x) == [op]
+
     def _pool(self, op, kind: str, dy: int) -> None:
         grad = self._fused_activation(op, dy)
         x, y = self.model.inputs_of(op)[0], self.model.outputs_of(op)[0]
         options = op.builtinOptions
         x_shape, y_shape = self.model.shape(x), self.model.shape(y)
+        if kind == "average" and tuple(y_shape[1:3]) == (1, 1) and options.padding == schema.Padding.VALID \
+                and self._pools_a_linear_layer(op, x):
+            self.pooled[x] = grad
+            return
         kernel = (options.filterHeight, options.filterWidth)
         stride = (options.strideH, options.strideW)
         _, pad_top = same_padding(x_shape[1], kernel[0], stride[0], 1, options.padding)
@@ -202,6 +223,9 @@ class Backward:
         if axes is None:
             raise ConversionError("MEAN with computed axes has no gradient in tflm-train")
         reduced = sorted({int(a) % len(shape) for a in np.atleast_1d(axes)})
+        if len(shape) == 4 and reduced == [1, 2] and self._pools_a_linear_layer(op, x):
+            self.pooled[x] = dy
+            return
         dx = self._grad_tensor(x)
         self._emit(ops.MEAN_GRAD, [dy, self.mode], [dx], custom_options=ops.mean_grad_options(shape, reduced))
         self._contribute(x, dx)
@@ -235,10 +259,16 @@ class Backward:
     # ---- driver -------------------------------------------------------------------------
     def build(self, forward: list, loss_input: int, loss_grad: int) -> None:
         self._plan(forward, loss_input)
+        self.producers = {t: i for i, op in enumerate(self.model.operators) for t in self.model.outputs_of(op)}
+        self.consumers: dict[int, list] = {}
+        for op in forward:
+            for t in self.model.inputs_of(op):
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append(op)
         self.contributions[loss_input] = [loss_grad]
         for op in reversed(forward):
             outputs = self.model.outputs_of(op)
-            if not outputs or outputs[0] not in self.contributions:
+            if not outputs or (outputs[0] not in self.contributions and outputs[0] not in self.pooled):
                 continue
             kind = self.model.op_type(op)
             index = self.origin.get(id(op), "?")
@@ -247,6 +277,9 @@ class Backward:
                     f"operator {index} ({kind}) lies between the adapted layers and the loss "
                     "and has no gradient in tflm-train yet"
                 )
+            if outputs[0] in self.pooled:
+                self._linear(op, kind, self.pooled.pop(outputs[0]), pooled=True)
+                continue
             dy = self._gradient_of(outputs[0])
             if kind in LINEAR_OPS or kind in OUR_LINEAR_OPS:
                 self._linear(op, kind, dy)

@@ -111,8 +111,11 @@ class LinearLayer:
     lora_a_offset: int = -1
     lora_b_offset: int = -1
     lora_scale: float = 0.0
+    # Backward op only, bit 0: nothing else reads dy, so the kernel may apply
+    # the activation derivative in place (no scratch as large as the output).
+    grad_flags: int = 0
 
-    _FORMAT = "<BBB" + "i" * 13 + "iiiiif"
+    _FORMAT = "<BBB" + "i" * 13 + "iiiiifB"
 
     @classmethod
     def fully_connected(cls, in_features: int, units: int, activation: int = Activation.NONE, **parts) -> "LinearLayer":
@@ -164,6 +167,7 @@ class LinearLayer:
             lora_a_offset=f[19],
             lora_b_offset=f[20],
             lora_scale=f[21],
+            grad_flags=f[22],
         )
 
     def options(self) -> bytes:
@@ -186,6 +190,7 @@ class LinearLayer:
             self.lora_a_offset,
             self.lora_b_offset,
             self.lora_scale,
+            self.grad_flags,
         )
 
 

@@ -26,7 +26,6 @@ struct OpData {
   reference::Activation activation = reference::Activation::kNone;
   ActivationQuant output;
   int size = 0;
-  int output_float_scratch = -1;
 };
 
 bool Supported(int kind) {
@@ -66,16 +65,14 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                output_grad.FlatSize() == data->size);
   TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
                input_grad.FlatSize() == data->size);
-  return RequestFloatCopy(context, data->output, data->size,
-                          &data->output_float_scratch);
+  return port::Status::kOk;
 }
 
 port::Status Eval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
-  const float* y = FloatValues(context, port::Input(context, node, kOutput),
-                               data.output, data.size,
-                               data.output_float_scratch);
+  const reference::ValuesRef y =
+      ValuesOf(port::Input(context, node, kOutput), data.output);
   reference::ActivationGradFloat(
       data.activation, port::Input(context, node, kOutputGrad).As<float>(), y,
       data.size, port::Output(context, node, kInputGrad).As<float>());

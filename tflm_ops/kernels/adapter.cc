@@ -25,7 +25,6 @@ struct OpData {
   ActivationQuant input;
   ActivationQuant output;
   int batches = 0;
-  int input_float_scratch = -1;
   int sum_scratch = -1;  // x + U a + bu before it is stored, [batches, features]
 };
 
@@ -56,8 +55,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   data->batches = input.FlatSize() / features;
   TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
                hidden.FlatSize() == data->batches * data->layer.bottleneck);
-  TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
-                                   &data->input_float_scratch));
   return port::RequestScratch(context, sizeof(float) * input.FlatSize(),
                               &data->sum_scratch);
 }
@@ -66,8 +63,8 @@ port::Status Eval(port::Context* context, port::Node* node) {
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const AdapterLayer& layer = data.layer;
   const int n = data.batches * layer.features;
-  const float* x = FloatValues(context, port::Input(context, node, kInput),
-                               data.input, n, data.input_float_scratch);
+  const reference::ValuesRef x =
+      ValuesOf(port::Input(context, node, kInput), data.input);
   float* params =
       state::Params(port::Input(context, node, kState).As<uint8_t>());
   float* sum = static_cast<float*>(port::Scratch(context, data.sum_scratch));

@@ -27,7 +27,6 @@ struct OpData {
   ActivationQuant input;
   int batches = 0;
   bool computes_input_grad = false;
-  int input_float_scratch = -1;
   int dpre_scratch = -1;  // gradient before the activation, [batches, bottleneck]
 };
 
@@ -63,8 +62,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                  input_grad.FlatSize() == input.FlatSize());
     data->computes_input_grad = true;
   }
-  TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
-                                   &data->input_float_scratch));
   return port::RequestScratch(
       context, sizeof(float) * data->batches * layer.bottleneck,
       &data->dpre_scratch);
@@ -74,9 +71,8 @@ port::Status Eval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const AdapterLayer& layer = data.layer;
-  const float* x = FloatValues(context, port::Input(context, node, kInput),
-                               data.input, data.batches * layer.features,
-                               data.input_float_scratch);
+  const reference::ValuesRef x =
+      ValuesOf(port::Input(context, node, kInput), data.input);
   uint8_t* state = port::Input(context, node, kState).As<uint8_t>();
   float* dx = data.computes_input_grad
                   ? port::Output(context, node, kInputGrad).As<float>()

@@ -25,27 +25,19 @@ port::Status ActivationQuantOf(const port::TensorInfo& info,
   return port::Status::kOk;
 }
 
-port::Status RequestFloatCopy(port::Context* context,
-                              const ActivationQuant& quant, int count,
-                              int* scratch_index) {
-  *scratch_index = -1;
-  if (quant.is_float()) return port::Status::kOk;
-  return port::RequestScratch(context, sizeof(float) * count, scratch_index);
-}
-
-const float* FloatValues(port::Context* context, const port::TensorView& view,
-                         const ActivationQuant& quant, int count,
-                         int scratch_index) {
-  if (quant.is_float()) return view.As<float>();
-  float* out = static_cast<float*>(port::Scratch(context, scratch_index));
+reference::ValuesRef ValuesOf(const port::TensorView& view,
+                              const ActivationQuant& quant) {
+  reference::ValuesRef values;
   if (quant.type == port::DataType::kInt8) {
-    const int8_t* q = view.As<int8_t>();
-    for (int i = 0; i < count; ++i) out[i] = quant.Dequantize(q[i]);
+    values.i8 = view.As<int8_t>();
+  } else if (quant.type == port::DataType::kInt16) {
+    values.i16 = view.As<int16_t>();
   } else {
-    const int16_t* q = view.As<int16_t>();
-    for (int i = 0; i < count; ++i) out[i] = quant.Dequantize(q[i]);
+    values.f32 = view.As<float>();
   }
-  return out;
+  values.scale = quant.scale;
+  values.zero_point = quant.zero_point;
+  return values;
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "port/port.h"
+#include "reference/fully_connected.h"
 
 namespace tflmt {
 
@@ -23,17 +24,10 @@ struct ActivationQuant {
 port::Status ActivationQuantOf(const port::TensorInfo& info,
                                ActivationQuant* quant);
 
-// Asks for float scratch of `count` values when the tensor is quantized
-// (index stays -1 for float32 tensors, which are read in place).
-port::Status RequestFloatCopy(port::Context* context,
-                              const ActivationQuant& quant, int count,
-                              int* scratch_index);
-
-// The tensor's values as floats: its own data when float32, otherwise
-// dequantized into the scratch buffer requested by RequestFloatCopy.
-const float* FloatValues(port::Context* context, const port::TensorView& view,
-                         const ActivationQuant& quant, int count,
-                         int scratch_index);
+// The tensor's real values, read in place (int8 / int16 dequantized per
+// element): no float copy in the arena.
+reference::ValuesRef ValuesOf(const port::TensorView& view,
+                              const ActivationQuant& quant);
 
 // Writes real values into a float32 or quantized (int8/int16) output.
 void StoreValues(const float* values, int count, const ActivationQuant& quant,

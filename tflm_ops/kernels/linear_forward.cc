@@ -43,7 +43,6 @@ struct OpData {
   int32_t* multipliers = nullptr;
   int* shifts = nullptr;
   float* accumulator_scales = nullptr;  // input scale * weight scale
-  int input_float_scratch = -1;   // dequantized x
   int result_scratch = -1;        // float result before quantizing
   int lora_delta_scratch = -1;    // depthwise LoRA filter delta
 };
@@ -137,10 +136,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * outputs,
                                          &data->result_scratch));
   }
-  if (!data->exact_int8 || layer.has_lora()) {
-    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
-                                     &data->input_float_scratch));
-  }
   if (lora_hidden) {
     port::TensorInfo hidden;
     TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoraHidden, &hidden));
@@ -159,7 +154,7 @@ port::Status Prepare(port::Context* context, port::Node* node) {
 
 // Float inputs of the trainable terms, prepared once per invocation.
 struct LoraInputs {
-  const float* x = nullptr;       // x as float
+  reference::ValuesRef x;         // x's real values
   const float* hidden = nullptr;  // FC / conv: conv_A(x) [pixels, rank]
   const float* delta = nullptr;   // depthwise: filter delta [taps, out_c]
 };
@@ -170,8 +165,7 @@ LoraInputs ComputeLora(port::Context* context, port::Node* node,
   LoraInputs lora;
   const LinearLayer& layer = data.layer;
   if (!layer.has_lora()) return lora;
-  lora.x = FloatValues(context, input, data.input, input.FlatSize(),
-                       data.input_float_scratch);
+  lora.x = ValuesOf(input, data.input);
   if (layer.depthwise()) {
     float* delta =
         static_cast<float*>(port::Scratch(context, data.lora_delta_scratch));
@@ -255,8 +249,7 @@ port::Status EvalFloat(port::Context* context, port::Node* node,
   const reference::ConvGeometry& g = layer.geometry;
   const port::TensorView input = port::Input(context, node, kInput);
   const port::TensorView output = port::Output(context, node, kOutput);
-  const float* x = FloatValues(context, input, data.input, input.FlatSize(),
-                               data.input_float_scratch);
+  const reference::ValuesRef x = ValuesOf(input, data.input);
   float* out = data.output.is_float()
                    ? output.As<float>()
                    : static_cast<float*>(port::Scratch(context, data.result_scratch));

@@ -44,9 +44,7 @@ struct OpData {
   ActivationQuant input;
   ActivationQuant output;
   bool computes_input_grad = false;
-  int dz_scratch = -1;            // dy * activation'(y)
-  int output_float_scratch = -1;  // dequantized y
-  int input_float_scratch = -1;   // dequantized x
+  int row_scratch = -1;  // one output position of dz (out_c floats)
   int lora_scratch = -1;  // FC / conv: dh [pixels, rank]; depthwise: delta, d delta
 };
 
@@ -78,8 +76,19 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                    "%s_GRAD: mode must be int32", layer.name());
   TFLMT_ENSURE_MSG(output_grad.type == port::DataType::kFloat32,
                    "%s_GRAD: dy must be float32", layer.name());
-  // dy holds y's values, possibly flattened by a RESHAPE's (aliased) gradient.
-  TFLMT_ENSURE_OK(PrepareGeometry(input, output_grad.FlatSize(), &layer));
+  // dy holds y's values, possibly flattened by a RESHAPE's (aliased) gradient,
+  // or only their averages per channel when the layer feeds a global pool.
+  const int dy_values = output_grad.FlatSize();
+  if (layer.dy_pooled) {
+    TFLMT_ENSURE_OK(PrepareGeometry(input, layer.geometry.out_h *
+                                               layer.geometry.out_w * dy_values,
+                                    &layer));
+    TFLMT_ENSURE_MSG(dy_values == layer.geometry.batches * layer.geometry.out_c,
+                     "%s_GRAD: pooled dy must hold one value per channel",
+                     layer.name());
+  } else {
+    TFLMT_ENSURE_OK(PrepareGeometry(input, dy_values, &layer));
+  }
   TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
   const int outputs = layer.geometry.out_pixels() * layer.geometry.out_c;
 
@@ -89,10 +98,10 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
     TFLMT_ENSURE(output.FlatSize() == outputs);
     TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
-    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->output, outputs,
-                                     &data->output_float_scratch));
-    TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * outputs,
-                                         &data->dz_scratch));
+  }
+  if (layer.activation != reference::Activation::kNone || layer.dy_pooled) {
+    TFLMT_ENSURE_OK(port::RequestScratch(
+        context, sizeof(float) * layer.geometry.out_c, &data->row_scratch));
   }
   if (!layer.trainable_weights()) {
     port::TensorInfo weights;
@@ -105,10 +114,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE(port::HasInput(node, kState));
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
     TFLMT_ENSURE_OK(PrepareState(state, layer));
-  }
-  if (layer.trainable_weights() || layer.has_lora()) {
-    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->input, input.FlatSize(),
-                                     &data->input_float_scratch));
   }
   if (layer.has_lora()) {
     if (layer.depthwise()) {
@@ -137,26 +142,29 @@ port::Status Prepare(port::Context* context, port::Node* node) {
 
 // LoRA backward for FC / CONV_2D: through B (1x1), then A (the layer's shape).
 void LoraBackward(const LinearLayer& layer, const float* params, float* grads,
-                  const float* dz, const float* x, const float* hidden,
+                  const reference::GradRows& dz, const reference::ValuesRef& x,
+                  const float* hidden,
                   float* dh, float* dx) {
   const int pixels = layer.geometry.out_pixels();
   reference::LowRankBackward(dz, hidden, params + layer.lora_b_offset,
                              layer.lora_scale, pixels, layer.geometry.out_c,
                              layer.lora_rank, grads + layer.lora_b_offset, dh);
   const LinearLayer a_layer = LoraALayer(layer);
-  LinearWeightGrad(a_layer, dh, x, grads + layer.lora_a_offset);
+  const reference::GradRows dh_rows = reference::GradRows::Plain(dh, layer.lora_rank);
+  LinearWeightGrad(a_layer, dh_rows, x, grads + layer.lora_a_offset);
   if (dx != nullptr) {
     reference::WeightsRef a;
     a.f32 = params + layer.lora_a_offset;
-    LinearInputGrad(a_layer, a, dh, /*accumulate=*/true, dx);
+    LinearInputGrad(a_layer, a, dh_rows, /*accumulate=*/true, dx);
   }
 }
 
 // LoRA backward for DEPTHWISE_CONV_2D: the filter delta's gradient, then
 // through delta = scale B A to A and B.
 void DepthwiseLoraBackward(const LinearLayer& layer, const float* params,
-                           float* grads, const float* dz, const float* x,
-                           float* scratch, float* dx) {
+                           float* grads, const reference::GradRows& dz,
+                           const reference::ValuesRef& x, float* scratch,
+                           float* dx) {
   const int taps = layer.taps(), out_c = layer.geometry.out_c;
   const int rank = layer.lora_rank;
   float* delta = scratch;
@@ -191,16 +199,18 @@ port::Status Eval(port::Context* context, port::Node* node) {
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const LinearLayer& layer = data.layer;
   const reference::ConvGeometry& g = layer.geometry;
-  const int outputs = g.out_pixels() * g.out_c;
 
-  // dz: the gradient before the fused activation.
-  const float* dz = port::Input(context, node, kOutputGrad).As<float>();
-  if (data.dz_scratch >= 0) {
-    float* buffer = static_cast<float*>(port::Scratch(context, data.dz_scratch));
-    const float* y = FloatValues(context, port::Input(context, node, kOutput),
-                                 data.output, outputs, data.output_float_scratch);
-    reference::ActivationGradFloat(layer.activation, dz, y, outputs, buffer);
-    dz = buffer;
+  // dz, the gradient before the fused activation, row by row on demand.
+  reference::GradRows dz;
+  dz.dy = port::Input(context, node, kOutputGrad).As<float>();
+  dz.channels = g.out_c;
+  dz.activation = layer.activation;
+  if (layer.activation != reference::Activation::kNone) {
+    dz.y = ValuesOf(port::Input(context, node, kOutput), data.output);
+  }
+  if (layer.dy_pooled) dz.positions_per_batch = g.out_h * g.out_w;
+  if (data.row_scratch >= 0) {
+    dz.row = static_cast<float*>(port::Scratch(context, data.row_scratch));
   }
 
   float* params = nullptr;
@@ -210,12 +220,8 @@ port::Status Eval(port::Context* context, port::Node* node) {
     params = state::Params(state);
     grads = state::Grads(state);
   }
-  const float* x = nullptr;
-  if (layer.trainable_weights() || layer.has_lora()) {
-    const port::TensorView input = port::Input(context, node, kInput);
-    x = FloatValues(context, input, data.input, input.FlatSize(),
-                    data.input_float_scratch);
-  }
+  const reference::ValuesRef x =
+      ValuesOf(port::Input(context, node, kInput), data.input);
 
   float* dx = data.computes_input_grad
                   ? port::Output(context, node, kInputGrad).As<float>()

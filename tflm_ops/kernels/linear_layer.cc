@@ -43,6 +43,8 @@ bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
   layer->lora_a_offset = reader.I32();
   layer->lora_b_offset = reader.I32();
   layer->lora_scale = reader.F32();
+  const uint8_t flags = reader.U8();
+  layer->dy_pooled = (flags & 1u) != 0;
   if (!version_ok) {
     port::Log("%s: options version is not %d", layer->name(), kOptionsVersion);
     return false;
@@ -174,7 +176,7 @@ reference::WeightsRef CurrentWeights(const LinearLayer& layer,
 }
 
 void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
-                   const float* x, bool accumulate, float* out) {
+                   const reference::ValuesRef& x, bool accumulate, float* out) {
   const reference::ConvGeometry& g = layer.geometry;
   switch (layer.kind) {
     case LinearKind::kFullyConnected:
@@ -190,7 +192,7 @@ void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
 }
 
 void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
-                     const float* dz, bool accumulate, float* dx) {
+                     const reference::GradRows& dz, bool accumulate, float* dx) {
   const reference::ConvGeometry& g = layer.geometry;
   switch (layer.kind) {
     case LinearKind::kFullyConnected:
@@ -205,8 +207,8 @@ void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
   }
 }
 
-void LinearWeightGrad(const LinearLayer& layer, const float* dz,
-                      const float* x, float* dw) {
+void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
+                      const reference::ValuesRef& x, float* dw) {
   const reference::ConvGeometry& g = layer.geometry;
   switch (layer.kind) {
     case LinearKind::kFullyConnected:

@@ -40,6 +40,9 @@ struct LinearLayer {
   int lora_a_offset = -1;
   int lora_b_offset = -1;
   float lora_scale = 0.0f;
+  // Backward op only: dy arrives pooled over the output positions (the layer
+  // feeds a global average pool / MEAN), one value per batch and channel.
+  bool dy_pooled = false;
 
   bool trainable_weights() const { return weight_offset >= 0; }
   bool trainable_bias() const { return bias_offset >= 0; }
@@ -91,13 +94,13 @@ reference::WeightsRef CurrentWeights(const LinearLayer& layer,
 
 // out (+)= the layer's linear map of x (float math, no bias or activation).
 void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
-                   const float* x, bool accumulate, float* out);
+                   const reference::ValuesRef& x, bool accumulate, float* out);
 // dx (+)= its transpose applied to dz.
 void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
-                     const float* dz, bool accumulate, float* dx);
+                     const reference::GradRows& dz, bool accumulate, float* dx);
 // dw += its weight gradient.
-void LinearWeightGrad(const LinearLayer& layer, const float* dz,
-                      const float* x, float* dw);
+void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
+                      const reference::ValuesRef& x, float* dw);
 
 // Depthwise LoRA: the filter delta scale * B A, laid out like a depthwise
 // filter [k_h, k_w, out_c] (float32, `delta` holds weight_count() values).

@@ -38,7 +38,6 @@ struct OpData {
   ActivationQuant prediction;
   int batches = 0;
   int values = 0;  // per sample (classes for cross-entropy)
-  int prediction_float_scratch = -1;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
@@ -83,8 +82,7 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                      "TFLMT_LOSS: the target must be float32 shaped like the "
                      "prediction");
   }
-  return RequestFloatCopy(context, data->prediction, prediction.FlatSize(),
-                          &data->prediction_float_scratch);
+  return port::Status::kOk;
 }
 
 port::Status Eval(port::Context* context, port::Node* node) {
@@ -93,9 +91,8 @@ port::Status Eval(port::Context* context, port::Node* node) {
   }
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const int n = data.batches * data.values;
-  const float* prediction =
-      FloatValues(context, port::Input(context, node, kPrediction),
-                  data.prediction, n, data.prediction_float_scratch);
+  const reference::ValuesRef prediction =
+      ValuesOf(port::Input(context, node, kPrediction), data.prediction);
   const port::TensorView target = port::Input(context, node, kTarget);
   float* grad = port::Output(context, node, kPredictionGrad).As<float>();
   float* loss = port::Output(context, node, kLoss).As<float>();

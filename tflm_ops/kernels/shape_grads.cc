@@ -135,7 +135,6 @@ struct BroadcastData {
   float sign = 1.0f;
   bool multiply = false;
   ActivationQuant other_quant;
-  int other_float_scratch = -1;
 };
 
 void* BroadcastInit(port::Context* context, const char* options, size_t length) {
@@ -172,8 +171,6 @@ port::Status BroadcastPrepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_OK(port::InputInfo(context, node, 1, &other));
     TFLMT_ENSURE(other.FlatSize() == data->other.Size());
     TFLMT_ENSURE_OK(ActivationQuantOf(other, &data->other_quant));
-    TFLMT_ENSURE_OK(RequestFloatCopy(context, data->other_quant, other.FlatSize(),
-                                     &data->other_float_scratch));
   }
   return port::Status::kOk;
 }
@@ -181,13 +178,10 @@ port::Status BroadcastPrepare(port::Context* context, port::Node* node) {
 port::Status BroadcastEval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, 2))) return port::Status::kOk;
   const BroadcastData& data = *static_cast<const BroadcastData*>(port::UserData(node));
-  const float* other = nullptr;
-  if (data.multiply) {
-    other = FloatValues(context, port::Input(context, node, 1), data.other_quant,
-                        data.other.Size(), data.other_float_scratch);
-  }
+  reference::ValuesRef other;
+  if (data.multiply) other = ValuesOf(port::Input(context, node, 1), data.other_quant);
   reference::BroadcastGrad(port::Input(context, node, 0).As<float>(), data.out,
-                           data.in, other, data.other, data.sign,
+                           data.in, data.multiply, other, data.other, data.sign,
                            port::Output(context, node, 0).As<float>());
   return port::Status::kOk;
 }

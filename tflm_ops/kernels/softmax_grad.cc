@@ -24,7 +24,6 @@ struct OpData {
   ActivationQuant output;
   int rows = 0;
   int depth = 0;
-  int output_float_scratch = -1;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
@@ -58,16 +57,14 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                output_grad.FlatSize() == output.FlatSize());
   TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
                input_grad.FlatSize() == output.FlatSize());
-  return RequestFloatCopy(context, data->output, output.FlatSize(),
-                          &data->output_float_scratch);
+  return port::Status::kOk;
 }
 
 port::Status Eval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
-  const float* y = FloatValues(context, port::Input(context, node, kOutput),
-                               data.output, data.rows * data.depth,
-                               data.output_float_scratch);
+  const reference::ValuesRef y =
+      ValuesOf(port::Input(context, node, kOutput), data.output);
   reference::SoftmaxGrad(port::Input(context, node, kOutputGrad).As<float>(),
                          y, data.beta, data.rows, data.depth,
                          port::Output(context, node, kInputGrad).As<float>());

@@ -27,7 +27,7 @@ struct AdapterGrads {
 };
 
 // hidden = act(D x + bd) [batches, bottleneck]; delta = U hidden + bu.
-inline void AdapterForward(const float* x, const AdapterWeights& w,
+inline void AdapterForward(const ValuesRef& x, const AdapterWeights& w,
                            Activation activation, int batches, int features,
                            int bottleneck, float* hidden, float* delta) {
   WeightsRef down;
@@ -49,28 +49,30 @@ inline void AdapterForward(const float* x, const AdapterWeights& w,
 
 // Given dy, accumulates the parameter gradients and, when dx is not null,
 // writes dx = dy + D^T dpre. `dpre` is scratch of batches * bottleneck floats.
-inline void AdapterBackward(const float* dy, const float* x,
+inline void AdapterBackward(const float* dy, const ValuesRef& x,
                             const float* hidden, const AdapterWeights& w,
                             const AdapterGrads& g, Activation activation,
                             int batches, int features, int bottleneck,
                             float* dpre, float* dx) {
-  WeightGradAccumulate(dy, hidden, batches, bottleneck, features, g.up);
-  BiasGradAccumulate(dy, batches, features, g.up_bias);
+  const GradRows dy_rows = GradRows::Plain(dy, features);
+  WeightGradAccumulate(dy_rows, hidden, batches, bottleneck, features, g.up);
+  BiasGradAccumulate(dy_rows, batches, features, g.up_bias);
   WeightsRef up;
   up.f32 = w.up;
-  InputGrad(dy, up, batches, bottleneck, features, false, dpre);
+  InputGrad(dy_rows, up, batches, bottleneck, features, false, dpre);
   const int n = batches * bottleneck;
   for (int i = 0; i < n; ++i) {
     dpre[i] *= ActivationDerivativeFromOutput(activation, hidden[i]);
   }
-  WeightGradAccumulate(dpre, x, batches, features, bottleneck, g.down);
-  BiasGradAccumulate(dpre, batches, bottleneck, g.down_bias);
+  const GradRows pre_rows = GradRows::Plain(dpre, bottleneck);
+  WeightGradAccumulate(pre_rows, x, batches, features, bottleneck, g.down);
+  BiasGradAccumulate(pre_rows, batches, bottleneck, g.down_bias);
   if (dx != nullptr) {
     const int m = batches * features;
     for (int i = 0; i < m; ++i) dx[i] = dy[i];
     WeightsRef down;
     down.f32 = w.down;
-    InputGrad(dpre, down, batches, features, bottleneck, true, dx);
+    InputGrad(pre_rows, down, batches, features, bottleneck, true, dx);
   }
 }
 

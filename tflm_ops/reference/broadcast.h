@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "reference/fully_connected.h"
+
 namespace tflmt {
 namespace reference {
 
@@ -43,14 +45,14 @@ inline void ForEachBroadcast(const Dims& big, const Dims& a, const Dims& b, F f)
 }
 
 // ADD / SUB / MUL operand gradient: dx = sum over broadcast axes of
-// sign * dy (* other). `other` is null for ADD / SUB.
+// sign * dy (* other, for MUL).
 inline void BroadcastGrad(const float* dy, const Dims& out, const Dims& in,
-                          const float* other, const Dims& other_dims,
-                          float sign, float* dx) {
+                          bool multiply, const ValuesRef& other,
+                          const Dims& other_dims, float sign, float* dx) {
   const int n = in.Size();
   for (int i = 0; i < n; ++i) dx[i] = 0.0f;
   ForEachBroadcast(out, in, other_dims, [&](int o, int i, int k) {
-    dx[i] += sign * dy[o] * (other != nullptr ? other[k] : 1.0f);
+    dx[i] += sign * dy[o] * (multiply ? other[k] : 1.0f);
   });
 }
 

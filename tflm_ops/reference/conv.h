@@ -42,7 +42,7 @@ inline float ConvFilterAt(const WeightsRef& w, const ConvGeometry& g, int co,
 }
 
 // out[p, co] (+)= sum over taps and ci of x * filter   (float math)
-inline void ConvForward(const float* x, const WeightsRef& w,
+inline void ConvForward(const ValuesRef& x, const WeightsRef& w,
                         const ConvGeometry& g, bool accumulate, float* out) {
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
@@ -55,7 +55,7 @@ inline void ConvForward(const float* x, const WeightsRef& w,
             for (int kx = 0; kx < g.k_w; ++kx) {
               const int ix = g.InX(ox, kx);
               if (!g.Inside(iy, ix)) continue;
-              const float* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
+              const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
               for (int ci = 0; ci < g.in_c; ++ci) {
                 sum += xp[ci] * ConvFilterAt(w, g, co, ky, kx, ci);
               }
@@ -90,7 +90,7 @@ inline int32_t ConvAccumulatorInt8(const int8_t* x, int32_t x_zero_point,
 }
 
 // dx (+)= the transposed convolution of dz with the filter.
-inline void ConvInputGrad(const float* dz, const WeightsRef& w,
+inline void ConvInputGrad(const GradRows& dz, const WeightsRef& w,
                           const ConvGeometry& g, bool accumulate, float* dx) {
   if (!accumulate) {
     const int n = g.in_pixels() * g.in_c;
@@ -99,7 +99,7 @@ inline void ConvInputGrad(const float* dz, const WeightsRef& w,
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
         for (int ky = 0; ky < g.k_h; ++ky) {
           const int iy = g.InY(oy, ky);
           for (int kx = 0; kx < g.k_w; ++kx) {
@@ -121,18 +121,18 @@ inline void ConvInputGrad(const float* dz, const WeightsRef& w,
 }
 
 // dw[co, ky, kx, ci] += sum over output pixels of dz[co] * x[tap, ci]
-inline void ConvWeightGradAccumulate(const float* dz, const float* x,
+inline void ConvWeightGradAccumulate(const GradRows& dz, const ValuesRef& x,
                                      const ConvGeometry& g, float* dw) {
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
         for (int ky = 0; ky < g.k_h; ++ky) {
           const int iy = g.InY(oy, ky);
           for (int kx = 0; kx < g.k_w; ++kx) {
             const int ix = g.InX(ox, kx);
             if (!g.Inside(iy, ix)) continue;
-            const float* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
+            const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
             for (int co = 0; co < g.out_c; ++co) {
               const float grad = d[co];
               if (grad == 0.0f) continue;
@@ -154,7 +154,7 @@ inline float DepthwiseFilterAt(const WeightsRef& w, const ConvGeometry& g,
   return w.f32 != nullptr ? w.f32[index] : w.Scale(oc) * w.i8[index];
 }
 
-inline void DepthwiseForward(const float* x, const WeightsRef& w,
+inline void DepthwiseForward(const ValuesRef& x, const WeightsRef& w,
                              const ConvGeometry& g, bool accumulate,
                              float* out) {
   for (int b = 0; b < g.batches; ++b) {
@@ -201,7 +201,7 @@ inline int32_t DepthwiseAccumulatorInt8(const int8_t* x, int32_t x_zero_point,
 }
 
 // One output of DEPTHWISE_CONV_2D with a float filter (no bias).
-inline float DepthwiseOutputAt(const float* x, const float* w,
+inline float DepthwiseOutputAt(const ValuesRef& x, const float* w,
                                const ConvGeometry& g, int b, int oy, int ox,
                                int oc) {
   const int ci = oc / g.depth_multiplier;
@@ -218,7 +218,7 @@ inline float DepthwiseOutputAt(const float* x, const float* w,
   return sum;
 }
 
-inline void DepthwiseInputGrad(const float* dz, const WeightsRef& w,
+inline void DepthwiseInputGrad(const GradRows& dz, const WeightsRef& w,
                                const ConvGeometry& g, bool accumulate,
                                float* dx) {
   if (!accumulate) {
@@ -228,7 +228,7 @@ inline void DepthwiseInputGrad(const float* dz, const WeightsRef& w,
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
         for (int ky = 0; ky < g.k_h; ++ky) {
           const int iy = g.InY(oy, ky);
           for (int kx = 0; kx < g.k_w; ++kx) {
@@ -247,18 +247,18 @@ inline void DepthwiseInputGrad(const float* dz, const WeightsRef& w,
 }
 
 // dw[ky, kx, oc] += sum over output pixels of dz[oc] * x[tap, oc / multiplier]
-inline void DepthwiseWeightGradAccumulate(const float* dz, const float* x,
+inline void DepthwiseWeightGradAccumulate(const GradRows& dz, const ValuesRef& x,
                                           const ConvGeometry& g, float* dw) {
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
+        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
         for (int ky = 0; ky < g.k_h; ++ky) {
           const int iy = g.InY(oy, ky);
           for (int kx = 0; kx < g.k_w; ++kx) {
             const int ix = g.InX(ox, kx);
             if (!g.Inside(iy, ix)) continue;
-            const float* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
+            const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
             float* wp = dw + (ky * g.k_w + kx) * g.out_c;
             for (int oc = 0; oc < g.out_c; ++oc) {
               wp[oc] += d[oc] * xp[oc / g.depth_multiplier];

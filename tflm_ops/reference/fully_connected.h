@@ -32,12 +32,85 @@ struct WeightsRef {
   }
 };
 
+// Real values of an activation tensor, read where they are stored: float32,
+// or int8 / int16 dequantized one element at a time. Training kernels read
+// int8 activations through this instead of keeping a float copy (4x the
+// bytes) in the arena.
+struct ValuesRef {
+  const float* f32 = nullptr;
+  const int8_t* i8 = nullptr;
+  const int16_t* i16 = nullptr;
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+
+  ValuesRef() = default;
+  ValuesRef(const float* values) : f32(values) {}  // NOLINT: float data reads as is
+  float operator[](int i) const {
+    if (f32 != nullptr) return f32[i];
+    const int32_t q = i8 != nullptr ? i8[i] : i16[i];
+    return scale * static_cast<float>(q - zero_point);
+  }
+  ValuesRef Offset(int n) const {
+    ValuesRef v = *this;
+    if (v.f32 != nullptr) v.f32 += n;
+    if (v.i8 != nullptr) v.i8 += n;
+    if (v.i16 != nullptr) v.i16 += n;
+    return v;
+  }
+};
+
+// The gradient at a layer's pre-activation output, one output position (row
+// of `channels` values) at a time, made on the fly from what the pass has:
+//   dz = dy * activation'(y)
+// where dy is either one value per output (plain) or, after a global
+// average pool / MEAN, one per batch and channel (pooled: dy / positions).
+// Backward loops read rows through this, so neither dz nor a pooled
+// gradient spread over the feature map is ever stored in the arena.
+struct GradRows {
+  const float* dy = nullptr;
+  int channels = 0;
+  Activation activation = Activation::kNone;
+  ValuesRef y;                   // the layer's output, when activation is set
+  int positions_per_batch = 0;   // > 0: dy is pooled over this many positions
+  float* row = nullptr;          // `channels` floats of scratch, when needed
+
+  static GradRows Plain(const float* values, int channels) {
+    GradRows rows;
+    rows.dy = values;
+    rows.channels = channels;
+    return rows;
+  }
+  bool stored() const {
+    return activation == Activation::kNone && positions_per_batch == 0;
+  }
+  // dz of output position p (a pointer into dy, or into `row`).
+  const float* Row(int p) const {
+    if (stored()) return dy + p * channels;
+    const float* source = dy;
+    float scale = 1.0f;
+    if (positions_per_batch > 0) {
+      source = dy + (p / positions_per_batch) * channels;
+      scale = 1.0f / static_cast<float>(positions_per_batch);
+    } else {
+      source = dy + p * channels;
+    }
+    for (int c = 0; c < channels; ++c) {
+      const float derivative =
+          activation == Activation::kNone
+              ? 1.0f
+              : ActivationDerivativeFromOutput(activation, y[p * channels + c]);
+      row[c] = source[c] * scale * derivative;
+    }
+    return row;
+  }
+};
+
 // out[b, o] = sum_i w[o, i] * x[b, i]   (+ out[b, o] when accumulating)
-inline void MatVecFloat(const float* x, const WeightsRef& w, int batches,
+inline void MatVecFloat(const ValuesRef& x, const WeightsRef& w, int batches,
                         int in_features, int units, bool accumulate,
                         float* out) {
   for (int b = 0; b < batches; ++b) {
-    const float* xb = x + b * in_features;
+    const ValuesRef xb = x.Offset(b * in_features);
     for (int o = 0; o < units; ++o) {
       float sum = 0.0f;
       if (w.f32 != nullptr) {
@@ -72,14 +145,14 @@ inline void AccumulateInt8(const int8_t* x, int32_t x_zero_point,
 }
 
 // dx[b, i] (+)= sum_o dz[b, o] * w[o, i]
-inline void InputGrad(const float* dz, const WeightsRef& w, int batches,
+inline void InputGrad(const GradRows& dz, const WeightsRef& w, int batches,
                       int in_features, int units, bool accumulate, float* dx) {
   for (int b = 0; b < batches; ++b) {
     float* dxb = dx + b * in_features;
     if (!accumulate) {
       for (int i = 0; i < in_features; ++i) dxb[i] = 0.0f;
     }
-    const float* dzb = dz + b * units;
+    const float* dzb = dz.Row(b);
     for (int o = 0; o < units; ++o) {
       const float g = dzb[o];
       if (g == 0.0f) continue;
@@ -96,11 +169,11 @@ inline void InputGrad(const float* dz, const WeightsRef& w, int batches,
 }
 
 // dw[o, i] += sum_b dz[b, o] * x[b, i]   (outer product, summed over batch)
-inline void WeightGradAccumulate(const float* dz, const float* x, int batches,
+inline void WeightGradAccumulate(const GradRows& dz, const ValuesRef& x, int batches,
                                  int in_features, int units, float* dw) {
   for (int b = 0; b < batches; ++b) {
-    const float* xb = x + b * in_features;
-    const float* dzb = dz + b * units;
+    const ValuesRef xb = x.Offset(b * in_features);
+    const float* dzb = dz.Row(b);
     for (int o = 0; o < units; ++o) {
       const float g = dzb[o];
       if (g == 0.0f) continue;
@@ -110,17 +183,18 @@ inline void WeightGradAccumulate(const float* dz, const float* x, int batches,
   }
 }
 
-// db[o] += sum_b dz[b, o]
-inline void BiasGradAccumulate(const float* dz, int batches, int units,
+// db[o] += sum over rows of dz[row, o]
+inline void BiasGradAccumulate(const GradRows& dz, int rows, int units,
                                float* db) {
-  for (int b = 0; b < batches; ++b) {
-    for (int o = 0; o < units; ++o) db[o] += dz[b * units + o];
+  for (int r = 0; r < rows; ++r) {
+    const float* dzr = dz.Row(r);
+    for (int o = 0; o < units; ++o) db[o] += dzr[o];
   }
 }
 
-// dz[k] = dy[k] * activation'(y[k]) for float outputs.
+// dz[k] = dy[k] * activation'(y[k]); dz may be dy itself (in place).
 inline void ActivationGradFloat(Activation activation, const float* dy,
-                                const float* y, int size, float* dz) {
+                                const ValuesRef& y, int size, float* dz) {
   for (int k = 0; k < size; ++k) {
     dz[k] = dy[k] * ActivationDerivativeFromOutput(activation, y[k]);
   }
@@ -141,11 +215,11 @@ inline void LowRankForward(const float* h, const float* b_mat, float scale,
 
 // Its backward, given dz at the layer's pre-activation output:
 //   dB += scale * dz^T h;   dh = scale * dz B
-inline void LowRankBackward(const float* dz, const float* h, const float* b_mat,
+inline void LowRankBackward(const GradRows& dz, const float* h, const float* b_mat,
                             float scale, int rows, int units, int rank,
                             float* db_mat, float* dh) {
   for (int p = 0; p < rows; ++p) {
-    const float* dzp = dz + p * units;
+    const float* dzp = dz.Row(p);
     const float* hp = h + p * rank;
     float* dhp = dh + p * rank;
     for (int k = 0; k < rank; ++k) dhp[k] = 0.0f;

@@ -7,17 +7,19 @@
 #include <cmath>
 #include <cstdint>
 
+#include "reference/fully_connected.h"
+
 namespace tflmt {
 namespace reference {
 
 // Sparse softmax cross-entropy on logits [batches, classes]:
 //   loss = mean_b( logsumexp(z_b) - z_b[label_b] )
 //   grad = (softmax(z_b) - onehot(label_b)) / batches
-inline float SoftmaxCrossEntropy(const float* logits, const int32_t* labels,
+inline float SoftmaxCrossEntropy(const ValuesRef& logits, const int32_t* labels,
                                  int batches, int classes, float* grad) {
   float total = 0.0f;
   for (int b = 0; b < batches; ++b) {
-    const float* z = logits + b * classes;
+    const ValuesRef z = logits.Offset(b * classes);
     float* g = grad + b * classes;
     float max_logit = z[0];
     for (int c = 1; c < classes; ++c) max_logit = z[c] > max_logit ? z[c] : max_logit;
@@ -35,7 +37,7 @@ inline float SoftmaxCrossEntropy(const float* logits, const int32_t* labels,
 }
 
 // Mean squared error over all n values: mean((p - t)^2), grad 2 (p - t) / n.
-inline float MeanSquaredError(const float* prediction, const float* target,
+inline float MeanSquaredError(const ValuesRef& prediction, const float* target,
                               int n, float* grad) {
   float total = 0.0f;
   for (int i = 0; i < n; ++i) {
@@ -48,7 +50,7 @@ inline float MeanSquaredError(const float* prediction, const float* target,
 
 // Binary cross-entropy on logits, over all n values (targets in [0, 1]):
 //   loss = mean( max(z, 0) - z t + log(1 + exp(-|z|)) ),  grad (sigmoid(z) - t) / n
-inline float BinaryCrossEntropy(const float* logits, const float* target, int n,
+inline float BinaryCrossEntropy(const ValuesRef& logits, const float* target, int n,
                                 float* grad) {
   float total = 0.0f;
   for (int i = 0; i < n; ++i) {

@@ -3,14 +3,16 @@
 #ifndef TFLM_OPS_REFERENCE_SOFTMAX_H_
 #define TFLM_OPS_REFERENCE_SOFTMAX_H_
 
+#include "reference/fully_connected.h"
+
 namespace tflmt {
 namespace reference {
 
-inline void SoftmaxGrad(const float* dy, const float* y, float beta, int rows,
+inline void SoftmaxGrad(const float* dy, const ValuesRef& y, float beta, int rows,
                         int depth, float* dx) {
   for (int r = 0; r < rows; ++r) {
     const float* dyr = dy + r * depth;
-    const float* yr = y + r * depth;
+    const ValuesRef yr = y.Offset(r * depth);
     float dot = 0.0f;
     for (int c = 0; c < depth; ++c) dot += dyr[c] * yr[c];
     for (int c = 0; c < depth; ++c) dx[r * depth + c] = beta * yr[c] * (dyr[c] - dot);
