@@ -33,6 +33,9 @@ ACTIVATIONS = {
 # Identity on real values, up to shape: no backward op at all.
 IDENTITIES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
 OUR_LINEAR_OPS = {ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D}
+MASK_ACTIVATIONS = {ops.Activation.RELU, ops.Activation.RELU6, ops.Activation.RELU_N1_TO_1}
+POOLED_FLAG = 1  # LinearLayer.grad_flags: dy is pooled over the output positions
+MASK_FLAG = 2  # the forward op writes an activation mask; the backward op reads it
 POOLS = {"AVERAGE_POOL_2D": "average", "MAX_POOL_2D": "max"}
 ELEMENTWISE = {"ADD": "add", "SUB": "subtract", "MUL": "multiply"}
 SUPPORTED = (
@@ -113,6 +116,14 @@ class Backward:
             weights = inputs[1] if layer.weight_offset < 0 else -1
             state = inputs[3]
             hidden = outputs[1] if len(outputs) > 1 else -1
+            if layer.activation in MASK_ACTIVATIONS:
+                # Our forward op writes a bit per output for the backward op,
+                # so the layer's output need not stay alive until then.
+                layer = dataclasses.replace(layer, grad_flags=layer.grad_flags | MASK_FLAG)
+                mask_bytes = (int(np.prod(self.model.shape(y))) + 7) // 8
+                y = self.model.add_tensor(self.model.tensor_name(y) + "/activation_mask", [mask_bytes], np.uint8)
+                op.outputs = np.asarray(list(outputs) + [y], dtype=np.int32)
+                op.customOptions = np.frombuffer(layer.options(), dtype=np.uint8).copy()
         trainable = layer.weight_offset >= 0 or layer.bias_offset >= 0 or layer.lora_rank > 0
         dx_outputs = []
         if x in self.need_grad:
@@ -123,10 +134,13 @@ class Backward:
             return
         y_input = y if layer.activation != ops.Activation.NONE else -1
         if pooled:
-            layer = dataclasses.replace(layer, grad_flags=1)
+            layer = dataclasses.replace(layer, grad_flags=layer.grad_flags | POOLED_FLAG)
+        # x only where weights or LoRA train: a layer's input is not kept alive
+        # for a backward pass that does not read it.
+        x_input = x if layer.weight_offset >= 0 or layer.lora_rank > 0 else -1
         self._emit(
             layer.grad_op,
-            [dy, x, y_input, weights, state if trainable else -1, self.mode, hidden],
+            [dy, x_input, y_input, weights, state if trainable else -1, self.mode, hidden],
             dx_outputs,
             custom_options=layer.options(),
         )

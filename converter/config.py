@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tflm_train.converter.ops import OptimizerConfig
 
-METHODS = ("lora", "adapter", "bias", "head")
+METHODS = ("lora", "adapter", "bias", "head", "sparse")
 LOSSES = ("ce", "mse", "bce")
 
 
@@ -18,7 +18,7 @@ class ConversionError(ValueError):
 class ConvertConfig:
     """Options of one conversion; field names follow peft where they can.
 
-    method     lora | adapter | bias | head
+    method     lora | adapter | bias | head | sparse
     r          LoRA rank, or the adapter's bottleneck width
     lora_alpha LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
     targets    target layers: "last:N", operator indices, or names (comma list)
@@ -26,6 +26,7 @@ class ConvertConfig:
     classes    head: number of classes (None: as many as the replaced layer)
     head_mode  head: "replace" the last layer, or "append" after the output
     seed       initialization of LoRA A / adapter down-projection / new heads
+    sparse_weights  sparse: target layers whose full weights also train
     """
 
     method: str = "lora"
@@ -37,6 +38,7 @@ class ConvertConfig:
     classes: int | None = None
     head_mode: str = "replace"
     seed: int = 0
+    sparse_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,4 +72,5 @@ class ConvertConfig:
             "classes": self.classes,
             "head_mode": self.head_mode,
             "seed": self.seed,
+            "sparse_weights": self.sparse_weights,
         }

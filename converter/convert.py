@@ -53,7 +53,11 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
 
     kinds = ("FULLY_CONNECTED",) if config.method == "head" else tuple(LINEAR_OPS)
     eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
-    spec = "last:1" if config.method == "head" and config.targets == "last:2" else config.targets
+    spec = config.targets
+    if config.targets == "last:2" and config.method == "head":
+        spec = "last:1"  # head replaces the last layer
+    elif config.targets == "last:2" and config.method == "sparse" and eligible:
+        spec = f"last:{len(eligible)}"  # sparse: the biases of every layer
     if config.method == "head" and config.head_mode == "append":
         targets = []
     else:

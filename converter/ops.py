@@ -111,8 +111,9 @@ class LinearLayer:
     lora_a_offset: int = -1
     lora_b_offset: int = -1
     lora_scale: float = 0.0
-    # Backward op only, bit 0: nothing else reads dy, so the kernel may apply
-    # the activation derivative in place (no scratch as large as the output).
+    # bit 0 (backward op): dy arrives pooled over the output positions;
+    # bit 1 (both ops): the forward op writes a 1-bit activation mask as its
+    # last output and the backward op reads it in place of the output.
     grad_flags: int = 0
 
     _FORMAT = "<BBB" + "i" * 13 + "iiiiifB"

@@ -125,7 +125,7 @@ def _shape(shape: list[int]) -> str:
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("-o", "--output", "output_path", required=True, help="Converted .tflite to write.")
-@click.option("--method", type=click.Choice(["lora", "adapter", "bias", "head"]), default="lora", show_default=True)
+@click.option("--method", type=click.Choice(["lora", "adapter", "bias", "head", "sparse"]), default="lora", show_default=True)
 @click.option("--rank", type=int, default=4, show_default=True, help="LoRA rank, or adapter bottleneck width.")
 @click.option("--alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank.  [default: rank]")
 @click.option(
@@ -142,6 +142,11 @@ def _shape(shape: list[int]) -> str:
 @click.option("--classes", type=int, default=None, help="--method head: number of classes.")
 @click.option("--head-mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the adapters' initial values.")
+@click.option(
+    "--budget-bytes", type=int, default=None, help="--method sparse: pick the layers whose full weights train so that "
+    "the measured training arena fits this many bytes."
+)
+@click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
@@ -159,6 +164,8 @@ def convert(
     classes: int | None,
     head_mode: str,
     seed: int,
+    budget_bytes: int | None,
+    sparse_weights: str,
     c_array: str | None,
     as_json: bool,
 ) -> None:
@@ -177,8 +184,25 @@ def convert(
         classes=classes,
         head_mode=head_mode,
         seed=seed,
+        sparse_weights=sparse_weights,
     )
-    result = run_convert(_read(model_path), config)
+    choice = None
+    if budget_bytes is not None:
+        if method != "sparse":
+            raise UserError("--budget-bytes chooses a sparse update: use it with --method sparse")
+        from tflm_train.sparse import choose_sparse
+
+        console = None if as_json else _console()
+
+        def tried(layer: str, arena: int, fits: bool) -> None:
+            if console is not None:
+                verdict = "fits" if fits else "over budget"
+                console.print(f"  full weights of {layer}: training arena {arena:,} B ({verdict})")
+
+        choice = choose_sparse(_read(model_path), config, budget_bytes, on_try=tried)
+        result = choice.result
+    else:
+        result = run_convert(_read(model_path), config)
     _write(output_path, result.model)
     if c_array:
         _write(c_array, c_header(result.model, result.metadata, Path(output_path).stem).encode())
@@ -194,6 +218,10 @@ def convert(
         "model_bytes": len(result.model),
         "notes": meta["notes"],
     }
+    if choice is not None:
+        summary["budget_bytes"] = budget_bytes
+        summary["arena_bytes_training"] = choice.arena_bytes
+        summary["weight_layers"] = choice.weight_layers
     if as_json:
         emit_json(summary)
         return
@@ -204,6 +232,11 @@ def convert(
         f"wrote {output_path} ({len(result.model):,} bytes): {summary['trainable_params']:,} trainable parameters, "
         f"training state {summary['state_bytes']:,} bytes ({optimizer})"
     )
+    if choice is not None:
+        console.print(
+            f"sparse update within {budget_bytes:,} B: full weights of "
+            f"{', '.join(choice.weight_layers) or 'no layer'}; measured training arena {choice.arena_bytes:,} B"
+        )
     if c_array:
         console.print(f"wrote {c_array}")
 

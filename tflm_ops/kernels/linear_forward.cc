@@ -8,7 +8,9 @@
 // Otherwise it computes in float32 and stores float32 or quantized values.
 //
 // Inputs:  0 x, 1 frozen weights (or -1), 2 frozen bias (or -1), 3 state
-// Outputs: 0 y, 1 LoRA hidden conv_A(x) (FC / CONV_2D with LoRA only)
+// Outputs: 0 y, 1 LoRA hidden conv_A(x) (FC / CONV_2D with LoRA only),
+//          last: the activation mask (bit set where activation' is 1), when
+//          the options ask for it
 #include <cmath>
 #include <new>
 
@@ -95,7 +97,8 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   LinearLayer& layer = data->layer;
   const bool lora_hidden = layer.has_lora() && !layer.depthwise();
   TFLMT_ENSURE(port::NumInputs(node) == 4);
-  TFLMT_ENSURE(port::NumOutputs(node) == (lora_hidden ? 2 : 1));
+  TFLMT_ENSURE(port::NumOutputs(node) ==
+               1 + (lora_hidden ? 1 : 0) + (layer.activation_mask ? 1 : 0));
 
   port::TensorInfo input, output, state;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
@@ -144,6 +147,14 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                      "%s: LoRA hidden must be float32 of %d values", layer.name(),
                      layer.lora_hidden_count());
   }
+  if (layer.activation_mask) {
+    port::TensorInfo mask;
+    TFLMT_ENSURE_OK(port::OutputInfo(context, node, port::NumOutputs(node) - 1, &mask));
+    TFLMT_ENSURE_MSG(mask.type == port::DataType::kUInt8 &&
+                         mask.FlatSize() == layer.mask_bytes(),
+                     "%s: activation mask must be uint8 [%d]", layer.name(),
+                     layer.mask_bytes());
+  }
   if (layer.has_lora() && layer.depthwise()) {
     TFLMT_ENSURE_OK(port::RequestScratch(context,
                                          sizeof(float) * layer.weight_count(),
@@ -181,6 +192,20 @@ LoraInputs ComputeLora(port::Context* context, port::Node* node,
   return lora;
 }
 
+uint8_t* Mask(port::Context* context, port::Node* node, const LinearLayer& layer) {
+  if (!layer.activation_mask) return nullptr;
+  return port::Output(context, node, port::NumOutputs(node) - 1).As<uint8_t>();
+}
+
+void SetMaskBit(uint8_t* mask, int i, reference::Activation activation, float y) {
+  const uint8_t bit = static_cast<uint8_t>(1u << (i & 7));
+  if (reference::ActivationDerivativeFromOutput(activation, y) != 0.0f) {
+    mask[i >> 3] |= bit;
+  } else {
+    mask[i >> 3] &= static_cast<uint8_t>(~bit);
+  }
+}
+
 port::Status EvalExactInt8(port::Context* context, port::Node* node,
                            const OpData& data, const float* params) {
   const LinearLayer& layer = data.layer;
@@ -193,6 +218,7 @@ port::Status EvalExactInt8(port::Context* context, port::Node* node,
   const float* b_mat = layer.has_lora() ? params + layer.lora_b_offset : nullptr;
   const bool has_terms = layer.trainable_bias() || layer.has_lora();
   int8_t* y = port::Output(context, node, kOutput).As<int8_t>();
+  uint8_t* mask = Mask(context, node, layer);
 
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
@@ -236,6 +262,10 @@ port::Status EvalExactInt8(port::Context* context, port::Node* node,
           out = out < data.act_min ? data.act_min
                                    : (out > data.act_max ? data.act_max : out);
           y[pixel * g.out_c + co] = static_cast<int8_t>(out);
+          if (mask != nullptr) {
+            SetMaskBit(mask, pixel * g.out_c + co, layer.activation,
+                       data.output.Dequantize(out));
+          }
         }
       }
     }
@@ -279,6 +309,11 @@ port::Status EvalFloat(port::Context* context, port::Node* node,
     out[i] = reference::ApplyActivation(layer.activation, out[i]);
   }
   if (!data.output.is_float()) StoreValues(out, n, data.output, output);
+  if (uint8_t* mask = Mask(context, node, layer)) {
+    // From the values the next layer reads (rounded, for quantized outputs).
+    const reference::ValuesRef stored = ValuesOf(output, data.output);
+    for (int i = 0; i < n; ++i) SetMaskBit(mask, i, layer.activation, stored[i]);
+  }
   return port::Status::kOk;
 }
 

@@ -13,8 +13,9 @@
 // dz = dy * activation'(y) undoes the fused activation first. Runs only when
 // the mode input says "train".
 //
-// Inputs:  0 dy, 1 x, 2 y (or -1 without activation), 3 frozen weights
-//          (or -1), 4 state (or -1), 5 mode, 6 LoRA hidden (or -1)
+// Inputs:  0 dy, 1 x (or -1 unless weights or LoRA train), 2 y (or the
+//          forward op's activation mask, or -1 without activation), 3 frozen weights (or -1), 4 state (or -1),
+//          5 mode, 6 LoRA hidden (or -1)
 // Outputs: 0 dx (optional)
 #include <cstring>
 #include <new>
@@ -68,36 +69,65 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   LinearLayer& layer = data->layer;
   TFLMT_ENSURE(port::NumInputs(node) == 7 && port::NumOutputs(node) <= 1);
 
-  port::TensorInfo output_grad, input, mode;
+  port::TensorInfo output_grad, mode, input_grad;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
   TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32,
                    "%s_GRAD: mode must be int32", layer.name());
   TFLMT_ENSURE_MSG(output_grad.type == port::DataType::kFloat32,
                    "%s_GRAD: dy must be float32", layer.name());
+  const bool needs_input = layer.trainable_weights() || layer.has_lora();
+  TFLMT_ENSURE_MSG(port::HasInput(node, kInput) || !needs_input,
+                   "%s_GRAD: trainable weights and LoRA need x", layer.name());
+  const bool has_input_grad = port::NumOutputs(node) == 1;
+  if (has_input_grad) {
+    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
+    TFLMT_ENSURE_MSG(input_grad.type == port::DataType::kFloat32,
+                     "%s_GRAD: dx must be float32", layer.name());
+    data->computes_input_grad = true;
+  }
   // dy holds y's values, possibly flattened by a RESHAPE's (aliased) gradient,
   // or only their averages per channel when the layer feeds a global pool.
   const int dy_values = output_grad.FlatSize();
+  const int output_values =
+      layer.dy_pooled ? layer.geometry.out_h * layer.geometry.out_w * dy_values
+                      : dy_values;
+  // The input side's shape comes from x, or from dx, which is shaped like it;
+  // with neither (a bias-only deepest layer), no input-side loop runs.
+  if (port::HasInput(node, kInput)) {
+    port::TensorInfo input;
+    TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
+    TFLMT_ENSURE_OK(PrepareGeometry(input, output_values, &layer));
+    TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
+  } else if (has_input_grad) {
+    TFLMT_ENSURE_OK(PrepareGeometry(input_grad, output_values, &layer));
+  } else {
+    TFLMT_ENSURE_OK(PrepareOutputGeometry(output_values, &layer));
+  }
+  TFLMT_ENSURE_MSG(!has_input_grad || input_grad.FlatSize() ==
+                                          layer.geometry.in_pixels() * layer.geometry.in_c,
+                   "%s_GRAD: dx must hold x's %d values", layer.name(),
+                   layer.geometry.in_pixels() * layer.geometry.in_c);
   if (layer.dy_pooled) {
-    TFLMT_ENSURE_OK(PrepareGeometry(input, layer.geometry.out_h *
-                                               layer.geometry.out_w * dy_values,
-                                    &layer));
     TFLMT_ENSURE_MSG(dy_values == layer.geometry.batches * layer.geometry.out_c,
                      "%s_GRAD: pooled dy must hold one value per channel",
                      layer.name());
-  } else {
-    TFLMT_ENSURE_OK(PrepareGeometry(input, dy_values, &layer));
   }
-  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
   const int outputs = layer.geometry.out_pixels() * layer.geometry.out_c;
 
   if (layer.activation != reference::Activation::kNone) {
     port::TensorInfo output;
     TFLMT_ENSURE(port::HasInput(node, kOutput));
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
-    TFLMT_ENSURE(output.FlatSize() == outputs);
-    TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+    if (layer.activation_mask) {
+      TFLMT_ENSURE_MSG(output.type == port::DataType::kUInt8 &&
+                           output.FlatSize() == layer.mask_bytes(),
+                       "%s_GRAD: activation mask must be uint8 [%d]",
+                       layer.name(), layer.mask_bytes());
+    } else {
+      TFLMT_ENSURE(output.FlatSize() == outputs);
+      TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+    }
   }
   if (layer.activation != reference::Activation::kNone || layer.dy_pooled) {
     TFLMT_ENSURE_OK(port::RequestScratch(
@@ -127,15 +157,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
       TFLMT_ENSURE_OK(port::RequestScratch(
           context, sizeof(float) * layer.lora_hidden_count(), &data->lora_scratch));
     }
-  }
-  if (port::NumOutputs(node) == 1) {
-    port::TensorInfo input_grad;
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-    TFLMT_ENSURE_MSG(input_grad.type == port::DataType::kFloat32 &&
-                         input_grad.FlatSize() == input.FlatSize(),
-                     "%s_GRAD: dx must be float32 with x's %d values",
-                     layer.name(), input.FlatSize());
-    data->computes_input_grad = true;
   }
   return port::Status::kOk;
 }
@@ -205,7 +226,9 @@ port::Status Eval(port::Context* context, port::Node* node) {
   dz.dy = port::Input(context, node, kOutputGrad).As<float>();
   dz.channels = g.out_c;
   dz.activation = layer.activation;
-  if (layer.activation != reference::Activation::kNone) {
+  if (layer.activation_mask) {
+    dz.mask = port::Input(context, node, kOutput).As<uint8_t>();
+  } else if (layer.activation != reference::Activation::kNone) {
     dz.y = ValuesOf(port::Input(context, node, kOutput), data.output);
   }
   if (layer.dy_pooled) dz.positions_per_batch = g.out_h * g.out_w;
@@ -221,7 +244,9 @@ port::Status Eval(port::Context* context, port::Node* node) {
     grads = state::Grads(state);
   }
   const reference::ValuesRef x =
-      ValuesOf(port::Input(context, node, kInput), data.input);
+      port::HasInput(node, kInput)
+          ? ValuesOf(port::Input(context, node, kInput), data.input)
+          : reference::ValuesRef();
 
   float* dx = data.computes_input_grad
                   ? port::Output(context, node, kInputGrad).As<float>()

@@ -45,11 +45,16 @@ bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
   layer->lora_scale = reader.F32();
   const uint8_t flags = reader.U8();
   layer->dy_pooled = (flags & 1u) != 0;
+  layer->activation_mask = (flags & 2u) != 0;
   if (!version_ok) {
     port::Log("%s: options version is not %d", layer->name(), kOptionsVersion);
     return false;
   }
   const int activation = static_cast<int>(layer->activation);
+  if (layer->activation_mask && !reference::HasMaskDerivative(layer->activation)) {
+    port::Log("%s: an activation mask needs a clamping activation", layer->name());
+    return false;
+  }
   if (!reader.Finished() || blob_kind != static_cast<uint8_t>(kind) ||
       activation < 0 || activation > 4 || g.k_h < 1 || g.k_w < 1 ||
       g.stride_h < 1 || g.stride_w < 1 || g.dilation_h < 1 ||
@@ -88,6 +93,17 @@ port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
                      "TFLMT_DEPTHWISE_CONV_2D: %d channels x %d != %d",
                      g.in_c, g.depth_multiplier, g.out_c);
   }
+  return port::Status::kOk;
+}
+
+port::Status PrepareOutputGeometry(int output_values, LinearLayer* layer) {
+  reference::ConvGeometry& g = layer->geometry;
+  const int per_batch = g.out_h * g.out_w * g.out_c;
+  TFLMT_ENSURE_MSG(output_values % per_batch == 0,
+                   "%s: output holds %d values, not batches of %d x %d x %d",
+                   layer->name(), output_values, g.out_h, g.out_w, g.out_c);
+  g.batches = output_values / per_batch;
+  g.in_h = g.in_w = 0;  // unused: no input-side loop runs
   return port::Status::kOk;
 }
 

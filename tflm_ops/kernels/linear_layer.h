@@ -43,6 +43,11 @@ struct LinearLayer {
   // Backward op only: dy arrives pooled over the output positions (the layer
   // feeds a global average pool / MEAN), one value per batch and channel.
   bool dy_pooled = false;
+  // The forward op also writes a bit per output (activation derivative 1),
+  // and the backward op reads it instead of the output itself, which may then
+  // be freed as soon as the next layer has read it.
+  bool activation_mask = false;
+  int mask_bytes() const { return (geometry.out_pixels() * geometry.out_c + 7) / 8; }
 
   bool trainable_weights() const { return weight_offset >= 0; }
   bool trainable_bias() const { return bias_offset >= 0; }
@@ -72,10 +77,14 @@ struct LinearLayer {
 bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
                       LinearLayer* layer);
 
-// Completes the geometry from the layer's input tensor and checks the number
-// of output values (gradients may arrive flattened, so not their shape).
+// Completes the geometry from the layer's input tensor (or anything shaped
+// like it) and checks the number of output values (gradients may arrive
+// flattened, so not their shape).
 port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
                              LinearLayer* layer);
+// The same when nothing shaped like the input is at hand (a backward op that
+// needs neither x nor dx): only the output side is known and used.
+port::Status PrepareOutputGeometry(int output_values, LinearLayer* layer);
 
 // Checks a frozen filter tensor (float32 or int8, per-channel or per-tensor
 // scales, zero point 0) and points `weights` at it.

@@ -71,6 +71,7 @@ struct GradRows {
   int channels = 0;
   Activation activation = Activation::kNone;
   ValuesRef y;                   // the layer's output, when activation is set
+  const uint8_t* mask = nullptr;  // or, for clamps, a bit per output: derivative 1
   int positions_per_batch = 0;   // > 0: dy is pooled over this many positions
   float* row = nullptr;          // `channels` floats of scratch, when needed
 
@@ -81,7 +82,8 @@ struct GradRows {
     return rows;
   }
   bool stored() const {
-    return activation == Activation::kNone && positions_per_batch == 0;
+    return activation == Activation::kNone && mask == nullptr &&
+           positions_per_batch == 0;
   }
   // dz of output position p (a pointer into dy, or into `row`).
   const float* Row(int p) const {
@@ -95,10 +97,13 @@ struct GradRows {
       source = dy + p * channels;
     }
     for (int c = 0; c < channels; ++c) {
-      const float derivative =
-          activation == Activation::kNone
-              ? 1.0f
-              : ActivationDerivativeFromOutput(activation, y[p * channels + c]);
+      const int i = p * channels + c;
+      float derivative = 1.0f;
+      if (mask != nullptr) {
+        derivative = (mask[i >> 3] >> (i & 7)) & 1u ? 1.0f : 0.0f;
+      } else if (activation != Activation::kNone) {
+        derivative = ActivationDerivativeFromOutput(activation, y[i]);
+      }
       row[c] = source[c] * scale * derivative;
     }
     return row;

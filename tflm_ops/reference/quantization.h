@@ -119,6 +119,13 @@ inline void QuantizedActivationRange(Activation activation, float scale,
   }
 }
 
+// Clamping activations have a derivative of 0 or 1, so their backward pass
+// needs one bit per output, not the output.
+inline bool HasMaskDerivative(Activation activation) {
+  return activation == Activation::kRelu || activation == Activation::kRelu6 ||
+         activation == Activation::kReluN1To1;
+}
+
 inline float ApplyActivation(Activation activation, float x) {
   switch (activation) {
     case Activation::kRelu:
