@@ -75,6 +75,7 @@ class Backward:
             if any(t in reaches_loss for t in self.model.outputs_of(op)):
                 reaches_loss.update(t for t in self.model.inputs_of(op) if t >= 0)
         self.need_grad = influenced & reaches_loss
+        self.influenced = influenced
         for op in self.rw.trainable_ops:
             if self.model.outputs_of(op)[0] not in self.need_grad:
                 raise ConversionError(

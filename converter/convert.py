@@ -99,7 +99,15 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
     loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
     model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss))
-    Backward(rw, mode, origin).build(forward, prediction, loss_grad)
+    backward = Backward(rw, mode, origin)
+    backward.build(forward, prediction, loss_grad)
+    if any(
+        model.op_type(op) == "ASSIGN_VARIABLE" and model.inputs_of(op)[1] in backward.influenced for op in forward
+    ):
+        rw.notes.append(
+            "the adapted layers also feed the model's streaming state (ASSIGN_VARIABLE): their gradient "
+            "covers the current invocation; earlier frames held in the state count as constants"
+        )
     model.append_op(ops.OPTIMIZER, [state, mode, learning_rate], [], custom_options=config.optimizer.options())
 
     # The state, and the guard that fills it from the initial values in flash.

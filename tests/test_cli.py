@@ -85,8 +85,9 @@ def test_convert_options_and_c_array(workdir):
 
 def test_fit_evaluate_merge_round_trip(converted, workdir):
     state, plot = workdir / "user.state", workdir / "fit.png"
-    fitted = run_json("fit", converted, "--data", TRAIN, "--epochs", "4", "--lr", "0.02",
+    fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--epochs", "4", "--lr", "0.02",
                       "--state-out", str(state), "--plot", str(plot))
+    assert fitted["eval_metric_after"] > fitted["eval_metric_before"]
     assert {"steps", "loss_first", "loss_last", "metric", "metric_before", "metric_after"} <= fitted.keys()
     assert fitted["steps"] == 4 * 64 and fitted["metric"] == "accuracy"
     assert fitted["loss_last"] < fitted["loss_first"]

@@ -245,6 +245,7 @@ def convert(
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help=".npz with x (samples) and y (labels or targets).")
+@click.option("--eval-data", "eval_path", default=None, help="Held-out .npz: its metric before and after, too.")
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (a model input).")
 @click.option("--state-in", default=None, help="Start from this saved state.")
@@ -255,6 +256,7 @@ def convert(
 def fit(
     model_path: str,
     data_path: str,
+    eval_path: str | None,
     epochs: int,
     lr: float,
     state_in: str | None,
@@ -280,10 +282,11 @@ def fit(
     data = load_npz(data_path)
     task = fitting.task_of(model)
     x, y = fitting.prepare(model, data, task, data_path)
+    held_out = fitting.prepare(model, load_npz(eval_path), task, eval_path) if eval_path else None
 
     total = epochs * len(x)
     if as_json or not sys.stderr.isatty():
-        result = fitting.fit(model, x, y, task, epochs, lr, seed)
+        result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -298,7 +301,8 @@ def fit(
         ) as progress:
             bar = progress.add_task("fit", total=total, loss=float("nan"))
             result = fitting.fit(
-                model, x, y, task, epochs, lr, seed, on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss)
+                model, x, y, task, epochs, lr, seed, held_out=held_out,
+                on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
             )
     header = model.state_header()
     if state_out:
@@ -306,7 +310,10 @@ def fit(
     if plot:
         from tflm_train.plots import plot_fit
 
-        plot_fit(result, plot, title=Path(model_path).name)
+        groups = {"training data": (result.metric_before, result.metric_after)}
+        if held_out is not None:
+            groups["held out"] = (result.eval_before, result.eval_after)
+        plot_fit(result, plot, title=Path(model_path).name, groups=groups)
     payload = {
         "steps": result.steps,
         "loss_first": result.epoch_losses[0],
@@ -319,6 +326,9 @@ def fit(
         "arena_bytes": smallest_arena(model_bytes),
         "state_bytes": model.info.state_bytes,
     }
+    if held_out is not None:
+        payload["eval_metric_before"] = result.eval_before
+        payload["eval_metric_after"] = result.eval_after
     if as_json:
         emit_json(payload)
         return
@@ -328,6 +338,8 @@ def fit(
         f"in the first epoch, {payload['loss_last']:.4f} in the last"
     )
     console.print(_metric_line(result.metric, result.metric_before, result.metric_after, data_path))
+    if held_out is not None:
+        console.print(_metric_line(result.metric, result.eval_before, result.eval_after, eval_path))
     console.print(
         f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
         f"training state {payload['state_bytes']:,}"

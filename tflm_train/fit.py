@@ -72,6 +72,9 @@ class FitResult:
     metric: str = "accuracy"
     metric_before: float = 0.0
     metric_after: float = 0.0
+    # On held-out data, when fit() was given some.
+    eval_before: float | None = None
+    eval_after: float | None = None
 
     @property
     def steps(self) -> int:
@@ -87,10 +90,13 @@ def fit(
     learning_rate: float,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
     """Trains one sample per step, in a shuffled order per epoch."""
     result = FitResult(metric=task.metric)
     result.metric_before = evaluate(model, x, y, task)
+    if held_out is not None:
+        result.eval_before = evaluate(model, *held_out, task)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         epoch = []
@@ -102,4 +108,6 @@ def fit(
                 on_step(len(result.losses), loss)
         result.epoch_losses.append(float(np.mean(epoch)))
     result.metric_after = evaluate(model, x, y, task)
+    if held_out is not None:
+        result.eval_after = evaluate(model, *held_out, task)
     return result

@@ -8,6 +8,7 @@ same way through MicroInterpreter (see docs/device_api.md):
   save_state   read the `state` output (its bytes are the state file)
   load_state   write the `state` input; the next Invoke() checks it
   reset        MicroInterpreter::Reset(): back to the initial adapter
+  reset_stream a new clip for a streaming model: Reset(), then the state back
 """
 
 from __future__ import annotations
@@ -143,7 +144,16 @@ class TrainableModel(PlainModel):
         return Header.unpack(self.save_state())
 
     def reset(self) -> None:
+        """Everything back to the start, the adapter included (a rollback)."""
         self.interpreter.reset()
+
+    def reset_stream(self) -> None:
+        """Empties a streaming model's buffers (its resource variables) but
+        keeps the adapter: save the state, Reset(), restore it. Firmware does
+        the same three calls (tflmt::Trainer::LoadState resets first)."""
+        state = self.save_state()
+        self.interpreter.reset()
+        self.load_state(state)
 
 
 __all__ = ["PlainModel", "StateError", "TrainableModel", "dequantize", "quantize"]
