@@ -151,26 +151,53 @@ class _Folder:
         return produced
 
 
-def merge(converted_bytes: bytes, state: bytes) -> bytes:
+def initial_state(model: Model, info) -> bytes:
+    """The full state a converted model starts from (what TFLMT_STATE builds)."""
+    for t in range(len(model.tensors)):
+        if model.tensor_name(t) == "tflm_train/initial_state":
+            blob = model.constant(t).tobytes()
+            return blob + bytes(info.state_bytes - len(blob))
+    raise ModelError("converted model has no initial state")
+
+
+def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: bool = False) -> bytes:
+    """A plain .tflite computing what the converted model does with `state`.
+
+    Without a state, the initial one: the base model as deployed (fresh LoRA
+    and bias adapters fold to the original weights). With drop_adapters,
+    bottleneck adapters are removed instead of refused: that too is the base
+    model, for measuring it.
+    """
     model = Model.from_bytes(converted_bytes)
     info = training_info(model)
     if info is None:
         raise ModelError("model was not converted by tflm-train: there is nothing to merge")
     method = info.raw["config"]["method"]
-    if method == "adapter":
+    if method == "adapter" and not drop_adapters:
         raise ConversionError(
             "bottleneck adapters are nonlinear and cannot be folded into the base weights; "
             "deploy the converted model with the state instead"
         )
-    header = validate(bytes(state), info.expected_header(), info.state_bytes)
-    folder = _Folder(model, parameters(bytes(state), header))
+    state = initial_state(model, info) if state is None else bytes(state)
+    header = validate(state, info.expected_header(), info.state_bytes)
+    folder = _Folder(model, parameters(state, header))
     first, end = info.raw["forward_ops"]
     merged_ops = []
     for op in model.operators[first:end]:
-        if model.op_type(op) in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+        kind = model.op_type(op)
+        if kind in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
             merged_ops.extend(folder.fold(op))
-        elif model.op_type(op).startswith("TFLMT_"):
-            raise ConversionError(f"merge: cannot fold {model.op_type(op)}")
+        elif kind == ops.ADAPTER and drop_adapters:
+            # y' = y + U a + bu without the adapter: readers of y' read y.
+            source, adapted = model.inputs_of(op)[0], model.outputs_of(op)[0]
+            for other in model.operators[first:end]:
+                if other.inputs is not None:
+                    other.inputs = np.asarray([source if t == adapted else t for t in other.inputs], dtype=np.int32)
+            model.main.outputs = np.asarray(
+                [source if int(t) == adapted else int(t) for t in model.main.outputs], dtype=np.int32
+            )
+        elif kind.startswith("TFLMT_"):
+            raise ConversionError(f"merge: cannot fold {kind}")
         else:
             merged_ops.append(op)
     main = model.main

@@ -147,6 +147,7 @@ def _shape(shape: list[int]) -> str:
     "the measured training arena fits this many bytes."
 )
 @click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
+@click.option("--board", default=None, help="Pick targets and rank (or layers) so that training fits this board's SRAM.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
@@ -166,6 +167,7 @@ def convert(
     seed: int,
     budget_bytes: int | None,
     sparse_weights: str,
+    board: str | None,
     c_array: str | None,
     as_json: bool,
 ) -> None:
@@ -187,12 +189,27 @@ def convert(
         sparse_weights=sparse_weights,
     )
     choice = None
-    if budget_bytes is not None:
+    fitted = None
+    console = None if as_json else _console()
+    if board is not None:
+        from tflm_train import boards
+        from tflm_train.fitting_board import fit_to_board
+
+        try:
+            profile = boards.board(board)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if method == "sparse" and budget_bytes is None:
+            budget_bytes = profile.sram_bytes
+        elif method != "sparse":
+            fitted = fit_to_board(_read(model_path), config, profile,
+                                  on_try=None if console is None else (lambda line: console.print(f"  {line}")))
+    if fitted is not None:
+        result = fitted.result
+    elif budget_bytes is not None:
         if method != "sparse":
             raise UserError("--budget-bytes chooses a sparse update: use it with --method sparse")
         from tflm_train.sparse import choose_sparse
-
-        console = None if as_json else _console()
 
         def tried(layer: str, arena: int, fits: bool) -> None:
             if console is not None:
@@ -218,6 +235,10 @@ def convert(
         "model_bytes": len(result.model),
         "notes": meta["notes"],
     }
+    if fitted is not None:
+        summary["board"] = board
+        summary["arena_bytes_training"] = fitted.arena_bytes
+        summary["picked"] = fitted.picked
     if choice is not None:
         summary["budget_bytes"] = budget_bytes
         summary["arena_bytes_training"] = choice.arena_bytes
@@ -225,13 +246,14 @@ def convert(
     if as_json:
         emit_json(summary)
         return
-    console = _console()
     for note in meta["notes"]:
         console.print(f"  {note}")
     console.print(
         f"wrote {output_path} ({len(result.model):,} bytes): {summary['trainable_params']:,} trainable parameters, "
         f"training state {summary['state_bytes']:,} bytes ({optimizer})"
     )
+    if fitted is not None:
+        console.print(f"for {board}: picked {fitted.picked}; measured training arena {fitted.arena_bytes:,} B")
     if choice is not None:
         console.print(
             f"sparse update within {budget_bytes:,} B: full weights of "
@@ -412,6 +434,65 @@ def merge(model_path: str, state_path: str, output_path: str, as_json: bool) -> 
     else:
         _console().print(f"wrote {output_path} ({len(merged):,} bytes, builtin ops only)")
 
+
+
+# ---- report ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--board", default=None, help="Check the fit: " + ", ".join(__import__("tflm_train.boards", fromlist=["BOARDS"]).BOARDS) + ".")
+@click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
+    """Training and inference memory of a converted MODEL, measured in TFLM."""
+    from tflm_train import boards
+    from tflm_train.report import fits, plot_breakdown
+    from tflm_train.report import report as measure
+
+    profile = None
+    if board is not None:
+        try:
+            profile = boards.board(board)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    result = measure(_read(model_path))
+    payload = result.to_json()
+    problems = fits(result, profile) if profile is not None else []
+    if profile is not None:
+        payload["board"] = {"name": profile.name, "sram_bytes": profile.sram_bytes,
+                            "flash_bytes": profile.flash_bytes, "fits": not problems}
+    if plot:
+        plot_breakdown(result, plot, title=Path(model_path).name)
+    if as_json:
+        emit_json(payload)
+    else:
+        from rich.table import Table
+
+        console = _console()
+        table = Table(title=f"{model_path}: training memory (measured tensor arena)", title_justify="left")
+        table.add_column("part")
+        table.add_column("bytes", justify="right")
+        for name, size in result.breakdown.items():
+            table.add_row(name, f"{size:,}")
+        table.add_row("[bold]training arena[/bold]", f"[bold]{result.arena_bytes_training:,}[/bold]")
+        table.add_row("inference arena (base model)", f"{result.arena_bytes_inference:,}")
+        console.print(table)
+        console.print(
+            f"flash: {result.flash_bytes:,} bytes of model; parameters: {result.base_params:,} base, "
+            f"{result.trainable_params:,} trainable ({payload['base_to_trainable']:.0f}:1); optimizer state "
+            f"{result.optimizer_state_bytes:,} bytes; live activations at the step's peak (computed): "
+            f"{result.live_peak_bytes:,} bytes"
+        )
+        console.print("(breakdown parts are computed from the graph at the peak; everything else is the measured rest)")
+        if profile is not None:
+            if problems:
+                console.print(f"[red]does not fit {profile.description}[/red]")
+            else:
+                headroom = profile.sram_bytes - result.arena_bytes_training
+                console.print(f"fits {profile.description}: {headroom:,} bytes of SRAM left for the firmware")
+        if plot:
+            console.print(f"plot saved to {plot}")
+    if problems:
+        raise UserError("; ".join(problems))
 
 # ---- selfcheck / demo ------------------------------------------------------------------------
 @cli.command()

@@ -25,6 +25,7 @@ class Liveness:
     peak_op: int  # operator index where it happens
     peak_tensors: list[tuple[str, int]]  # (name, bytes) alive there, largest first
     variable_bytes: int  # variables (training state), alive throughout
+    peak_indices: list[int]  # the tensors alive at the peak
 
 
 def tensor_bytes(model: Model, index: int) -> int:
@@ -65,4 +66,5 @@ def live_bytes(model_bytes: bytes) -> Liveness:
         peak_op=peak_op,
         peak_tensors=named,
         variable_bytes=sum(tensor_bytes(model, t) for t in variables),
+        peak_indices=sorted(peak_set),
     )

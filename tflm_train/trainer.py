@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflm_train.converter.merge import initial_state
 from tflm_train.converter.model_ir import Model, ModelError
 from tflm_train.converter.ops import Mode
 from tflm_train.converter.state_format import HEADER_BYTES, Header, StateError, validate
@@ -85,7 +86,7 @@ class TrainableModel(PlainModel):
         if info is None:
             raise ModelError("model was not converted by tflm-train (run: tflm-train convert)")
         self.info: TrainingInfo = info
-        self._initial_state = self._initial_state_of(model)
+        self._initial_state = initial_state(model, info)
         super().__init__(model_bytes, arena_size)
         self._target_details = self.interpreter.input_details(info.input_index("target"))
         self._mode = info.input_index("mode")
@@ -93,14 +94,6 @@ class TrainableModel(PlainModel):
         self._state_in = info.input_index("state")
         self._state_out = info.output_index("state")
         self._loss = info.output_index("loss")
-
-    def _initial_state_of(self, model: Model) -> bytes:
-        # The same bytes TFLMT_STATE copies in on the first invoke.
-        for t in range(len(model.tensors)):
-            if model.tensor_name(t) == "tflm_train/initial_state":
-                blob = model.constant(t).tobytes()
-                return blob + bytes(self.info.state_bytes - len(blob))
-        raise ModelError("converted model has no initial state")
 
     # ---- the device verbs -------------------------------------------------------
     def _set_mode(self, mode: Mode) -> None:
