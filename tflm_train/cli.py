@@ -299,6 +299,12 @@ def fit(
         raise UserError("--lr must be >= 0")
     model_bytes = _read(model_path)
     model = TrainableModel(model_bytes)
+    if model.streams:
+        click.echo(
+            f"tflm-train: warning: {model_path} keeps a stream in resource variables, so each sample is fed as the "
+            "next frame of one stream; train clip by clip with tflm_train.trainer (reset_stream) instead",
+            err=True,
+        )
     if state_in:
         model.load_state(_read(state_in))
     data = load_npz(data_path)

@@ -94,6 +94,8 @@ class TrainableModel(PlainModel):
         self._state_in = info.input_index("state")
         self._state_out = info.output_index("state")
         self._loss = info.output_index("loss")
+        # A streaming model writes resource variables on every invocation.
+        self.streams = any(model.op_type(op) == "ASSIGN_VARIABLE" for op in model.operators)
 
     # ---- the device verbs -------------------------------------------------------
     def _set_mode(self, mode: Mode) -> None:

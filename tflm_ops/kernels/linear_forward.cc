@@ -49,13 +49,6 @@ struct OpData {
   int lora_delta_scratch = -1;    // depthwise LoRA filter delta
 };
 
-// The LoRA A branch as a layer of its own: same geometry, `rank` outputs.
-LinearLayer LoraALayer(const LinearLayer& layer) {
-  LinearLayer a = layer;
-  a.geometry.out_c = layer.lora_rank;
-  return a;
-}
-
 template <LinearKind kKind>
 void* Init(port::Context* context, const char* options, size_t length) {
   void* memory = port::AllocatePersistent(context, sizeof(OpData));

@@ -49,12 +49,6 @@ struct OpData {
   int lora_scratch = -1;  // FC / conv: dh [pixels, rank]; depthwise: delta, d delta
 };
 
-LinearLayer LoraALayer(const LinearLayer& layer) {
-  LinearLayer a = layer;
-  a.geometry.out_c = layer.lora_rank;
-  return a;
-}
-
 template <LinearKind kKind>
 void* Init(port::Context* context, const char* options, size_t length) {
   void* memory = port::AllocatePersistent(context, sizeof(OpData));

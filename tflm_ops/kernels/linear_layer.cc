@@ -239,6 +239,12 @@ void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
   }
 }
 
+LinearLayer LoraALayer(const LinearLayer& layer) {
+  LinearLayer a = layer;
+  a.geometry.out_c = layer.lora_rank;
+  return a;
+}
+
 void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,
                         float* delta) {
   const int taps = layer.taps(), out_c = layer.geometry.out_c;

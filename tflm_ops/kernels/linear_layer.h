@@ -111,6 +111,10 @@ void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
 void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
                       const reference::ValuesRef& x, float* dw);
 
+// LoRA's A branch (FC / CONV_2D) as a layer of its own: the same geometry
+// with `rank` output channels.
+LinearLayer LoraALayer(const LinearLayer& layer);
+
 // Depthwise LoRA: the filter delta scale * B A, laid out like a depthwise
 // filter [k_h, k_w, out_c] (float32, `delta` holds weight_count() values).
 void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,

@@ -34,6 +34,32 @@ struct ConvGeometry {
   bool Inside(int y, int x) const { return y >= 0 && y < in_h && x >= 0 && x < in_w; }
 };
 
+// Calls f(b, oy, ox, pixel) for every output position; pixel counts NHW
+// output positions.
+template <typename F>
+inline void ForEachOutput(const ConvGeometry& g, F f) {
+  for (int b = 0; b < g.batches; ++b) {
+    for (int oy = 0; oy < g.out_h; ++oy) {
+      for (int ox = 0; ox < g.out_w; ++ox) f(b, oy, ox, (b * g.out_h + oy) * g.out_w + ox);
+    }
+  }
+}
+
+// Calls f(ky, kx, in_pixel) for each kernel tap of output (b, oy, ox) that
+// reads a position inside the image; in_pixel counts NHW input positions.
+template <typename F>
+inline void ForEachTap(const ConvGeometry& g, int b, int oy, int ox, F f) {
+  for (int ky = 0; ky < g.k_h; ++ky) {
+    const int iy = g.InY(oy, ky);
+    if (iy < 0 || iy >= g.in_h) continue;
+    for (int kx = 0; kx < g.k_w; ++kx) {
+      const int ix = g.InX(ox, kx);
+      if (ix < 0 || ix >= g.in_w) continue;
+      f(ky, kx, (b * g.in_h + iy) * g.in_w + ix);
+    }
+  }
+}
+
 // Filter element (co, ky, kx, ci) of a CONV_2D, as a real value.
 inline float ConvFilterAt(const WeightsRef& w, const ConvGeometry& g, int co,
                           int ky, int kx, int ci) {
@@ -44,28 +70,17 @@ inline float ConvFilterAt(const WeightsRef& w, const ConvGeometry& g, int co,
 // out[p, co] (+)= sum over taps and ci of x * filter   (float math)
 inline void ConvForward(const ValuesRef& x, const WeightsRef& w,
                         const ConvGeometry& g, bool accumulate, float* out) {
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        float* o = out + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
-        for (int co = 0; co < g.out_c; ++co) {
-          float sum = 0.0f;
-          for (int ky = 0; ky < g.k_h; ++ky) {
-            const int iy = g.InY(oy, ky);
-            for (int kx = 0; kx < g.k_w; ++kx) {
-              const int ix = g.InX(ox, kx);
-              if (!g.Inside(iy, ix)) continue;
-              const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
-              for (int ci = 0; ci < g.in_c; ++ci) {
-                sum += xp[ci] * ConvFilterAt(w, g, co, ky, kx, ci);
-              }
-            }
-          }
-          o[co] = accumulate ? o[co] + sum : sum;
-        }
-      }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    float* o = out + p * g.out_c;
+    for (int co = 0; co < g.out_c; ++co) {
+      float sum = 0.0f;
+      ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+        const ValuesRef xp = x.Offset(ip * g.in_c);
+        for (int ci = 0; ci < g.in_c; ++ci) sum += xp[ci] * ConvFilterAt(w, g, co, ky, kx, ci);
+      });
+      o[co] = accumulate ? o[co] + sum : sum;
     }
-  }
+  });
 }
 
 // Integer accumulator of one output of a frozen int8 CONV_2D:
@@ -74,18 +89,13 @@ inline int32_t ConvAccumulatorInt8(const int8_t* x, int32_t x_zero_point,
                                    const int8_t* w, const ConvGeometry& g,
                                    int b, int oy, int ox, int co) {
   int32_t sum = 0;
-  for (int ky = 0; ky < g.k_h; ++ky) {
-    const int iy = g.InY(oy, ky);
-    for (int kx = 0; kx < g.k_w; ++kx) {
-      const int ix = g.InX(ox, kx);
-      if (!g.Inside(iy, ix)) continue;
-      const int8_t* xp = x + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
-      const int8_t* wp = w + ((co * g.k_h + ky) * g.k_w + kx) * g.in_c;
-      for (int ci = 0; ci < g.in_c; ++ci) {
-        sum += (static_cast<int32_t>(xp[ci]) - x_zero_point) * wp[ci];
-      }
+  ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+    const int8_t* xp = x + ip * g.in_c;
+    const int8_t* wp = w + ((co * g.k_h + ky) * g.k_w + kx) * g.in_c;
+    for (int ci = 0; ci < g.in_c; ++ci) {
+      sum += (static_cast<int32_t>(xp[ci]) - x_zero_point) * wp[ci];
     }
-  }
+  });
   return sum;
 }
 
@@ -96,54 +106,34 @@ inline void ConvInputGrad(const GradRows& dz, const WeightsRef& w,
     const int n = g.in_pixels() * g.in_c;
     for (int i = 0; i < n; ++i) dx[i] = 0.0f;
   }
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
-        for (int ky = 0; ky < g.k_h; ++ky) {
-          const int iy = g.InY(oy, ky);
-          for (int kx = 0; kx < g.k_w; ++kx) {
-            const int ix = g.InX(ox, kx);
-            if (!g.Inside(iy, ix)) continue;
-            float* xp = dx + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
-            for (int co = 0; co < g.out_c; ++co) {
-              const float grad = d[co];
-              if (grad == 0.0f) continue;
-              for (int ci = 0; ci < g.in_c; ++ci) {
-                xp[ci] += grad * ConvFilterAt(w, g, co, ky, kx, ci);
-              }
-            }
-          }
-        }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    const float* d = dz.Row(p);
+    ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+      float* xp = dx + ip * g.in_c;
+      for (int co = 0; co < g.out_c; ++co) {
+        const float grad = d[co];
+        if (grad == 0.0f) continue;
+        for (int ci = 0; ci < g.in_c; ++ci) xp[ci] += grad * ConvFilterAt(w, g, co, ky, kx, ci);
       }
-    }
-  }
+    });
+  });
 }
 
 // dw[co, ky, kx, ci] += sum over output pixels of dz[co] * x[tap, ci]
 inline void ConvWeightGradAccumulate(const GradRows& dz, const ValuesRef& x,
                                      const ConvGeometry& g, float* dw) {
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
-        for (int ky = 0; ky < g.k_h; ++ky) {
-          const int iy = g.InY(oy, ky);
-          for (int kx = 0; kx < g.k_w; ++kx) {
-            const int ix = g.InX(ox, kx);
-            if (!g.Inside(iy, ix)) continue;
-            const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
-            for (int co = 0; co < g.out_c; ++co) {
-              const float grad = d[co];
-              if (grad == 0.0f) continue;
-              float* wp = dw + ((co * g.k_h + ky) * g.k_w + kx) * g.in_c;
-              for (int ci = 0; ci < g.in_c; ++ci) wp[ci] += grad * xp[ci];
-            }
-          }
-        }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    const float* d = dz.Row(p);
+    ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+      const ValuesRef xp = x.Offset(ip * g.in_c);
+      for (int co = 0; co < g.out_c; ++co) {
+        const float grad = d[co];
+        if (grad == 0.0f) continue;
+        float* wp = dw + ((co * g.k_h + ky) * g.k_w + kx) * g.in_c;
+        for (int ci = 0; ci < g.in_c; ++ci) wp[ci] += grad * xp[ci];
       }
-    }
-  }
+    });
+  });
 }
 
 // ---- depthwise -------------------------------------------------------------------
@@ -157,27 +147,17 @@ inline float DepthwiseFilterAt(const WeightsRef& w, const ConvGeometry& g,
 inline void DepthwiseForward(const ValuesRef& x, const WeightsRef& w,
                              const ConvGeometry& g, bool accumulate,
                              float* out) {
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        float* o = out + ((b * g.out_h + oy) * g.out_w + ox) * g.out_c;
-        for (int oc = 0; oc < g.out_c; ++oc) {
-          const int ci = oc / g.depth_multiplier;
-          float sum = 0.0f;
-          for (int ky = 0; ky < g.k_h; ++ky) {
-            const int iy = g.InY(oy, ky);
-            for (int kx = 0; kx < g.k_w; ++kx) {
-              const int ix = g.InX(ox, kx);
-              if (!g.Inside(iy, ix)) continue;
-              sum += x[((b * g.in_h + iy) * g.in_w + ix) * g.in_c + ci] *
-                     DepthwiseFilterAt(w, g, ky, kx, oc);
-            }
-          }
-          o[oc] = accumulate ? o[oc] + sum : sum;
-        }
-      }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    float* o = out + p * g.out_c;
+    for (int oc = 0; oc < g.out_c; ++oc) {
+      const int ci = oc / g.depth_multiplier;
+      float sum = 0.0f;
+      ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+        sum += x[ip * g.in_c + ci] * DepthwiseFilterAt(w, g, ky, kx, oc);
+      });
+      o[oc] = accumulate ? o[oc] + sum : sum;
     }
-  }
+  });
 }
 
 // Integer accumulator of one output of a frozen int8 DEPTHWISE_CONV_2D.
@@ -186,17 +166,10 @@ inline int32_t DepthwiseAccumulatorInt8(const int8_t* x, int32_t x_zero_point,
                                         int b, int oy, int ox, int oc) {
   const int ci = oc / g.depth_multiplier;
   int32_t sum = 0;
-  for (int ky = 0; ky < g.k_h; ++ky) {
-    const int iy = g.InY(oy, ky);
-    for (int kx = 0; kx < g.k_w; ++kx) {
-      const int ix = g.InX(ox, kx);
-      if (!g.Inside(iy, ix)) continue;
-      sum += (static_cast<int32_t>(
-                  x[((b * g.in_h + iy) * g.in_w + ix) * g.in_c + ci]) -
-              x_zero_point) *
-             w[(ky * g.k_w + kx) * g.out_c + oc];
-    }
-  }
+  ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+    sum += (static_cast<int32_t>(x[ip * g.in_c + ci]) - x_zero_point) *
+           w[(ky * g.k_w + kx) * g.out_c + oc];
+  });
   return sum;
 }
 
@@ -206,15 +179,9 @@ inline float DepthwiseOutputAt(const ValuesRef& x, const float* w,
                                int oc) {
   const int ci = oc / g.depth_multiplier;
   float sum = 0.0f;
-  for (int ky = 0; ky < g.k_h; ++ky) {
-    const int iy = g.InY(oy, ky);
-    for (int kx = 0; kx < g.k_w; ++kx) {
-      const int ix = g.InX(ox, kx);
-      if (!g.Inside(iy, ix)) continue;
-      sum += x[((b * g.in_h + iy) * g.in_w + ix) * g.in_c + ci] *
-             w[(ky * g.k_w + kx) * g.out_c + oc];
-    }
-  }
+  ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+    sum += x[ip * g.in_c + ci] * w[(ky * g.k_w + kx) * g.out_c + oc];
+  });
   return sum;
 }
 
@@ -225,49 +192,28 @@ inline void DepthwiseInputGrad(const GradRows& dz, const WeightsRef& w,
     const int n = g.in_pixels() * g.in_c;
     for (int i = 0; i < n; ++i) dx[i] = 0.0f;
   }
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
-        for (int ky = 0; ky < g.k_h; ++ky) {
-          const int iy = g.InY(oy, ky);
-          for (int kx = 0; kx < g.k_w; ++kx) {
-            const int ix = g.InX(ox, kx);
-            if (!g.Inside(iy, ix)) continue;
-            float* xp = dx + ((b * g.in_h + iy) * g.in_w + ix) * g.in_c;
-            for (int oc = 0; oc < g.out_c; ++oc) {
-              xp[oc / g.depth_multiplier] +=
-                  d[oc] * DepthwiseFilterAt(w, g, ky, kx, oc);
-            }
-          }
-        }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    const float* d = dz.Row(p);
+    ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+      float* xp = dx + ip * g.in_c;
+      for (int oc = 0; oc < g.out_c; ++oc) {
+        xp[oc / g.depth_multiplier] += d[oc] * DepthwiseFilterAt(w, g, ky, kx, oc);
       }
-    }
-  }
+    });
+  });
 }
 
 // dw[ky, kx, oc] += sum over output pixels of dz[oc] * x[tap, oc / multiplier]
 inline void DepthwiseWeightGradAccumulate(const GradRows& dz, const ValuesRef& x,
                                           const ConvGeometry& g, float* dw) {
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        const float* d = dz.Row((b * g.out_h + oy) * g.out_w + ox);
-        for (int ky = 0; ky < g.k_h; ++ky) {
-          const int iy = g.InY(oy, ky);
-          for (int kx = 0; kx < g.k_w; ++kx) {
-            const int ix = g.InX(ox, kx);
-            if (!g.Inside(iy, ix)) continue;
-            const ValuesRef xp = x.Offset(((b * g.in_h + iy) * g.in_w + ix) * g.in_c);
-            float* wp = dw + (ky * g.k_w + kx) * g.out_c;
-            for (int oc = 0; oc < g.out_c; ++oc) {
-              wp[oc] += d[oc] * xp[oc / g.depth_multiplier];
-            }
-          }
-        }
-      }
-    }
-  }
+  ForEachOutput(g, [&](int b, int oy, int ox, int p) {
+    const float* d = dz.Row(p);
+    ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+      const ValuesRef xp = x.Offset(ip * g.in_c);
+      float* wp = dw + (ky * g.k_w + kx) * g.out_c;
+      for (int oc = 0; oc < g.out_c; ++oc) wp[oc] += d[oc] * xp[oc / g.depth_multiplier];
+    });
+  });
 }
 
 }  // namespace reference

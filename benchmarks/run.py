@@ -1,0 +1,308 @@
+"""tflm-train benchmark: training-step time and memory against inference and TensorFlow.
+
+    python benchmarks/run.py                 # the full table (a few minutes on 2 cores)
+    python benchmarks/run.py --json          # the same as one JSON object
+    python benchmarks/run.py --models ds_cnn_s --methods lora --repeats 20
+
+For each reference model (tests/cnn_models.py, int8 via TFLiteConverter) and
+method, all in one run, on this machine:
+  inference ms   one Invoke() of the original model in the TFLM x86 interpreter
+  train ms       one training Invoke() of the converted model (forward, loss,
+                 backward, update), the same interpreter
+  arena ratios   training arena / inference arena, and training arena / the
+                 step's live activations at its peak (computed from the graph)
+  TF eager / tf.function ms and MB: the same fine-tuning step (batch 1, same
+                 adapters, float weights of the same model) in TensorFlow; MB is
+                 how much the process's resident memory grew from just before
+                 the first step (tracing included) to after the last, in a fresh
+                 process per mode (TensorFlow's own baseline, hundreds of MB, is
+                 not counted)
+Times are medians of --repeats steps after a warm-up. Targets from the issue
+are checked and printed; they are targets, not tests (these machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import numpy as np  # noqa: E402
+
+from tflm_train.converter import ConvertConfig, convert  # noqa: E402
+from tflm_train.converter.model_ir import Model  # noqa: E402
+from tflm_train.converter.ops import Mode  # noqa: E402
+from tflm_train.liveness import live_bytes  # noqa: E402
+from tflm_train.memory import smallest_arena  # noqa: E402
+from tflm_train.trainer import PlainModel, TrainableModel, quantize  # noqa: E402
+
+METHODS = {
+    "lora": ConvertConfig(method="lora", targets="last:2"),
+    "bias": ConvertConfig(method="bias", targets="last:2"),
+    "head": ConvertConfig(method="head"),
+    "adapter": ConvertConfig(method="adapter", targets="last:2"),
+}
+MODELS = ("ds_cnn_s", "mobilenet_v1_025_vww", "resnet8", "fc_autoencoder")
+
+
+def median_ms(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        step()
+        times.append(time.perf_counter_ns() - start)
+    return statistics.median(times) / 1e6
+
+
+def tflm_times(base: bytes, converted: bytes, sample: np.ndarray, label, repeats: int) -> tuple[float, float]:
+    plain = PlainModel(base)
+    plain.interpreter.set_input(0, quantize(sample[None], plain.input_details))
+    inference = median_ms(plain.interpreter.invoke, repeats)
+    model = TrainableModel(converted)
+    model.train_step(sample, label, 1e-4)  # sets every input once
+    model.interpreter.set_input(model.info.input_index("mode"), np.array([int(Mode.TRAIN)], np.int32))
+    train = median_ms(model.interpreter.invoke, repeats)
+    return inference, train
+
+
+TF_STEP = r"""
+import json, os, sys, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+sys.path.insert(0, sys.argv[1])
+import numpy as np, tensorflow as tf
+import tf_executor
+from tflm_train.converter import ConvertConfig, convert
+from tflm_train.converter.state_format import Header, parameters
+from tflm_train.trainer import TrainableModel
+import cnn_models
+args = json.loads(sys.argv[2])
+built = getattr(cnn_models, args["model"])()
+base = built.float_model
+result = convert(base, ConvertConfig(**args["config"]))
+state = TrainableModel(result.model).save_state()
+params = parameters(state, Header.unpack(state))
+x, y = built.sample_data(1, seed=3)
+x = x[:1].astype(np.float32)
+meta = result.metadata
+if meta["config"]["method"] == "lora":
+    lora = tf_executor.lora_from_state(meta, params, base)
+    variables = [v for a in lora.values() for v in (a.a, a.b)]
+else:  # bias / head / adapter: train the adapted layers' biases as the TF stand-in of equal shape
+    lora = {}
+    variables = [tf.Variable(params.copy())]
+optimizer = tf.keras.optimizers.SGD(1e-4)
+reconstruction = built.task == "reconstruction"
+def step():
+    with tf.GradientTape() as tape:
+        out = tf_executor.run(base, x, lora, logits=not reconstruction)
+        if reconstruction:
+            loss = tf.reduce_mean((out - x) ** 2)
+        else:
+            loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), out)
+        loss = loss + 0.0 * tf.add_n([tf.reduce_sum(v) for v in variables])
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+if args["mode"] == "function":
+    step = tf.function(step)
+def resident_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+before = resident_mb()  # model and data ready, no step yet
+step()  # warm-up (tf.function traces here)
+times = []
+for _ in range(args["repeats"]):
+    start = time.perf_counter_ns(); step(); times.append(time.perf_counter_ns() - start)
+times.sort()
+print(json.dumps({"ms": times[len(times) // 2] / 1e6, "peak_mb": resident_mb() - before}))
+"""
+
+
+def tf_step(model: str, config: ConvertConfig, mode: str, repeats: int) -> dict:
+    """The fine-tuning step in TensorFlow, in a fresh process (for its memory)."""
+    config_json = {"method": config.method, "targets": config.targets}
+    done = subprocess.run(
+        [sys.executable, "-c", TF_STEP, str(ROOT / "tests"),
+         json.dumps({"model": model, "config": config_json, "mode": mode, "repeats": repeats})],
+        capture_output=True, text=True, timeout=1200,
+    )
+    if done.returncode != 0:
+        return {"ms": float("nan"), "peak_mb": float("nan"), "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- per-MAC kernel comparison ----------------------------------------------------------------------
+def kernel_comparison(repeats: int) -> list[dict]:
+    """Our backward kernels against TFLM's reference forward kernels, same shapes, ns per MAC."""
+    from graphs import Graph
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    from tflm_train.converter import ops
+    from tflm_train.converter.model_ir import Quant
+    from tflm_train.runtime import Interpreter
+
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def timed(graph: Graph, feeds: dict) -> float:
+        interpreter = Interpreter(graph.build())
+        for position, tensor in enumerate(graph._inputs):
+            interpreter.set_input(position, feeds[tensor])
+        return median_ms(interpreter.invoke, repeats)
+
+    for kind, dtype in (("FULLY_CONNECTED", np.float32), ("FULLY_CONNECTED", np.int8)):
+        units, features = 256, 256
+        w = rng.normal(size=(units, features)).astype(np.float32)
+        quant = Quant.of(0.05, 0) if dtype == np.int8 else None
+        wq = np.clip(np.round(w / 0.01), -127, 127).astype(np.int8) if dtype == np.int8 else w
+        wquant = Quant.of(0.01, 0) if dtype == np.int8 else None
+        stock = Graph()
+        tx = stock.input("x", [1, features], dtype, quant=quant)
+        ty = stock.output(stock.tensor("y", [1, units], dtype, quant=Quant.of(0.1, 0) if dtype == np.int8 else None))
+        options = schema.FullyConnectedOptionsT()
+        stock.model.append_op("FULLY_CONNECTED", [tx, stock.const("w", wq, quant=wquant)], [ty],
+                              builtin_options=options, builtin_options_type=schema.BuiltinOptions.FullyConnectedOptions)
+        ours = Graph()
+        tdy, tmode = ours.input("dy", [1, units]), ours.input("mode", [1], np.int32)
+        tdx = ours.output(ours.tensor("dx", [1, features]))
+        layer = ops.LinearLayer.fully_connected(features, units)
+        ours.op(layer.grad_op, [tdy, -1, -1, ours.const("w", wq, quant=wquant), -1, tmode, -1], [tdx], layer.options())
+        macs = units * features
+        x = np.zeros((1, features), dtype)
+        rows.append({
+            "shape": f"FC {features}->{units} ({np.dtype(dtype).name} weights)",
+            "tflm_forward_ns_per_mac": 1e6 * timed(stock, {tx: x}) / macs,
+            "ours_backward_ns_per_mac": 1e6 * timed(ours, {tdy: np.ones((1, units)), tmode: np.array([1], np.int32)}) / macs,
+        })
+    # CONV_2D 3x3, 16x16x32 -> 16x16x32, float.
+    h = w_ = 16
+    channels = 32
+    filt = rng.normal(size=(channels, 3, 3, channels)).astype(np.float32)
+    stock = Graph()
+    tx = stock.input("x", [1, h, w_, channels])
+    ty = stock.output(stock.tensor("y", [1, h, w_, channels]))
+    options = schema.Conv2DOptionsT()
+    options.padding, options.strideH, options.strideW = schema.Padding.SAME, 1, 1
+    options.dilationHFactor = options.dilationWFactor = 1
+    stock.model.append_op("CONV_2D", [tx, stock.const("w", filt)], [ty], builtin_options=options,
+                          builtin_options_type=schema.BuiltinOptions.Conv2DOptions)
+    ours = Graph()
+    tdy, tmode = ours.input("dy", [1, h, w_, channels]), ours.input("mode", [1], np.int32)
+    tdx = ours.output(ours.tensor("dx", [1, h, w_, channels]))
+    layer = ops.LinearLayer(kind=ops.LinearKind.CONV_2D, in_channels=channels, out_channels=channels, kernel=(3, 3),
+                            padding=(1, 1), out_size=(h, w_))
+    ours.op(layer.grad_op, [tdy, -1, -1, ours.const("w", filt), -1, tmode, -1], [tdx], layer.options())
+    macs = h * w_ * channels * channels * 9
+    rows.append({
+        "shape": f"CONV_2D 3x3 {h}x{w_}x{channels}->{channels} (float32)",
+        "tflm_forward_ns_per_mac": 1e6 * timed(stock, {tx: np.zeros((1, h, w_, channels), np.float32)}) / macs,
+        "ours_backward_ns_per_mac": 1e6 * timed(ours, {tdy: np.ones((1, h, w_, channels), np.float32),
+                                                       tmode: np.array([1], np.int32)}) / macs,
+    })
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-tf", action="store_true", help="Skip the TensorFlow columns.")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import cnn_models
+
+    rows = []
+    for name in args.models.split(","):
+        built = getattr(cnn_models, name)()
+        base = built.int8_model
+        x, y = built.sample_data(1, seed=3)
+        sample = x[0]
+        inference_arena = smallest_arena(base)
+        for method in args.methods.split(","):
+            config = METHODS[method]
+            if name == "fc_autoencoder" and method == "head":
+                continue  # a reconstruction model has no classifier head
+            result = convert(base, config)
+            label = sample if built.task == "reconstruction" else int(y[0])
+            inference_ms, train_ms = tflm_times(base, result.model, sample, label, args.repeats)
+            training_arena = smallest_arena(result.model)
+            live = live_bytes(result.model)
+            state = result.metadata["state"]["bytes"]
+            row = {
+                "model": name, "method": method,
+                "inference_ms": inference_ms, "train_ms": train_ms, "train_over_inference": train_ms / inference_ms,
+                "arena_inference": inference_arena, "arena_training": training_arena, "state_bytes": state,
+                "arena_over_inference": training_arena / inference_arena,
+                "arena_over_inference_plus_state": training_arena / (inference_arena + state),
+                "arena_over_live_peak": training_arena / (live.peak_bytes + live.variable_bytes),
+            }
+            if not args.no_tf:
+                for mode in ("eager", "function"):
+                    measured = tf_step(name, config, mode, max(5, args.repeats // 3))
+                    row[f"tf_{mode}_ms"] = measured["ms"]
+                    row[f"tf_{mode}_peak_mb"] = measured["peak_mb"]
+            rows.append(row)
+            if not args.json:
+                print(f"  measured {name} / {method}", file=sys.stderr, flush=True)
+    kernels = kernel_comparison(args.repeats)
+    targets = check_targets(rows, kernels)
+    if args.json:
+        print(json.dumps({"rows": rows, "kernels": kernels, "targets": targets}))
+        return 0
+    print_table(rows, kernels, targets)
+    return 0
+
+
+def check_targets(rows: list[dict], kernels: list[dict]) -> list[dict]:
+    found = {(r["model"], r["method"]): r for r in rows}
+    checks = []
+    lora, head = found.get(("ds_cnn_s", "lora")), found.get(("ds_cnn_s", "head"))
+    if lora:
+        checks.append({"target": "DS-CNN LoRA: training arena <= 1.3 x (inference arena + state)",
+                       "value": lora["arena_over_inference_plus_state"], "limit": 1.3})
+        checks.append({"target": "DS-CNN LoRA: train step <= 2.5 x inference", "value": lora["train_over_inference"],
+                       "limit": 2.5})
+    if head:
+        checks.append({"target": "DS-CNN head: train step <= 1.5 x inference", "value": head["train_over_inference"],
+                       "limit": 1.5})
+    for k in kernels:
+        checks.append({"target": f"backward per MAC <= TFLM forward per MAC: {k['shape']}",
+                       "value": k["ours_backward_ns_per_mac"] / k["tflm_forward_ns_per_mac"], "limit": 1.0})
+    for check in checks:
+        check["met"] = check["value"] <= check["limit"]
+    return checks
+
+
+def print_table(rows, kernels, targets) -> None:
+    header = (f"{'model':22} {'method':8} {'infer ms':>9} {'train ms':>9} {'ratio':>6} {'arena inf':>10} "
+              f"{'arena train':>11} {'x inf':>6} {'x live':>6} {'TF eager ms':>11} {'MB':>6} {'TF fn ms':>9} {'MB':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:22} {r['method']:8} {r['inference_ms']:9.2f} {r['train_ms']:9.2f} "
+              f"{r['train_over_inference']:6.2f} {r['arena_inference']:10,} {r['arena_training']:11,} "
+              f"{r['arena_over_inference']:6.2f} {r['arena_over_live_peak']:6.2f} "
+              f"{r.get('tf_eager_ms', float('nan')):11.2f} {r.get('tf_eager_peak_mb', float('nan')):6.1f} "
+              f"{r.get('tf_function_ms', float('nan')):9.2f} {r.get('tf_function_peak_mb', float('nan')):6.1f}")
+    print()
+    print(f"{'kernel shape':45} {'TFLM forward ns/MAC':>20} {'our backward ns/MAC':>20}")
+    for k in kernels:
+        print(f"{k['shape']:45} {k['tflm_forward_ns_per_mac']:20.3f} {k['ours_backward_ns_per_mac']:20.3f}")
+    print()
+    for t in targets:
+        print(f"{'met ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.2f} (limit {t['limit']})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
