@@ -21,7 +21,8 @@ class ConvertConfig:
     method     lora | adapter | bias | head | sparse
     r          LoRA rank, or the adapter's bottleneck width
     lora_alpha LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
-    targets    target layers: "last:N", operator indices, or names (comma list)
+    targets    target layers: "last:N", operator indices, or names (comma list);
+               None: the method's default (last:2; head last:1; sparse: all)
     loss       ce | mse | bce (None: chosen from the model's output)
     classes    head: number of classes (None: as many as the replaced layer)
     head_mode  head: "replace" the last layer, or "append" after the output
@@ -32,7 +33,7 @@ class ConvertConfig:
     method: str = "lora"
     r: int = 4
     lora_alpha: float | None = None
-    targets: str = "last:2"
+    targets: str | None = None
     loss: str | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     classes: int | None = None

@@ -54,10 +54,9 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     kinds = ("FULLY_CONNECTED",) if config.method == "head" else tuple(LINEAR_OPS)
     eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
     spec = config.targets
-    if config.targets == "last:2" and config.method == "head":
-        spec = "last:1"  # head replaces the last layer
-    elif config.targets == "last:2" and config.method == "sparse" and eligible:
-        spec = f"last:{len(eligible)}"  # sparse: the biases of every layer
+    if spec is None:
+        # head replaces the last layer; sparse trains the biases of all of them
+        spec = {"head": "last:1", "sparse": f"last:{max(len(eligible), 1)}"}.get(config.method, "last:2")
     if config.method == "head" and config.head_mode == "append":
         targets = []
     else:

@@ -68,6 +68,7 @@ def test_inspect_json(converted):
 def test_inspect_table():
     result = run("inspect", MODEL)
     assert result.returncode == 0 and "FULLY_CONNECTED" in result.stdout
+    assert "adaptable layers (3; --targets last:N counts these): 0, 1, 2" in result.stdout
 
 
 def test_convert_options_and_c_array(workdir):
@@ -85,9 +86,11 @@ def test_convert_options_and_c_array(workdir):
 
 def test_fit_evaluate_merge_round_trip(converted, workdir):
     state, plot = workdir / "user.state", workdir / "fit.png"
-    fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--epochs", "4", "--lr", "0.02",
-                      "--state-out", str(state), "--plot", str(plot))
-    assert fitted["eval_metric_after"] > fitted["eval_metric_before"]
+    fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--eval-data", str(EXAMPLE / "base_test.npz"),
+                      "--epochs", "4", "--lr", "0.02", "--state-out", str(state), "--plot", str(plot))
+    new_writer, original_style = fitted["eval"]
+    assert new_writer["data"] == TEST and new_writer["metric_after"] > new_writer["metric_before"]
+    assert original_style["metric_before"] > 0.9  # the base model reads the original style well
     assert {"steps", "loss_first", "loss_last", "metric", "metric_before", "metric_after"} <= fitted.keys()
     assert fitted["steps"] == 4 * 64 and fitted["metric"] == "accuracy"
     assert fitted["loss_last"] < fitted["loss_first"]

@@ -130,6 +130,13 @@ def test_targets_by_index_name_and_last(digits):
         convert(digits.int8_model, ConvertConfig(targets=str(len(model.operators) - 1)))
 
 
+def test_explicit_targets_are_honored_by_every_method(digits):
+    assert len(convert(digits.int8_model, ConvertConfig(method="sparse")).metadata["adapted"]) == 3  # default: all
+    assert len(convert(digits.int8_model, ConvertConfig(method="sparse", targets="last:2")).metadata["adapted"]) == 2
+    head = convert(digits.int8_model, ConvertConfig(method="head", targets="last:2"))
+    assert head.metadata["adapted"][0]["index"] == 2  # head replaces the last of the given layers
+
+
 def test_default_loss_fits_the_output(digits):
     assert convert(digits.int8_model, ConvertConfig()).metadata["loss"] == "ce"
     assert convert(keras_tflite(output="linear"), ConvertConfig()).metadata["loss"] == "mse"

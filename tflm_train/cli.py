@@ -97,7 +97,7 @@ def inspect(model_path: str, as_json: bool) -> None:
         table.add_column(column, justify="right" if column in ("#", "params") else "left")
     for layer in report["layers"]:
         table.add_row(
-            str(layer["index"]),
+            str(layer["index"]) + ("*" if layer["adaptable"] else ""),
             layer["op"],
             layer["name"],
             " ".join(_shape(s) for s in layer["input_shapes"]),
@@ -108,6 +108,10 @@ def inspect(model_path: str, as_json: bool) -> None:
     console = _console()
     console.print(table)
     console.print(f"parameters: {report['params']:,}")
+    adaptable = report["adaptable_layers"]
+    console.print(
+        f"* adaptable layers ({len(adaptable)}; --targets last:N counts these): {', '.join(map(str, adaptable)) or 'none'}"
+    )
     if report.get("training"):
         training = report["training"]
         console.print(
@@ -130,9 +134,9 @@ def _shape(shape: list[int]) -> str:
 @click.option("--alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank.  [default: rank]")
 @click.option(
     "--targets",
-    default="last:2",
-    show_default=True,
-    help="Layers to adapt: last:N, operator indices or names, comma-separated.",
+    default=None,
+    help="Layers to adapt: last:N (N of the layers `inspect` marks adaptable), operator indices or names, "
+    "comma-separated.  [default: last:2; head: last:1; sparse: all]",
 )
 @click.option("--loss", type=click.Choice(["ce", "mse", "bce"]), default=None, help="[default: fits the output]")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="sgd", show_default=True)
@@ -156,7 +160,7 @@ def convert(
     method: str,
     rank: int,
     alpha: float | None,
-    targets: str,
+    targets: str | None,
     loss: str | None,
     optimizer: str,
     momentum: float,
@@ -213,8 +217,10 @@ def convert(
 
         def tried(layer: str, arena: int, fits: bool) -> None:
             if console is not None:
-                verdict = "fits" if fits else "over budget"
-                console.print(f"  full weights of {layer}: training arena {arena:,} B ({verdict})")
+                verdict = "fits" if fits else "over budget, left out"
+                console.print(
+                    f"  + full weights of {layer} (with those kept so far): training arena {arena:,} B ({verdict})"
+                )
 
         choice = choose_sparse(_read(model_path), config, budget_bytes, on_try=tried)
         result = choice.result
@@ -255,10 +261,7 @@ def convert(
     if fitted is not None:
         console.print(f"for {board}: picked {fitted.picked}; measured training arena {fitted.arena_bytes:,} B")
     if choice is not None:
-        console.print(
-            f"sparse update within {budget_bytes:,} B: full weights of "
-            f"{', '.join(choice.weight_layers) or 'no layer'}; measured training arena {choice.arena_bytes:,} B"
-        )
+        console.print(f"measured training arena {choice.arena_bytes:,} B, within the {budget_bytes:,}-byte budget")
     if c_array:
         console.print(f"wrote {c_array}")
 
@@ -267,7 +270,9 @@ def convert(
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help=".npz with x (samples) and y (labels or targets).")
-@click.option("--eval-data", "eval_path", default=None, help="Held-out .npz: its metric before and after, too.")
+@click.option(
+    "--eval-data", "eval_paths", multiple=True, help="Held-out .npz (repeatable): its metric before and after, too."
+)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (a model input).")
 @click.option("--state-in", default=None, help="Start from this saved state.")
@@ -278,7 +283,7 @@ def convert(
 def fit(
     model_path: str,
     data_path: str,
-    eval_path: str | None,
+    eval_paths: tuple[str, ...],
     epochs: int,
     lr: float,
     state_in: str | None,
@@ -310,7 +315,7 @@ def fit(
     data = load_npz(data_path)
     task = fitting.task_of(model)
     x, y = fitting.prepare(model, data, task, data_path)
-    held_out = fitting.prepare(model, load_npz(eval_path), task, eval_path) if eval_path else None
+    held_out = {path: fitting.prepare(model, load_npz(path), task, path) for path in eval_paths}
 
     total = epochs * len(x)
     if as_json or not sys.stderr.isatty():
@@ -339,8 +344,8 @@ def fit(
         from tflm_train.plots import plot_fit
 
         groups = {"training data": (result.metric_before, result.metric_after)}
-        if held_out is not None:
-            groups["held out"] = (result.eval_before, result.eval_after)
+        for path, (before, after) in result.held_out.items():
+            groups[Path(path).stem] = (before, after)
         plot_fit(result, plot, title=Path(model_path).name, groups=groups)
     payload = {
         "steps": result.steps,
@@ -354,9 +359,11 @@ def fit(
         "arena_bytes": smallest_arena(model_bytes),
         "state_bytes": model.info.state_bytes,
     }
-    if held_out is not None:
-        payload["eval_metric_before"] = result.eval_before
-        payload["eval_metric_after"] = result.eval_after
+    if held_out:
+        payload["eval"] = [
+            {"data": path, "metric_before": before, "metric_after": after}
+            for path, (before, after) in result.held_out.items()
+        ]
     if as_json:
         emit_json(payload)
         return
@@ -366,8 +373,8 @@ def fit(
         f"in the first epoch, {payload['loss_last']:.4f} in the last"
     )
     console.print(_metric_line(result.metric, result.metric_before, result.metric_after, data_path))
-    if held_out is not None:
-        console.print(_metric_line(result.metric, result.eval_before, result.eval_after, eval_path))
+    for path, (before, after) in result.held_out.items():
+        console.print(_metric_line(result.metric, before, after, path))
     console.print(
         f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
         f"training state {payload['state_bytes']:,}"

@@ -72,9 +72,8 @@ class FitResult:
     metric: str = "accuracy"
     metric_before: float = 0.0
     metric_after: float = 0.0
-    # On held-out data, when fit() was given some.
-    eval_before: float | None = None
-    eval_after: float | None = None
+    # Held-out data sets by name: (metric before, metric after).
+    held_out: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -90,13 +89,13 @@ def fit(
     learning_rate: float,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
-    held_out: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> FitResult:
     """Trains one sample per step, in a shuffled order per epoch."""
     result = FitResult(metric=task.metric)
     result.metric_before = evaluate(model, x, y, task)
-    if held_out is not None:
-        result.eval_before = evaluate(model, *held_out, task)
+    held_out = held_out or {}
+    before = {name: evaluate(model, *data, task) for name, data in held_out.items()}
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         epoch = []
@@ -108,6 +107,5 @@ def fit(
                 on_step(len(result.losses), loss)
         result.epoch_losses.append(float(np.mean(epoch)))
     result.metric_after = evaluate(model, x, y, task)
-    if held_out is not None:
-        result.eval_after = evaluate(model, *held_out, task)
+    result.held_out = {name: (before[name], evaluate(model, *data, task)) for name, data in held_out.items()}
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflm_train.converter.layers import short_name
+from tflm_train.converter.layers import LINEAR_OPS, short_name
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.training_info import training_info
 
@@ -37,6 +37,7 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
             {
                 "index": index,
                 "op": model.op_type(op),
+                "adaptable": model.op_type(op) in LINEAR_OPS,
                 "name": short_name(name) if name else "",
                 "full_name": name,
                 "params": params,
@@ -47,6 +48,8 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
         )
     report = {
         "model": path,
+        # What --targets last:N counts (head: FULLY_CONNECTED layers only).
+        "adaptable_layers": [layer["index"] for layer in layers if layer["adaptable"]],
         "bytes": len(model_bytes),
         "layers": layers,
         "params": total,
