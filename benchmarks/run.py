@@ -13,11 +13,13 @@ method, all in one run, on this machine:
                  step's live activations at its peak (computed from the graph)
   TF eager / tf.function ms and MB: the same fine-tuning step (batch 1, same
                  adapters, float weights of the same model) in TensorFlow; MB is
-                 how much the process's resident memory grew from just before
-                 the first step (tracing included) to after the last, in a fresh
-                 process per mode (TensorFlow's own baseline, hundreds of MB, is
-                 not counted)
-Times are medians of --repeats steps after a warm-up. Targets from the issue
+                 the peak resident memory (Linux VmHWM, reset just before the
+                 first step) above the resident memory at that moment, tracing
+                 included, in a fresh process per mode: what the steps add on
+                 top of TensorFlow's own baseline (hundreds of MB, not counted)
+Times are medians of --repeats steps after a warm-up; the two sides of a ratio
+(inference and training step, TFLM forward and our backward kernel) are timed
+alternately, so that both see the same machine load. Targets from the issue
 are checked and printed; they are targets, not tests (these machines are noisy).
 """
 
@@ -40,7 +42,6 @@ import numpy as np  # noqa: E402
 
 from tflm_train.converter import ConvertConfig, convert  # noqa: E402
 from tflm_train.converter.model_ir import Model  # noqa: E402
-from tflm_train.converter.ops import Mode  # noqa: E402
 from tflm_train.liveness import live_bytes  # noqa: E402
 from tflm_train.memory import smallest_arena  # noqa: E402
 from tflm_train.trainer import PlainModel, TrainableModel, quantize  # noqa: E402
@@ -50,33 +51,41 @@ METHODS = {
     "bias": ConvertConfig(method="bias", targets="last:2"),
     "head": ConvertConfig(method="head"),
     "adapter": ConvertConfig(method="adapter", targets="last:2"),
+    "sparse": ConvertConfig(method="sparse"),  # the biases of every layer
 }
 MODELS = ("ds_cnn_s", "mobilenet_v1_025_vww", "resnet8", "fc_autoencoder")
 
 
-def median_ms(step, repeats: int) -> float:
-    step()  # warm-up
-    times = []
+def paired_median_ms(first, second, repeats: int) -> tuple[float, float]:
+    """Median wall time of two steps, timed alternately so that both see the
+    same machine load: their ratio is the number to quote."""
+    first(), second()  # warm-up
+    times = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter_ns()
-        step()
-        times.append(time.perf_counter_ns() - start)
-    return statistics.median(times) / 1e6
+        for step, samples in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter_ns()
+            step()
+            samples.append(time.perf_counter_ns() - start)
+    return statistics.median(times[0]) / 1e6, statistics.median(times[1]) / 1e6
 
 
 def tflm_times(base: bytes, converted: bytes, sample: np.ndarray, label, repeats: int) -> tuple[float, float]:
+    # Every timed step writes its inputs, as firmware does: TFLM's planner may
+    # reuse an input's arena bytes once its last reader has run, so an input
+    # is only valid for the invoke it was written for.
     plain = PlainModel(base)
-    plain.interpreter.set_input(0, quantize(sample[None], plain.input_details))
-    inference = median_ms(plain.interpreter.invoke, repeats)
+    quantized = quantize(sample[None], plain.input_details)
+
+    def infer():
+        plain.interpreter.set_input(0, quantized)
+        plain.interpreter.invoke()
+
     model = TrainableModel(converted)
-    model.train_step(sample, label, 1e-4)  # sets every input once
-    model.interpreter.set_input(model.info.input_index("mode"), np.array([int(Mode.TRAIN)], np.int32))
-    train = median_ms(model.interpreter.invoke, repeats)
-    return inference, train
+    return paired_median_ms(infer, lambda: model.train_step(sample, label, 1e-4), repeats)
 
 
 TF_STEP = r"""
-import json, os, sys, time
+import ctypes, gc, json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, sys.argv[1])
 import numpy as np, tensorflow as tf
@@ -94,36 +103,41 @@ params = parameters(state, Header.unpack(state))
 x, y = built.sample_data(1, seed=3)
 x = x[:1].astype(np.float32)
 meta = result.metadata
+lora, trainable = {}, {}
 if meta["config"]["method"] == "lora":
     lora = tf_executor.lora_from_state(meta, params, base)
     variables = [v for a in lora.values() for v in (a.a, a.b)]
-else:  # bias / head / adapter: train the adapted layers' biases as the TF stand-in of equal shape
-    lora = {}
-    variables = [tf.Variable(params.copy())]
+else:  # bias / head / adapter / sparse: the same tensors on the same layers
+    trainable = tf_executor.trainable_from_state(meta, params)
+    variables = [v for own in trainable.values() for v in own.values()]
 optimizer = tf.keras.optimizers.SGD(1e-4)
 reconstruction = built.task == "reconstruction"
 def step():
     with tf.GradientTape() as tape:
-        out = tf_executor.run(base, x, lora, logits=not reconstruction)
+        out = tf_executor.run(base, x, lora, logits=not reconstruction, trainable=trainable)
         if reconstruction:
             loss = tf.reduce_mean((out - x) ** 2)
         else:
             loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), out)
-        loss = loss + 0.0 * tf.add_n([tf.reduce_sum(v) for v in variables])
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
 if args["mode"] == "function":
     step = tf.function(step)
-def resident_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-before = resident_mb()  # model and data ready, no step yet
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+del result, state  # the conversion's garbage must not be freed inside the measurement
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so the baseline is what is live
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # restart the kernel's peak-resident counter (VmHWM) from here
+before = status_mb("VmRSS")  # model and data ready, no step yet
 step()  # warm-up (tf.function traces here)
 times = []
 for _ in range(args["repeats"]):
     start = time.perf_counter_ns(); step(); times.append(time.perf_counter_ns() - start)
 times.sort()
-print(json.dumps({"ms": times[len(times) // 2] / 1e6, "peak_mb": resident_mb() - before}))
+print(json.dumps({"ms": times[len(times) // 2] / 1e6, "peak_mb": status_mb("VmHWM") - before}))
 """
 
 
@@ -136,7 +150,7 @@ def tf_step(model: str, config: ConvertConfig, mode: str, repeats: int) -> dict:
         capture_output=True, text=True, timeout=1200,
     )
     if done.returncode != 0:
-        return {"ms": float("nan"), "peak_mb": float("nan"), "error": done.stderr.strip().splitlines()[-1:]}
+        return {"ms": float("nan"), "peak_mb": float("nan"), "error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -153,11 +167,16 @@ def kernel_comparison(repeats: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
 
-    def timed(graph: Graph, feeds: dict) -> float:
+    def invoker(graph: Graph, feeds: dict):
         interpreter = Interpreter(graph.build())
         for position, tensor in enumerate(graph._inputs):
             interpreter.set_input(position, feeds[tensor])
-        return median_ms(interpreter.invoke, repeats)
+        return interpreter.invoke  # single-op graphs: no tensor reuses an input's bytes
+
+    def per_mac(shape: str, stock: Graph, stock_feeds: dict, ours: Graph, our_feeds: dict, macs: int) -> dict:
+        forward, backward = paired_median_ms(invoker(stock, stock_feeds), invoker(ours, our_feeds), repeats)
+        return {"shape": shape, "tflm_forward_ns_per_mac": 1e6 * forward / macs,
+                "ours_backward_ns_per_mac": 1e6 * backward / macs}
 
     for kind, dtype in (("FULLY_CONNECTED", np.float32), ("FULLY_CONNECTED", np.int8)):
         units, features = 256, 256
@@ -178,11 +197,8 @@ def kernel_comparison(repeats: int) -> list[dict]:
         ours.op(layer.grad_op, [tdy, -1, -1, ours.const("w", wq, quant=wquant), -1, tmode, -1], [tdx], layer.options())
         macs = units * features
         x = np.zeros((1, features), dtype)
-        rows.append({
-            "shape": f"FC {features}->{units} ({np.dtype(dtype).name} weights)",
-            "tflm_forward_ns_per_mac": 1e6 * timed(stock, {tx: x}) / macs,
-            "ours_backward_ns_per_mac": 1e6 * timed(ours, {tdy: np.ones((1, units)), tmode: np.array([1], np.int32)}) / macs,
-        })
+        rows.append(per_mac(f"FC {features}->{units} ({np.dtype(dtype).name} weights)", stock, {tx: x},
+                            ours, {tdy: np.ones((1, units)), tmode: np.array([1], np.int32)}, macs))
     # CONV_2D 3x3, 16x16x32 -> 16x16x32, float.
     h = w_ = 16
     channels = 32
@@ -202,12 +218,9 @@ def kernel_comparison(repeats: int) -> list[dict]:
                             padding=(1, 1), out_size=(h, w_))
     ours.op(layer.grad_op, [tdy, -1, -1, ours.const("w", filt), -1, tmode, -1], [tdx], layer.options())
     macs = h * w_ * channels * channels * 9
-    rows.append({
-        "shape": f"CONV_2D 3x3 {h}x{w_}x{channels}->{channels} (float32)",
-        "tflm_forward_ns_per_mac": 1e6 * timed(stock, {tx: np.zeros((1, h, w_, channels), np.float32)}) / macs,
-        "ours_backward_ns_per_mac": 1e6 * timed(ours, {tdy: np.ones((1, h, w_, channels), np.float32),
-                                                       tmode: np.array([1], np.int32)}) / macs,
-    })
+    rows.append(per_mac(f"CONV_2D 3x3 {h}x{w_}x{channels}->{channels} (float32)",
+                        stock, {tx: np.zeros((1, h, w_, channels), np.float32)},
+                        ours, {tdy: np.ones((1, h, w_, channels), np.float32), tmode: np.array([1], np.int32)}, macs))
     return rows
 
 
@@ -250,6 +263,10 @@ def main() -> int:
             if not args.no_tf:
                 for mode in ("eager", "function"):
                     measured = tf_step(name, config, mode, max(5, args.repeats // 3))
+                    if "error" in measured:
+                        row[f"tf_{mode}_error"] = measured["error"]
+                        print(f"  TensorFlow {mode} step failed for {name} / {method}: {measured['error']}",
+                              file=sys.stderr, flush=True)
                     row[f"tf_{mode}_ms"] = measured["ms"]
                     row[f"tf_{mode}_peak_mb"] = measured["peak_mb"]
             rows.append(row)

@@ -25,7 +25,8 @@ class LinearTarget:
 
     op: schema.OperatorT
     index: int
-    name: str
+    name: str  # the most telling tensor name (matching.layer_name)
+    short: str  # unique_layer_name: names its adapters and state tensors
     x: int
     weights: int
     bias: int  # -1 when the layer has none
@@ -161,6 +162,7 @@ def linear_target(model: Model, index: int) -> LinearTarget:
         op=op,
         index=index,
         name=layer_name(model, index),
+        short=unique_layer_name(model, index),
         x=x,
         weights=weights,
         bias=bias,
@@ -173,11 +175,33 @@ def linear_target(model: Model, index: int) -> LinearTarget:
     return target
 
 
+# The last path segment TFLiteConverter gives the linear op itself; a fused
+# name lists it after the activation's and the batch norm's.
+_LINEAR_SEGMENTS = ("MatMul", "BiasAdd", "convolution", "Conv2D", "depthwise")
+_TRIMMED_SEGMENTS = _LINEAR_SEGMENTS + ("Relu", "Relu6", "Tanh", "Sigmoid", "Softmax")
+
+
 def short_name(name: str) -> str:
-    """A readable layer name: the first path of a converter name, trimmed."""
-    first = name.split(";")[0]
+    """A readable layer name: the converter path of the linear op itself (the
+    Keras layer, not its fused activation or batch norm), trimmed."""
+    paths = [p for p in name.split(";") if p]
+    own = [p for p in paths if p.rsplit("/", 1)[-1].startswith(_LINEAR_SEGMENTS)]
+    first = own[0] if own else (paths[0] if paths else name)
     parts = [p for p in first.split("/") if p]
-    for suffix in ("MatMul", "BiasAdd", "Relu", "Relu6", "Tanh", "Sigmoid", "Softmax", "Conv2D", "depthwise"):
-        if len(parts) > 1 and parts[-1].startswith(suffix):
-            parts = parts[:-1]
+    if len(parts) > 1 and parts[-1].startswith(_TRIMMED_SEGMENTS):
+        parts = parts[:-1]
     return "/".join(parts[-2:]) if parts else first
+
+
+_LINEAR_OP_NAMES = set(LINEAR_OPS) | {ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D}
+
+
+def unique_layer_name(model: Model, index: int) -> str:
+    """short_name of a linear layer, with "#<operator index>" appended when
+    another linear layer of the model reads the same (fused batch norms often
+    do), so that names of adapters and state tensors never collide."""
+    own = short_name(layer_name(model, index))
+    for other, op in enumerate(model.operators):
+        if other != index and model.op_type(op) in _LINEAR_OP_NAMES and short_name(layer_name(model, other)) == own:
+            return f"{own}#{index}"
+    return own

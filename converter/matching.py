@@ -6,6 +6,8 @@ A spec is a comma-separated list of items, each one of:
   dense_1   layers whose name (their output tensor's name, as Netron shows
             it) equals the item or contains it as a "/"-separated part
   re:PAT    layers whose name matches the regular expression PAT
+  name#7    operator 7: the name `inspect` and the converter give a layer
+            whose short name other layers share
 Only eligible layers match; no match at all is an error that lists them.
 """
 
@@ -72,8 +74,8 @@ def match_targets(model: Model, spec: str, eligible: list[int], kind: str) -> li
             if count < 1 or count > len(eligible):
                 raise ConversionError(f"bad target {item!r}: the model has {len(eligible)} {kind} layers")
             chosen.update(eligible[-count:])
-        elif item.isdigit():
-            index = int(item)
+        elif item.isdigit() or re.fullmatch(r".+#\d+", item):
+            index = int(item.rsplit("#", 1)[-1])
             if index not in eligible:
                 raise ConversionError(
                     f"operator {index} is not a {kind} layer (those are: {', '.join(map(str, eligible))})"

@@ -25,3 +25,17 @@ def test_benchmark_reports_every_column_and_target():
         assert row["arena_over_live_peak"] >= 1.0  # the measured arena holds at least the live bytes
     assert len(report["kernels"]) == 3
     assert all({"target", "value", "limit", "met"} <= t.keys() for t in report["targets"])
+
+
+def test_benchmark_tensorflow_columns_measure_the_same_step():
+    """The TensorFlow side runs (no silent NaN) for a method other than LoRA."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--models", "tiny_conv", "--methods", "bias",
+         "--repeats", "3", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)["rows"]
+    assert "tf_eager_error" not in row and "tf_function_error" not in row, row
+    assert row["tf_eager_ms"] > 0 and row["tf_function_ms"] > 0
+    assert row["tf_eager_peak_mb"] >= 0 and row["tf_function_peak_mb"] >= 0

@@ -29,6 +29,18 @@ def linear_ops(model_bytes: bytes) -> list[int]:
     return [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
 
 
+def accumulated_gradient(result, built) -> tuple[np.ndarray, np.ndarray]:
+    """One step with accumulate=2: the summed gradient stays in the state."""
+    trainable = TrainableModel(result.model)
+    initial = trainable.save_state()
+    x, y = built.sample_data(1, seed=3)
+    trainable.train_step(x[0], int(y[0]), 0.1)
+    state = trainable.save_state()
+    count = Header.unpack(state).param_count
+    got = np.frombuffer(state, np.float32, count=count, offset=HEADER_BYTES + 4 * count)
+    return got, np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)
+
+
 # (builder, targets): LoRA targets reaching deep into each network, so the
 # backward pass crosses every op type the model has.
 GRADIENT_CASES = {
@@ -48,15 +60,10 @@ def test_whole_model_gradients_match_tensorflow(name):
         method="lora", r=2, targets=targets(linear_ops(base)), optimizer=OptimizerConfig(accumulate=2)
     )
     result = convert(base, config)
-    trainable = TrainableModel(result.model)
-    initial = trainable.save_state()
-    x, y = built.sample_data(1, seed=3)
-    trainable.train_step(x[0], int(y[0]), 0.1)  # accumulate=2: the gradient stays in the state
-    state = trainable.save_state()
-    count = Header.unpack(state).param_count
-    got = np.frombuffer(state, np.float32, count=count, offset=HEADER_BYTES + 4 * count)
+    got, params = accumulated_gradient(result, built)
+    count = got.size
 
-    params = np.frombuffer(initial, np.float32, count=count, offset=HEADER_BYTES)
+    x, y = built.sample_data(1, seed=3)
     lora = tf_executor.lora_from_state(result.metadata, params, base)
     variables = [v for adapter in lora.values() for v in (adapter.a, adapter.b)]
     with tf.GradientTape() as tape:
@@ -71,6 +78,41 @@ def test_whole_model_gradients_match_tensorflow(name):
     want = np.zeros(count, np.float32)
     for t in result.metadata["state"]["tensors"]:
         want[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = by_name[t["name"]].numpy().ravel()
+    assert np.abs(want).max() > 0
+    assert relative_error(got, want) < 1e-4
+
+
+# The other methods through a whole network: biases of a depthwise and a
+# pointwise layer, a bottleneck adapter deep in the net, the head, and
+# sparse (the bias of every layer).
+METHOD_CASES = {
+    "bias": lambda fc: ConvertConfig(method="bias", targets=f"{fc[1]},{fc[4]}"),
+    "adapter": lambda fc: ConvertConfig(method="adapter", targets=f"{fc[2]}"),
+    "head": lambda fc: ConvertConfig(method="head"),
+    "sparse": lambda fc: ConvertConfig(method="sparse"),
+}
+
+
+@pytest.mark.parametrize("method", list(METHOD_CASES))
+def test_other_methods_whole_model_gradients_match_tensorflow(method):
+    built = cnn_models.ds_cnn_s()
+    base = built.float_model
+    config = METHOD_CASES[method](linear_ops(base))
+    config.optimizer = OptimizerConfig(accumulate=2)
+    result = convert(base, config)
+    got, params = accumulated_gradient(result, built)
+
+    trainable = tf_executor.trainable_from_state(result.metadata, params)
+    named = [((index, role), v) for index, own in trainable.items() for role, v in own.items()]
+    x, y = built.sample_data(1, seed=3)
+    with tf.GradientTape() as tape:
+        logits = tf_executor.run(base, x[:1].astype(np.float32), logits=True, trainable=trainable)
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), logits)
+    grads = dict(zip([n for n, _ in named], tape.gradient(loss, [v for _, v in named])))
+    want = np.zeros_like(got)
+    for t in result.metadata["state"]["tensors"]:
+        grad = grads[tf_executor.owner_index(result.metadata, t), t["role"]]
+        want[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = grad.numpy().ravel()
     assert np.abs(want).max() > 0
     assert relative_error(got, want) < 1e-4
 

@@ -12,6 +12,7 @@ from tflm_train.converter.layers import linear_target
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import HEADER_BYTES, Header
+from tflm_train.inspection import describe
 from tflm_train.trainer import PlainModel, TrainableModel
 
 METHODS = ["lora", "adapter", "bias", "head"]
@@ -135,6 +136,26 @@ def test_explicit_targets_are_honored_by_every_method(digits):
     assert len(convert(digits.int8_model, ConvertConfig(method="sparse", targets="last:2")).metadata["adapted"]) == 2
     head = convert(digits.int8_model, ConvertConfig(method="head", targets="last:2"))
     assert head.metadata["adapted"][0]["index"] == 2  # head replaces the last of the given layers
+
+
+def test_layers_sharing_a_name_get_unique_names(digits):
+    """Fused batch norms can give several layers the same short name; the
+    adapters and state tensors must not collide, and name#index selects one."""
+    model = Model.from_bytes(digits.int8_model)
+    fc = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]
+    for index in fc:
+        for t in model.outputs_of(model.operators[index]) + model.inputs_of(model.operators[index])[1:]:
+            if t >= 0:
+                model.tensors[t].name = b"model/bn/batchnorm/add_1"
+    same_names = model.to_bytes()
+    result = convert(same_names, ConvertConfig(method="sparse"))
+    names = [a["name"] for a in result.metadata["adapted"]]
+    assert names == [f"batchnorm/add_1#{i}" for i in fc]
+    tensor_names = [t["name"] for t in result.metadata["state"]["tensors"]]
+    assert len(set(tensor_names)) == len(tensor_names)
+    assert [e["name"] for e in describe(same_names)["layers"] if e["adaptable"]] == names  # inspect says the same
+    picked = convert(same_names, ConvertConfig(method="bias", targets=f"batchnorm/add_1#{fc[1]}"))
+    assert [a["index"] for a in picked.metadata["adapted"]] == [fc[1]]
 
 
 def test_default_loss_fits_the_output(digits):

@@ -1,9 +1,11 @@
-"""Runs a float .tflite graph in TensorFlow, with LoRA where a conversion put it.
+"""Runs a float .tflite graph in TensorFlow, with the adapters a conversion put in.
 
 The reference for end-to-end gradient tests on whole models: the same
 operators, the same weights (read from the .tflite), written with TensorFlow
 ops so that tf.GradientTape differentiates them. LoRA terms are added to the
-layers a converted model adapted, with the initial values of its state.
+layers a converted model adapted, with the initial values of its state;
+`trainable` does the same for the other methods (biases, head or sparse
+weights, bottleneck adapters).
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ def _conv(layer: ops.LinearLayer, x, kernel_tflite, padding: str):
     return tf.nn.depthwise_conv2d(x, kernel, [1, *layer.stride, 1], padding)
 
 
-def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, logits: bool = False):
+def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, logits: bool = False,
+        trainable: dict[int, dict[str, tf.Variable]] | None = None):
     """Output 0 of the float model for input x (with batch dim), in TF; with
-    logits=True, the input of a final SOFTMAX instead."""
+    logits=True, the input of a final SOFTMAX instead. `trainable` maps an
+    operator index to variables by state role (trainable_from_state)."""
     model = Model.from_bytes(model_bytes)
     lora = lora or {}
+    trainable = trainable or {}
     values = {int(model.main.inputs[0]): tf.constant(x)}
 
     def value(t):
@@ -58,8 +63,9 @@ def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, 
             target = linear_target(model, index)
             layer = target.layer
             xin = value(inputs[0])
-            weights = tf.constant(target.weights_real)
-            bias = tf.constant(target.bias_real) if target.bias_real is not None else 0.0
+            own = trainable.get(index, {})
+            weights = own.get("weight", tf.constant(target.weights_real))
+            bias = own.get("bias", tf.constant(target.bias_real) if target.bias_real is not None else 0.0)
             adapter = lora.get(index)
             if kind == "FULLY_CONNECTED":
                 flat = tf.reshape(xin, [-1, layer.in_channels])
@@ -76,7 +82,12 @@ def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, 
                 if adapter and kind == "CONV_2D":
                     hidden = _conv(layer, xin, adapter.a, padding)
                     z = z + adapter.scale * tf.einsum("nhwr,or->nhwo", hidden, adapter.b)
-            values[out] = tf.reshape(act(z), model.shape(out))
+            y = act(z)
+            if "adapter_down" in own:  # y + U relu(D y + bd) + bu, per position
+                flat = tf.reshape(y, [-1, layer.out_channels])
+                hidden = tf.nn.relu(tf.matmul(flat, own["adapter_down"], transpose_b=True) + own["adapter_down_bias"])
+                y = flat + tf.matmul(hidden, own["adapter_up"], transpose_b=True) + own["adapter_up_bias"]
+            values[out] = tf.reshape(y, model.shape(out))
         elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             pool = tf.nn.avg_pool2d if kind == "AVERAGE_POOL_2D" else tf.nn.max_pool2d
             values[out] = act(
@@ -119,4 +130,23 @@ def lora_from_state(metadata: dict, params: np.ndarray, base_bytes: bytes) -> di
             return params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
 
         result[adapted["index"]] = Lora(take(a), take(b), scale)
+    return result
+
+
+def owner_index(metadata: dict, tensor: dict) -> int:
+    """The operator index of the adapted layer a state tensor belongs to (a
+    head's tensors are filed under "<layer>/head", the others under "<layer>")."""
+    for adapted in metadata["adapted"]:
+        if tensor["layer"] == adapted["name"] or tensor["layer"].startswith(adapted["name"] + "/"):
+            return adapted["index"]
+    raise KeyError(tensor["name"])
+
+
+def trainable_from_state(metadata: dict, params: np.ndarray) -> dict[int, dict[str, tf.Variable]]:
+    """A converted model's trainable tensors as TF variables, keyed by the
+    operator index of the layer they belong to and by their state role."""
+    result: dict[int, dict[str, tf.Variable]] = {}
+    for t in metadata["state"]["tensors"]:
+        values = params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
+        result.setdefault(owner_index(metadata, t), {})[t["role"]] = tf.Variable(values)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tflm_train.converter.layers import LINEAR_OPS, short_name
+from tflm_train.converter.layers import LINEAR_OPS, short_name, unique_layer_name
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.training_info import training_info
 
@@ -38,7 +38,7 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
                 "index": index,
                 "op": model.op_type(op),
                 "adaptable": model.op_type(op) in LINEAR_OPS,
-                "name": short_name(name) if name else "",
+                "name": unique_layer_name(model, index) if model.op_type(op) in LINEAR_OPS else short_name(name) if name else "",
                 "full_name": name,
                 "params": params,
                 "input_shapes": [list(model.shape(t)) for t in inputs],

@@ -40,6 +40,7 @@ class Report:
             "arena_bytes_training": self.arena_bytes_training,
             "flash_bytes": self.flash_bytes,
             "trainable_params": self.trainable_params,
+            "trainable_param_bytes": 4 * self.trainable_params,
             "base_params": self.base_params,
             "optimizer_state_bytes": self.optimizer_state_bytes,
             "base_to_trainable": self.base_params / max(self.trainable_params, 1),

@@ -11,7 +11,7 @@ import numpy as np
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import linear_target, short_name
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, kaiming_uniform
 
 
@@ -19,7 +19,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
     model, width = rw.model, rw.config.r
     layers = [linear_target(model, index) for index in targets]
     for layer in layers:
-        name = short_name(layer.name)
+        name = layer.short
         y = layer.y
         features = layer.units
         rows = int(np.prod(model.shape(y))) // features
@@ -45,4 +45,4 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.trainable_ops.append(new_op)
         params = down.size + down_bias.size + up.size + up_bias.size
         rw.adapted.append({"index": layer.index, "name": name, "op": model.op_type(layer.op), "params": params})
-    rw.notes.append(f"bottleneck adapters of width {width} after {', '.join(short_name(l.name) for l in layers)}")
+    rw.notes.append(f"bottleneck adapters of width {width} after {', '.join(l.short for l in layers)}")

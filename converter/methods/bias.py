@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from tflm_train.converter.layers import linear_target, short_name
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite
 
 
@@ -19,7 +19,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
     model = rw.model
     layers = [linear_target(model, index) for index in targets]
     for target in layers:
-        name = short_name(target.name)
+        name = target.short
         initial = target.bias_real if target.bias_real is not None else np.zeros(target.units, np.float32)
         bias = rw.layout.add(f"{name}/bias", "bias", name, initial)
         layer = dataclasses.replace(target.layer, bias_offset=bias.offset)
@@ -29,4 +29,4 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.replace_op(target.op, new_op)
         rw.trainable_ops.append(new_op)
         rw.adapted.append({"index": target.index, "name": name, "op": model.op_type(target.op), "params": bias.size})
-    rw.notes.append(f"bias-only on {', '.join(short_name(l.name) for l in layers)}")
+    rw.notes.append(f"bias-only on {', '.join(l.short for l in layers)}")

@@ -17,7 +17,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import linear_target, short_name
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, glorot_uniform
 
 # Ops allowed between the replaced layer and the model output.
@@ -81,15 +81,15 @@ def _replace(rw: Rewrite, target: int) -> None:
         raise ConversionError("head: the replaced layer must be a FULLY_CONNECTED")
     chain, old_output = _output_chain(rw, layer.y)
     classes = rw.config.classes or layer.units
-    name = short_name(layer.name) + "/head"
+    name = layer.short + "/head"
     if classes == layer.units:
         weights = layer.weights_real
         bias = layer.bias_real if layer.bias_real is not None else np.zeros(classes, np.float32)
-        rw.notes.append(f"head replaces {short_name(layer.name)} ({classes} classes, starting from its weights)")
+        rw.notes.append(f"head replaces {layer.short} ({classes} classes, starting from its weights)")
     else:
         weights = glorot_uniform(rw.rng, (classes, layer.in_features))
         bias = np.zeros(classes, np.float32)
-        rw.notes.append(f"head replaces {short_name(layer.name)} with {classes} new classes")
+        rw.notes.append(f"head replaces {layer.short} with {classes} new classes")
     new_op, logits, params = _add_trainable_dense(rw, layer.x, weights, bias, layer.activation, name)
     rw.replace_op(layer.op, new_op)
     new_output = logits
@@ -103,7 +103,7 @@ def _replace(rw: Rewrite, target: int) -> None:
             rw.insert_after(anchor, act_op)
             anchor = act_op
     model.main.outputs = [new_output if int(t) == old_output else int(t) for t in model.main.outputs]
-    rw.adapted.append({"index": layer.index, "name": short_name(layer.name), "op": "FULLY_CONNECTED", "params": params})
+    rw.adapted.append({"index": layer.index, "name": layer.short, "op": "FULLY_CONNECTED", "params": params})
 
 
 def _append(rw: Rewrite) -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from tflm_train.converter import ops
-from tflm_train.converter.layers import linear_target, short_name
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, kaiming_uniform
 
 
@@ -25,7 +25,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
     model, r = rw.model, rw.config.r
     layers = [linear_target(model, index) for index in targets]
     for target in layers:
-        name = short_name(target.name)
+        name = target.short
         a = rw.layout.add(f"{name}/lora_A", "lora_A", name, kaiming_uniform(rw.rng, target.layer.lora_a_shape(r)))
         b = rw.layout.add(f"{name}/lora_B", "lora_B", name, np.zeros((target.units, r), np.float32))
         layer = dataclasses.replace(
@@ -44,4 +44,4 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.replace_op(target.op, new_op)
         rw.trainable_ops.append(new_op)
         rw.adapted.append({"index": target.index, "name": name, "op": model.op_type(target.op), "params": a.size + b.size})
-    rw.notes.append(f"LoRA rank {r}, scale {rw.config.lora_scale:g} on {', '.join(short_name(l.name) for l in layers)}")
+    rw.notes.append(f"LoRA rank {r}, scale {rw.config.lora_scale:g} on {', '.join(l.short for l in layers)}")

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from tflm_train.converter.config import ConversionError
-from tflm_train.converter.layers import linear_target, short_name
+from tflm_train.converter.layers import linear_target
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.rewrite import Rewrite
 
@@ -28,7 +28,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         weight_layers = set(match_targets(model, rw.config.sparse_weights, targets, "target"))
     layers = [linear_target(model, index) for index in targets]
     for target in layers:
-        name = short_name(target.name)
+        name = target.short
         parts = {}
         if target.index in weight_layers:
             w = rw.layout.add(f"{name}/kernel", "weight", name, target.weights_real)
@@ -47,7 +47,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         )
     if not layers:
         raise ConversionError("sparse: no target layers")
-    chosen = [short_name(l.name) for l in layers if l.index in weight_layers]
+    chosen = [l.short for l in layers if l.index in weight_layers]
     rw.notes.append(
         f"sparse update: biases of {len(layers)} layers"
         + (f", full weights of {', '.join(chosen)}" if chosen else ", no full weights")
