@@ -10,6 +10,8 @@ weights, bottleneck adapters).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
@@ -38,12 +40,21 @@ def _conv(layer: ops.LinearLayer, x, kernel_tflite, padding: str):
     return tf.nn.depthwise_conv2d(x, kernel, [1, *layer.stride, 1], padding)
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed(model_bytes: bytes) -> tuple[Model, dict]:
+    """The model and its linear layers, read once: a timed eager step should
+    cost TensorFlow's work, not the .tflite parse."""
+    model = Model.from_bytes(model_bytes)
+    kinds = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
+    return model, {i: linear_target(model, i) for i, op in enumerate(model.operators) if model.op_type(op) in kinds}
+
+
 def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, logits: bool = False,
         trainable: dict[int, dict[str, tf.Variable]] | None = None):
     """Output 0 of the float model for input x (with batch dim), in TF; with
     logits=True, the input of a final SOFTMAX instead. `trainable` maps an
     operator index to variables by state role (trainable_from_state)."""
-    model = Model.from_bytes(model_bytes)
+    model, targets = _parsed(model_bytes)
     lora = lora or {}
     trainable = trainable or {}
     values = {int(model.main.inputs[0]): tf.constant(x)}
@@ -60,7 +71,7 @@ def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, 
         options = op.builtinOptions
         act = ACTIVATION[getattr(options, "fusedActivationFunction", 0) if options is not None else 0]
         if kind in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"):
-            target = linear_target(model, index)
+            target = targets[index]
             layer = target.layer
             xin = value(inputs[0])
             own = trainable.get(index, {})
