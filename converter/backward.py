@@ -21,6 +21,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from tflm_train.converter import ops
 from tflm_train.converter.config import ConversionError
 from tflm_train.converter.layers import LINEAR_OPS, linear_target, same_padding
+from tflm_train.converter.recompute import Recomputable
 from tflm_train.converter.rewrite import Rewrite
 
 ACTIVATIONS = {
@@ -61,6 +62,9 @@ class Backward:
         # linear layer feeding a global average pool / MEAN reads the pooled
         # gradient itself, so the spread-out gradient is never stored.
         self.pooled: dict[int, int] = {}
+        # Tensors a forward op keeps only for its backward op, which could
+        # make them again instead (converter/recompute.py decides).
+        self.recomputable: list[Recomputable] = []
 
     # ---- analysis -------------------------------------------------------------
     def _plan(self, forward: list, loss_input: int) -> None:
@@ -87,8 +91,8 @@ class Backward:
         name = self.model.tensor_name(forward_tensor) + "/grad"
         return self.model.add_tensor(name, self.model.shape(forward_tensor), np.float32)
 
-    def _emit(self, op_type: str, inputs, outputs, **kwargs) -> None:
-        self.model.append_op(op_type, inputs, outputs, **kwargs)
+    def _emit(self, op_type: str, inputs, outputs, **kwargs):
+        return self.model.operators[self.model.append_op(op_type, inputs, outputs, **kwargs)]
 
     def _contribute(self, tensor: int, grad: int) -> None:
         if tensor in self.need_grad:
@@ -139,12 +143,14 @@ class Backward:
         # x only where weights or LoRA train: a layer's input is not kept alive
         # for a backward pass that does not read it.
         x_input = x if layer.weight_offset >= 0 or layer.lora_rank > 0 else -1
-        self._emit(
+        grad_op = self._emit(
             layer.grad_op,
             [dy, x_input, y_input, weights, state if trainable else -1, self.mode, hidden],
             dx_outputs,
             custom_options=layer.options(),
         )
+        if hidden >= 0:
+            self.recomputable.append(Recomputable(op, grad_op, hidden, f"LoRA of {self.rw.layer_names[id(op)]}"))
 
     def _adapter(self, op, dy: int) -> None:
         x, state = self.model.inputs_of(op)
@@ -154,7 +160,10 @@ class Backward:
             dx = self._grad_tensor(x)
             outputs = [dx]
             self._contribute(x, dx)
-        self._emit(ops.ADAPTER_GRAD, [dy, x, hidden, state, self.mode], outputs, custom_options=bytes(op.customOptions))
+        grad_op = self._emit(
+            ops.ADAPTER_GRAD, [dy, x, hidden, state, self.mode], outputs, custom_options=bytes(op.customOptions)
+        )
+        self.recomputable.append(Recomputable(op, grad_op, hidden, f"adapter after {self.rw.layer_names[id(op)]}"))
 
     def _activation(self, op, activation: int, dy: int, x: int | None = None) -> int:
         y = self.model.outputs_of(op)[0]

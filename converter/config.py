@@ -8,6 +8,7 @@ from tflm_train.converter.ops import OptimizerConfig
 
 METHODS = ("lora", "adapter", "bias", "head", "sparse")
 LOSSES = ("ce", "mse", "bce")
+RECOMPUTE_MODES = ("auto", "always", "never")
 
 
 class ConversionError(ValueError):
@@ -28,6 +29,9 @@ class ConvertConfig:
     head_mode  head: "replace" the last layer, or "append" after the output
     seed       initialization of LoRA A / adapter down-projection / new heads
     sparse_weights  sparse: target layers whose full weights also train
+    recompute  auto | always | never: whether the backward pass recomputes
+               the hidden rows of LoRA and adapters instead of keeping them (auto: where that
+               lowers the step's activation peak; see converter/recompute.py)
     """
 
     method: str = "lora"
@@ -40,6 +44,7 @@ class ConvertConfig:
     head_mode: str = "replace"
     seed: int = 0
     sparse_weights: str = ""
+    recompute: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -54,6 +59,8 @@ class ConvertConfig:
             raise ConversionError("--clip must be >= 0")
         if self.head_mode not in ("replace", "append"):
             raise ConversionError("head mode must be 'replace' or 'append'")
+        if self.recompute not in RECOMPUTE_MODES:
+            raise ConversionError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -74,4 +81,5 @@ class ConvertConfig:
             "head_mode": self.head_mode,
             "seed": self.seed,
             "sparse_weights": self.sparse_weights,
+            "recompute": self.recompute,
         }

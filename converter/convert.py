@@ -27,6 +27,7 @@ from tflm_train.converter.layers import LINEAR_OPS
 from tflm_train.converter.losses import default_loss, loss_input
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.methods import METHODS
+from tflm_train.converter import recompute
 from tflm_train.converter.model_ir import Model, model_hash
 from tflm_train.converter.rewrite import Rewrite
 from tflm_train.converter.state_format import StateLayout
@@ -122,6 +123,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     main.inputs = original_inputs + [target, learning_rate, mode, state]
     main.outputs = original_outputs + [loss_value, state]
     n_in, n_out = len(original_inputs), len(original_outputs)
+    chosen, peak_before, peak_after = recompute.choose(model, backward.recomputable, config.recompute)
+    recompute.apply(model, chosen)
+    if chosen:
+        rw.notes.append(
+            f"the backward pass recomputes the hidden rows of {', '.join(c.layer for c in chosen)} instead of "
+            f"keeping them: activation peak {peak_before:,} -> {peak_after:,} bytes (computed from the graph)"
+        )
     metadata = {
         "format": METADATA_FORMAT,
         "base_model_sha256": hashlib.sha256(model_bytes).hexdigest(),

@@ -408,20 +408,7 @@ class Model:
         for op in self.operators:
             used.update(t for t in self.inputs_of(op) + self.outputs_of(op) if t >= 0)
             used.update(int(t) for t in (op.intermediates if op.intermediates is not None else []))
-        keep = sorted(used)
-        remap = {old: new for new, old in enumerate(keep)}
-        main.tensors = [self.tensors[i] for i in keep]
-
-        def mapped(values):
-            return np.asarray([remap[int(t)] if t >= 0 else -1 for t in values], dtype=np.int32)
-
-        main.inputs = mapped(main.inputs)
-        main.outputs = mapped(main.outputs)
-        for op in self.operators:
-            op.inputs = mapped(self.inputs_of(op))
-            op.outputs = mapped(self.outputs_of(op))
-            if op.intermediates is not None:
-                op.intermediates = mapped(op.intermediates)
+        self._keep_tensors(sorted(used))
 
         buffers_used = {0}
         for subgraph in self.raw.subgraphs:
@@ -435,6 +422,27 @@ class Model:
                 t.buffer = buffer_map.get(t.buffer, 0)
         for entry in self.raw.metadata or []:
             entry.buffer = buffer_map[entry.buffer]
+
+    def drop_tensors(self, indices) -> None:
+        """Removes main-subgraph tensors that no operator or subgraph I/O uses."""
+        drop = {int(t) for t in indices}
+        self._keep_tensors([i for i in range(len(self.tensors)) if i not in drop])
+
+    def _keep_tensors(self, keep: list[int]) -> None:
+        main = self.main
+        remap = {old: new for new, old in enumerate(keep)}
+        main.tensors = [self.tensors[i] for i in keep]
+
+        def mapped(values):
+            return np.asarray([remap[int(t)] if t >= 0 else -1 for t in values], dtype=np.int32)
+
+        main.inputs = mapped(main.inputs)
+        main.outputs = mapped(main.outputs)
+        for op in self.operators:
+            op.inputs = mapped(self.inputs_of(op))
+            op.outputs = mapped(self.outputs_of(op))
+            if op.intermediates is not None:
+                op.intermediates = mapped(op.intermediates)
 
     def remove_metadata(self, name: str) -> None:
         self.raw.metadata = [m for m in (self.raw.metadata or []) if _decode(m.name) != name]

@@ -26,6 +26,8 @@ class Rewrite:
     notes: list[str] = field(default_factory=list)
     # Layers the method adapted: {"index", "name", "op", "params"} each.
     adapted: list[dict] = field(default_factory=list)
+    # id(trainable operator) -> the adapted layer's short name.
+    layer_names: dict[int, str] = field(default_factory=dict)
 
     def replace_op(self, old: schema.OperatorT, new: schema.OperatorT) -> None:
         operators = self.model.main.operators

@@ -84,6 +84,14 @@ def test_convert_options_and_c_array(workdir):
     assert "alignas(16) const unsigned char adam[]" in text and "ADAM_INPUT_MODE" in text
 
 
+def test_convert_recompute_choice_is_reported(workdir):
+    always = run_json("convert", MODEL, "-o", str(workdir / "rc.tflite"), "--recompute", "always")
+    never = run_json("convert", MODEL, "-o", str(workdir / "keep.tflite"), "--recompute", "never")
+    assert any("recomputes the hidden rows of LoRA of" in note for note in always["notes"])
+    assert not any("recomputes" in note for note in never["notes"])
+    assert always["state_bytes"] == never["state_bytes"]  # the same state: only the graph differs
+
+
 def test_fit_evaluate_merge_round_trip(converted, workdir):
     state, plot = workdir / "user.state", workdir / "fit.png"
     fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--eval-data", str(EXAMPLE / "base_test.npz"),

@@ -13,7 +13,8 @@ import pytest
 import cnn_models
 from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.model_ir import Model
-from tflm_train.liveness import live_bytes
+from tflm_train.converter.liveness import live_bytes
+from tflm_train.converter.state_format import HEADER_BYTES
 from tflm_train.memory import smallest_arena
 from tflm_train.sparse import choose_sparse
 from tflm_train.trainer import TrainableModel
@@ -109,3 +110,67 @@ def test_sparse_update_picks_layers_within_the_budget(ds_cnn):
     assert all((arena <= budget) == (name in kept) for name, arena in choice.tried)
     with pytest.raises(Exception, match="too small"):
         choose_sparse(ds_cnn, ConvertConfig(method="sparse"), biases_only // 2)
+
+
+def _hidden_tensors(model_bytes: bytes) -> list[str]:
+    model = Model.from_bytes(model_bytes)
+    return [model.tensor_name(t) for t in range(len(model.tensors))
+            if model.tensor_name(t).endswith(("/lora_hidden", "/adapter_hidden"))]
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter"])
+def test_recomputed_hidden_rows_train_like_kept_ones(ds_cnn, method):
+    """The backward pass recomputing LoRA's conv_A(x) / the adapter's
+    act(D x + bd) gives the steps that keeping them gives; only memory differs.
+    Targets: the strided 10x4 first conv (LoRA A is a k x k conv), the last
+    pointwise conv (its gradient arrives pooled) and the classifier."""
+    base = Model.from_bytes(ds_cnn)
+    linear = [i for i, op in enumerate(base.operators)
+              if base.op_type(op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    targets = f"{linear[0]},{linear[-2]},{linear[-1]}"
+    x, y = cnn_models.synthetic_data("ds_cnn_s", 4, seed=5)
+    runs = {}
+    for mode in ("never", "always"):
+        result = convert(ds_cnn, ConvertConfig(method=method, targets=targets, recompute=mode))
+        model = Model.from_bytes(result.model)
+        hidden = _hidden_tensors(result.model)
+        if mode == "never":
+            assert len(hidden) == 3
+        else:  # gone from the graph: the forward op does not write it, the backward op reads -1
+            assert hidden == [] and any("recomputes the hidden rows" in n for n in result.metadata["notes"])
+            kind, position = ("TFLMT_CONV_2D_GRAD", 6) if method == "lora" else ("TFLMT_ADAPTER_GRAD", 2)
+            grads = [op for op in model.operators if model.op_type(op) == kind]
+            assert grads and all(model.inputs_of(op)[position] == -1 for op in grads)
+        trainable = TrainableModel(result.model)
+        losses = [trainable.train_step(x[i], int(y[i]), 0.05) for i in range(len(x))]
+        predictions = trainable.predict(x[0])
+        runs[mode] = (np.array(losses), np.frombuffer(trainable.save_state(), np.uint8), predictions)
+    kept, recomputed = runs["never"], runs["always"]
+    assert not np.allclose(kept[0][0], kept[0][-1])  # it trained
+    np.testing.assert_allclose(recomputed[0], kept[0], rtol=1e-6)
+    np.testing.assert_array_equal(recomputed[2], kept[2])
+    # Parameters, gradients and optimizer slots (the header's CRC differs with them).
+    body = lambda state: state[HEADER_BYTES:].view(np.float32)  # noqa: E731
+    np.testing.assert_allclose(body(recomputed[1]), body(kept[1]), rtol=1e-5, atol=1e-7)
+
+
+def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
+    # DS-CNN, LoRA on the last pointwise conv and the classifier: the peak is
+    # at the pointwise conv's forward op, where its hidden rows are alive.
+    config = dict(method="lora", targets="last:2")
+    kept = convert(ds_cnn, ConvertConfig(recompute="never", **config))
+    auto = convert(ds_cnn, ConvertConfig(recompute="auto", **config))
+    # The pointwise conv's 125 x 4 floats are recomputed; the classifier's 4
+    # floats are not at the peak, so they are kept.
+    assert len(_hidden_tensors(kept.model)) == 2
+    assert [name.split("/lora_hidden")[0].endswith("BiasAdd") for name in _hidden_tensors(auto.model)] == [True]
+    assert live_bytes(auto.model).peak_bytes < live_bytes(kept.model).peak_bytes
+    assert smallest_arena(auto.model) < smallest_arena(kept.model)  # measured, not only computed
+    # MobileNetV1: the peak is in the first blocks' forward pass, long before
+    # the adapted last layers; recomputing would cost time and save nothing.
+    mobilenet = cnn_models.mobilenet_v1_025_vww().int8_model
+    auto = convert(mobilenet, ConvertConfig(recompute="auto", **config))
+    assert len(_hidden_tensors(auto.model)) == 2
+    assert not any("recomputes" in note for note in auto.metadata["notes"])
+    always = convert(mobilenet, ConvertConfig(recompute="always", **config))
+    assert live_bytes(always.model).peak_bytes == live_bytes(auto.model).peak_bytes

@@ -151,6 +151,11 @@ def _shape(shape: list[int]) -> str:
     "the measured training arena fits this many bytes."
 )
 @click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
+@click.option(
+    "--recompute", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+    help="Recompute the hidden rows of LoRA and adapters in the backward pass instead of keeping them (auto: where that lowers the "
+    "activation peak).",
+)
 @click.option("--board", default=None, help="Pick targets and rank (or layers) so that training fits this board's SRAM.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -171,6 +176,7 @@ def convert(
     seed: int,
     budget_bytes: int | None,
     sparse_weights: str,
+    recompute: str,
     board: str | None,
     c_array: str | None,
     as_json: bool,
@@ -191,6 +197,7 @@ def convert(
         head_mode=head_mode,
         seed=seed,
         sparse_weights=sparse_weights,
+        recompute=recompute,
     )
     choice = None
     fitted = None

@@ -5,7 +5,7 @@ in, tflm_train/memory.py): for training, the converted model; for inference,
 the same model with nothing trainable, rebuilt from it (merge with the
 initial state, adapters dropped), which is the base model as deployed. The
 breakdown of the training arena names what the graph keeps at the step's
-peak (tflm_train/liveness.py) and calls the measured rest "everything else".
+peak (converter/liveness.py) and calls the measured rest "everything else".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tflm_train.converter.merge import merge
 from tflm_train.converter.model_ir import Model, ModelError
 from tflm_train.converter.training_info import training_info
 from tflm_train.inspection import describe
-from tflm_train.liveness import live_bytes, tensor_bytes
+from tflm_train.converter.liveness import live_bytes, tensor_bytes
 from tflm_train.memory import smallest_arena
 
 

@@ -43,6 +43,7 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.insert_after(layer.op, new_op)
         rw.rewire(y, adapted, skip=new_op)
         rw.trainable_ops.append(new_op)
+        rw.layer_names[id(new_op)] = name
         params = down.size + down_bias.size + up.size + up_bias.size
         rw.adapted.append({"index": layer.index, "name": name, "op": model.op_type(layer.op), "params": params})
     rw.notes.append(f"bottleneck adapters of width {width} after {', '.join(l.short for l in layers)}")

@@ -43,5 +43,6 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         )
         rw.replace_op(target.op, new_op)
         rw.trainable_ops.append(new_op)
+        rw.layer_names[id(new_op)] = name
         rw.adapted.append({"index": target.index, "name": name, "op": model.op_type(target.op), "params": a.size + b.size})
     rw.notes.append(f"LoRA rank {r}, scale {rw.config.lora_scale:g} on {', '.join(l.short for l in layers)}")

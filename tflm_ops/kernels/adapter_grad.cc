@@ -2,8 +2,8 @@
 // D, bd, U, bu to the state and, when an earlier layer trains, writes
 // dx = dy + D^T (U^T dy * act'(a)). Runs only when the mode is "train".
 //
-// Inputs:  0 dy (float32), 1 x, 2 a (the adapter's hidden output), 3 state,
-//          4 mode
+// Inputs:  0 dy (float32), 1 x, 2 a (the adapter's hidden output, or -1:
+//          recomputed here from x a row at a time), 3 state, 4 mode
 // Outputs: 0 dx (optional, float32)
 #include <new>
 
@@ -27,7 +27,9 @@ struct OpData {
   ActivationQuant input;
   int batches = 0;
   bool computes_input_grad = false;
-  int dpre_scratch = -1;  // gradient before the activation, [batches, bottleneck]
+  // The gradient before the activation, one row [bottleneck]; then a of that
+  // row [bottleneck] when it is recomputed.
+  int row_scratch = -1;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
@@ -41,10 +43,9 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ADAPTER_GRAD: bad options");
   TFLMT_ENSURE(port::NumInputs(node) == 5 && port::NumOutputs(node) <= 1);
-  port::TensorInfo output_grad, input, hidden, state;
+  port::TensorInfo output_grad, input, state;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kHidden, &hidden));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
   TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer));
   TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
@@ -53,8 +54,13 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   data->batches = input.FlatSize() / layer.features;
   TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
                output_grad.FlatSize() == input.FlatSize());
-  TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
-               hidden.FlatSize() == data->batches * layer.bottleneck);
+  const bool keeps_hidden = port::HasInput(node, kHidden);
+  if (keeps_hidden) {
+    port::TensorInfo hidden;
+    TFLMT_ENSURE_OK(port::InputInfo(context, node, kHidden, &hidden));
+    TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
+                 hidden.FlatSize() == data->batches * layer.bottleneck);
+  }
   if (port::NumOutputs(node) == 1) {
     port::TensorInfo input_grad;
     TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
@@ -63,27 +69,42 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     data->computes_input_grad = true;
   }
   return port::RequestScratch(
-      context, sizeof(float) * data->batches * layer.bottleneck,
-      &data->dpre_scratch);
+      context, sizeof(float) * layer.bottleneck * (keeps_hidden ? 1 : 2),
+      &data->row_scratch);
 }
 
 port::Status Eval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const AdapterLayer& layer = data.layer;
+  const int features = layer.features, bottleneck = layer.bottleneck;
   const reference::ValuesRef x =
       ValuesOf(port::Input(context, node, kInput), data.input);
   uint8_t* state = port::Input(context, node, kState).As<uint8_t>();
+  const reference::AdapterWeights weights =
+      AdapterWeightsIn(layer, state::Params(state));
+  const reference::AdapterGrads grads =
+      AdapterGradsIn(layer, state::Grads(state));
+  const float* dy = port::Input(context, node, kOutputGrad).As<float>();
   float* dx = data.computes_input_grad
                   ? port::Output(context, node, kInputGrad).As<float>()
                   : nullptr;
-  reference::AdapterBackward(
-      port::Input(context, node, kOutputGrad).As<float>(), x,
-      port::Input(context, node, kHidden).As<float>(),
-      AdapterWeightsIn(layer, state::Params(state)),
-      AdapterGradsIn(layer, state::Grads(state)), layer.activation,
-      data.batches, layer.features, layer.bottleneck,
-      static_cast<float*>(port::Scratch(context, data.dpre_scratch)), dx);
+  const float* kept = port::HasInput(node, kHidden)
+                          ? port::Input(context, node, kHidden).As<float>()
+                          : nullptr;
+  float* dpre = static_cast<float*>(port::Scratch(context, data.row_scratch));
+  float* recomputed = dpre + bottleneck;
+  for (int b = 0; b < data.batches; ++b) {
+    const reference::ValuesRef x_row = x.Offset(b * features);
+    const float* a = kept != nullptr ? kept + b * bottleneck : recomputed;
+    if (kept == nullptr) {
+      reference::AdapterHiddenRow(x_row, weights, layer.activation, features,
+                                  bottleneck, recomputed);
+    }
+    reference::AdapterBackwardRow(dy + b * features, x_row, a, weights, grads,
+                                  layer.activation, features, bottleneck, dpre,
+                                  dx == nullptr ? nullptr : dx + b * features);
+  }
   return port::Status::kOk;
 }
 

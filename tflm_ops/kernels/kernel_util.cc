@@ -52,14 +52,14 @@ void Quantize(const float* values, int count, const ActivationQuant& quant,
 }  // namespace
 
 void StoreValues(const float* values, int count, const ActivationQuant& quant,
-                 const port::TensorView& output) {
+                 const port::TensorView& output, int first) {
   if (quant.is_float()) {
-    float* out = output.As<float>();
+    float* out = output.As<float>() + first;
     for (int i = 0; i < count; ++i) out[i] = values[i];
   } else if (quant.type == port::DataType::kInt8) {
-    Quantize(values, count, quant, -128, 127, output.As<int8_t>());
+    Quantize(values, count, quant, -128, 127, output.As<int8_t>() + first);
   } else {
-    Quantize(values, count, quant, -32768, 32767, output.As<int16_t>());
+    Quantize(values, count, quant, -32768, 32767, output.As<int16_t>() + first);
   }
 }
 

@@ -29,9 +29,10 @@ port::Status ActivationQuantOf(const port::TensorInfo& info,
 reference::ValuesRef ValuesOf(const port::TensorView& view,
                               const ActivationQuant& quant);
 
-// Writes real values into a float32 or quantized (int8/int16) output.
+// Writes real values into a float32 or quantized (int8/int16) output, at
+// elements first .. first + count - 1.
 void StoreValues(const float* values, int count, const ActivationQuant& quant,
-                 const port::TensorView& output);
+                 const port::TensorView& output, int first = 0);
 
 }  // namespace tflmt
 

@@ -8,7 +8,8 @@
 // Otherwise it computes in float32 and stores float32 or quantized values.
 //
 // Inputs:  0 x, 1 frozen weights (or -1), 2 frozen bias (or -1), 3 state
-// Outputs: 0 y, 1 LoRA hidden conv_A(x) (FC / CONV_2D with LoRA only),
+// Outputs: 0 y, 1 LoRA hidden conv_A(x) (FC / CONV_2D with LoRA, unless the
+//          converter leaves it out for the backward op to recompute),
 //          last: the activation mask (bit set where activation' is 1), when
 //          the options ask for it
 #include <cmath>
@@ -47,6 +48,8 @@ struct OpData {
   float* accumulator_scales = nullptr;  // input scale * weight scale
   int result_scratch = -1;        // float result before quantizing
   int lora_delta_scratch = -1;    // depthwise LoRA filter delta
+  bool keeps_lora_hidden = false;  // conv_A(x) is an output (else recomputed)
+  int hidden_row_scratch = -1;     // conv_A(x) at one position, when not kept
 };
 
 template <LinearKind kKind>
@@ -89,9 +92,12 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_MSG(data != nullptr, "tflm-train linear layer: bad options");
   LinearLayer& layer = data->layer;
   const bool lora_hidden = layer.has_lora() && !layer.depthwise();
+  const int mask_outputs = layer.activation_mask ? 1 : 0;
+  data->keeps_lora_hidden =
+      lora_hidden && port::NumOutputs(node) == 2 + mask_outputs;
   TFLMT_ENSURE(port::NumInputs(node) == 4);
   TFLMT_ENSURE(port::NumOutputs(node) ==
-               1 + (lora_hidden ? 1 : 0) + (layer.activation_mask ? 1 : 0));
+               1 + (data->keeps_lora_hidden ? 1 : 0) + mask_outputs);
 
   port::TensorInfo input, output, state;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
@@ -132,7 +138,11 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * outputs,
                                          &data->result_scratch));
   }
-  if (lora_hidden) {
+  if (lora_hidden && !data->keeps_lora_hidden) {
+    TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * layer.lora_rank,
+                                         &data->hidden_row_scratch));
+  }
+  if (data->keeps_lora_hidden) {
     port::TensorInfo hidden;
     TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoraHidden, &hidden));
     TFLMT_ENSURE_MSG(hidden.type == port::DataType::kFloat32 &&
@@ -159,7 +169,8 @@ port::Status Prepare(port::Context* context, port::Node* node) {
 // Float inputs of the trainable terms, prepared once per invocation.
 struct LoraInputs {
   reference::ValuesRef x;         // x's real values
-  const float* hidden = nullptr;  // FC / conv: conv_A(x) [pixels, rank]
+  bool low_rank = false;          // FC / conv: B conv_A(x), rows in `hidden`
+  LoraHiddenRows hidden;
   const float* delta = nullptr;   // depthwise: filter delta [taps, out_c]
 };
 
@@ -176,11 +187,20 @@ LoraInputs ComputeLora(port::Context* context, port::Node* node,
     DepthwiseLoraDelta(layer, params, delta);
     lora.delta = delta;
   } else {
-    float* hidden = port::Output(context, node, kLoraHidden).As<float>();
-    reference::WeightsRef a;
-    a.f32 = params + layer.lora_a_offset;
-    LinearForward(LoraALayer(layer), a, lora.x, /*accumulate=*/false, hidden);
-    lora.hidden = hidden;
+    lora.low_rank = true;
+    lora.hidden.layer = &layer;
+    if (data.keeps_lora_hidden) {
+      float* hidden = port::Output(context, node, kLoraHidden).As<float>();
+      reference::WeightsRef a;
+      a.f32 = params + layer.lora_a_offset;
+      LinearForward(LoraALayer(layer), a, lora.x, /*accumulate=*/false, hidden);
+      lora.hidden.kept = hidden;
+    } else {
+      lora.hidden.a = params + layer.lora_a_offset;
+      lora.hidden.x = lora.x;
+      lora.hidden.row =
+          static_cast<float*>(port::Scratch(context, data.hidden_row_scratch));
+    }
   }
   return lora;
 }
@@ -217,6 +237,7 @@ port::Status EvalExactInt8(port::Context* context, port::Node* node,
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
         const int pixel = (b * g.out_h + oy) * g.out_w + ox;
+        const float* h = lora.low_rank ? lora.hidden.Row(pixel) : nullptr;
         for (int co = 0; co < g.out_c; ++co) {
           int32_t acc = 0;
           if (layer.kind == LinearKind::kFullyConnected) {
@@ -233,11 +254,10 @@ port::Status EvalExactInt8(port::Context* context, port::Node* node,
           if (bias != nullptr) acc += bias[co];
           if (has_terms) {
             float term = layer.trainable_bias() ? params[layer.bias_offset + co] : 0.0f;
-            if (lora.hidden != nullptr) {
+            if (h != nullptr) {
               float sum = 0.0f;
               for (int k = 0; k < layer.lora_rank; ++k) {
-                sum += b_mat[co * layer.lora_rank + k] *
-                       lora.hidden[pixel * layer.lora_rank + k];
+                sum += b_mat[co * layer.lora_rank + k] * h[k];
               }
               term += layer.lora_scale * sum;
             } else if (lora.delta != nullptr) {
@@ -288,10 +308,13 @@ port::Status EvalFloat(port::Context* context, port::Node* node,
     }
   }
   const LoraInputs lora = ComputeLora(context, node, data, input, params);
-  if (lora.hidden != nullptr) {
-    reference::LowRankForward(lora.hidden, params + layer.lora_b_offset,
-                              layer.lora_scale, pixels, g.out_c,
-                              layer.lora_rank, out);
+  if (lora.low_rank) {
+    for (int p = 0; p < pixels; ++p) {
+      reference::LowRankForwardRow(lora.hidden.Row(p),
+                                   params + layer.lora_b_offset,
+                                   layer.lora_scale, g.out_c, layer.lora_rank,
+                                   out + p * g.out_c);
+    }
   } else if (lora.delta != nullptr) {
     reference::WeightsRef delta;
     delta.f32 = lora.delta;

@@ -15,7 +15,7 @@
 //
 // Inputs:  0 dy, 1 x (or -1 unless weights or LoRA train), 2 y (or the
 //          forward op's activation mask, or -1 without activation), 3 frozen weights (or -1), 4 state (or -1),
-//          5 mode, 6 LoRA hidden (or -1)
+//          5 mode, 6 LoRA hidden (or -1: FC / conv LoRA recomputes it from x)
 // Outputs: 0 dx (optional)
 #include <cstring>
 #include <new>
@@ -47,6 +47,7 @@ struct OpData {
   bool computes_input_grad = false;
   int row_scratch = -1;  // one output position of dz (out_c floats)
   int lora_scratch = -1;  // FC / conv: dh [pixels, rank]; depthwise: delta, d delta
+  int hidden_row_scratch = -1;  // conv_A(x) at one position, when recomputed
 };
 
 template <LinearKind kKind>
@@ -144,10 +145,15 @@ port::Status Prepare(port::Context* context, port::Node* node) {
       TFLMT_ENSURE_OK(port::RequestScratch(
           context, 2 * sizeof(float) * layer.weight_count(), &data->lora_scratch));
     } else {
-      port::TensorInfo hidden;
-      TFLMT_ENSURE(port::HasInput(node, kLoraHidden));
-      TFLMT_ENSURE_OK(port::InputInfo(context, node, kLoraHidden, &hidden));
-      TFLMT_ENSURE(hidden.FlatSize() == layer.lora_hidden_count());
+      if (port::HasInput(node, kLoraHidden)) {
+        port::TensorInfo hidden;
+        TFLMT_ENSURE_OK(port::InputInfo(context, node, kLoraHidden, &hidden));
+        TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
+                     hidden.FlatSize() == layer.lora_hidden_count());
+      } else {
+        TFLMT_ENSURE_OK(port::RequestScratch(
+            context, sizeof(float) * layer.lora_rank, &data->hidden_row_scratch));
+      }
       TFLMT_ENSURE_OK(port::RequestScratch(
           context, sizeof(float) * layer.lora_hidden_count(), &data->lora_scratch));
     }
@@ -158,12 +164,15 @@ port::Status Prepare(port::Context* context, port::Node* node) {
 // LoRA backward for FC / CONV_2D: through B (1x1), then A (the layer's shape).
 void LoraBackward(const LinearLayer& layer, const float* params, float* grads,
                   const reference::GradRows& dz, const reference::ValuesRef& x,
-                  const float* hidden,
-                  float* dh, float* dx) {
+                  const LoraHiddenRows& hidden, float* dh, float* dx) {
   const int pixels = layer.geometry.out_pixels();
-  reference::LowRankBackward(dz, hidden, params + layer.lora_b_offset,
-                             layer.lora_scale, pixels, layer.geometry.out_c,
-                             layer.lora_rank, grads + layer.lora_b_offset, dh);
+  const int rank = layer.lora_rank;
+  for (int p = 0; p < pixels; ++p) {
+    reference::LowRankBackwardRow(dz.Row(p), hidden.Row(p),
+                                  params + layer.lora_b_offset, layer.lora_scale,
+                                  layer.geometry.out_c, rank,
+                                  grads + layer.lora_b_offset, dh + p * rank);
+  }
   const LinearLayer a_layer = LoraALayer(layer);
   const reference::GradRows dh_rows = reference::GradRows::Plain(dh, layer.lora_rank);
   LinearWeightGrad(a_layer, dh_rows, x, grads + layer.lora_a_offset);
@@ -261,9 +270,17 @@ port::Status Eval(port::Context* context, port::Node* node) {
     if (layer.depthwise()) {
       DepthwiseLoraBackward(layer, params, grads, dz, x, scratch, dx);
     } else {
-      LoraBackward(layer, params, grads, dz, x,
-                   port::Input(context, node, kLoraHidden).As<float>(), scratch,
-                   dx);
+      LoraHiddenRows hidden;
+      hidden.layer = &layer;
+      if (port::HasInput(node, kLoraHidden)) {
+        hidden.kept = port::Input(context, node, kLoraHidden).As<float>();
+      } else {
+        hidden.a = params + layer.lora_a_offset;
+        hidden.x = x;
+        hidden.row =
+            static_cast<float*>(port::Scratch(context, data.hidden_row_scratch));
+      }
+      LoraBackward(layer, params, grads, dz, x, hidden, scratch, dx);
     }
   }
   return port::Status::kOk;

@@ -245,6 +245,23 @@ LinearLayer LoraALayer(const LinearLayer& layer) {
   return a;
 }
 
+const float* LoraHiddenRows::Row(int pixel) const {
+  const int rank = layer->lora_rank;
+  if (kept != nullptr) return kept + pixel * rank;
+  reference::ConvGeometry g = layer->geometry;  // FC: 1x1 over rows
+  g.out_c = rank;
+  const int per_batch = g.out_h * g.out_w;
+  const int b = pixel / per_batch;
+  const int oy = (pixel % per_batch) / g.out_w;
+  const int ox = pixel % g.out_w;
+  reference::WeightsRef a_ref;
+  a_ref.f32 = a;
+  for (int k = 0; k < rank; ++k) {
+    row[k] = reference::ConvOutputAt(x, a_ref, g, b, oy, ox, k);
+  }
+  return row;
+}
+
 void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,
                         float* delta) {
   const int taps = layer.taps(), out_c = layer.geometry.out_c;

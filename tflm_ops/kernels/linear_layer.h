@@ -115,6 +115,22 @@ void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
 // with `rank` output channels.
 LinearLayer LoraALayer(const LinearLayer& layer);
 
+// LoRA's hidden conv_A(x) (FC / CONV_2D), one output position at a time.
+// Read from the tensor the forward op kept for the backward op, or, where the
+// converter chose not to keep it, recomputed from x (which A's gradient reads
+// anyway): rank * taps * in_c multiply-adds per position, rank/out_c of the
+// layer's own work, instead of pixels * rank floats of arena held from the
+// forward op to the backward op.
+struct LoraHiddenRows {
+  const LinearLayer* layer = nullptr;
+  const float* kept = nullptr;  // [pixels, rank], or null: recompute
+  const float* a = nullptr;     // LoRA A, for recomputing
+  reference::ValuesRef x;       // the layer's input, for recomputing
+  float* row = nullptr;         // rank floats of scratch, for recomputing
+
+  const float* Row(int pixel) const;
+};
+
 // Depthwise LoRA: the filter delta scale * B A, laid out like a depthwise
 // filter [k_h, k_w, out_c] (float32, `delta` holds weight_count() values).
 void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,

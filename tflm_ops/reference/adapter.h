@@ -26,53 +26,59 @@ struct AdapterGrads {
   float* up_bias;
 };
 
-// hidden = act(D x + bd) [batches, bottleneck]; delta = U hidden + bu.
-inline void AdapterForward(const ValuesRef& x, const AdapterWeights& w,
-                           Activation activation, int batches, int features,
-                           int bottleneck, float* hidden, float* delta) {
+// Everything works a row (one output position, `features` values) at a
+// time, so that nothing but the rows in flight needs arena.
+
+// hidden = act(D x + bd)   [bottleneck], for one row x [features]
+inline void AdapterHiddenRow(const ValuesRef& x, const AdapterWeights& w,
+                             Activation activation, int features,
+                             int bottleneck, float* hidden) {
   WeightsRef down;
   down.f32 = w.down;
-  MatVecFloat(x, down, batches, features, bottleneck, false, hidden);
-  for (int b = 0; b < batches; ++b) {
-    for (int k = 0; k < bottleneck; ++k) {
-      float& h = hidden[b * bottleneck + k];
-      h = ApplyActivation(activation, h + w.down_bias[k]);
-    }
-  }
-  WeightsRef up;
-  up.f32 = w.up;
-  MatVecFloat(hidden, up, batches, bottleneck, features, false, delta);
-  for (int b = 0; b < batches; ++b) {
-    for (int f = 0; f < features; ++f) delta[b * features + f] += w.up_bias[f];
+  MatVecFloat(x, down, 1, features, bottleneck, false, hidden);
+  for (int k = 0; k < bottleneck; ++k) {
+    hidden[k] = ApplyActivation(activation, hidden[k] + w.down_bias[k]);
   }
 }
 
-// Given dy, accumulates the parameter gradients and, when dx is not null,
-// writes dx = dy + D^T dpre. `dpre` is scratch of batches * bottleneck floats.
-inline void AdapterBackward(const float* dy, const ValuesRef& x,
-                            const float* hidden, const AdapterWeights& w,
-                            const AdapterGrads& g, Activation activation,
-                            int batches, int features, int bottleneck,
-                            float* dpre, float* dx) {
-  const GradRows dy_rows = GradRows::Plain(dy, features);
-  WeightGradAccumulate(dy_rows, hidden, batches, bottleneck, features, g.up);
-  BiasGradAccumulate(dy_rows, batches, features, g.up_bias);
+// y = x + U hidden + bu   [features], for one row
+inline void AdapterOutputRow(const ValuesRef& x, const float* hidden,
+                             const AdapterWeights& w, int features,
+                             int bottleneck, float* y) {
   WeightsRef up;
   up.f32 = w.up;
-  InputGrad(dy_rows, up, batches, bottleneck, features, false, dpre);
-  const int n = batches * bottleneck;
-  for (int i = 0; i < n; ++i) {
-    dpre[i] *= ActivationDerivativeFromOutput(activation, hidden[i]);
+  MatVecFloat(hidden, up, 1, bottleneck, features, false, y);
+  for (int f = 0; f < features; ++f) {
+    y[f] += w.up_bias[f];
+    y[f] += x[f];
   }
-  const GradRows pre_rows = GradRows::Plain(dpre, bottleneck);
-  WeightGradAccumulate(pre_rows, x, batches, features, bottleneck, g.down);
-  BiasGradAccumulate(pre_rows, batches, bottleneck, g.down_bias);
+}
+
+// Given dy of one row, accumulates the parameter gradients and, when dx is
+// not null, writes dx = dy + D^T dpre for that row. `dpre` is scratch of
+// `bottleneck` floats.
+inline void AdapterBackwardRow(const float* dy, const ValuesRef& x,
+                               const float* hidden, const AdapterWeights& w,
+                               const AdapterGrads& g, Activation activation,
+                               int features, int bottleneck, float* dpre,
+                               float* dx) {
+  const GradRows dy_row = GradRows::Plain(dy, features);
+  WeightGradAccumulate(dy_row, hidden, 1, bottleneck, features, g.up);
+  BiasGradAccumulate(dy_row, 1, features, g.up_bias);
+  WeightsRef up;
+  up.f32 = w.up;
+  InputGrad(dy_row, up, 1, bottleneck, features, false, dpre);
+  for (int k = 0; k < bottleneck; ++k) {
+    dpre[k] *= ActivationDerivativeFromOutput(activation, hidden[k]);
+  }
+  const GradRows pre_row = GradRows::Plain(dpre, bottleneck);
+  WeightGradAccumulate(pre_row, x, 1, features, bottleneck, g.down);
+  BiasGradAccumulate(pre_row, 1, bottleneck, g.down_bias);
   if (dx != nullptr) {
-    const int m = batches * features;
-    for (int i = 0; i < m; ++i) dx[i] = dy[i];
+    for (int f = 0; f < features; ++f) dx[f] = dy[f];
     WeightsRef down;
     down.f32 = w.down;
-    InputGrad(pre_rows, down, batches, features, bottleneck, true, dx);
+    InputGrad(pre_row, down, 1, features, bottleneck, true, dx);
   }
 }
 

@@ -67,17 +67,24 @@ inline float ConvFilterAt(const WeightsRef& w, const ConvGeometry& g, int co,
   return w.f32 != nullptr ? w.f32[index] : w.Scale(co) * w.i8[index];
 }
 
+// One output (b, oy, ox, co): sum over taps and ci of x * filter (float math).
+inline float ConvOutputAt(const ValuesRef& x, const WeightsRef& w,
+                          const ConvGeometry& g, int b, int oy, int ox, int co) {
+  float sum = 0.0f;
+  ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+    const ValuesRef xp = x.Offset(ip * g.in_c);
+    for (int ci = 0; ci < g.in_c; ++ci) sum += xp[ci] * ConvFilterAt(w, g, co, ky, kx, ci);
+  });
+  return sum;
+}
+
 // out[p, co] (+)= sum over taps and ci of x * filter   (float math)
 inline void ConvForward(const ValuesRef& x, const WeightsRef& w,
                         const ConvGeometry& g, bool accumulate, float* out) {
   ForEachOutput(g, [&](int b, int oy, int ox, int p) {
     float* o = out + p * g.out_c;
     for (int co = 0; co < g.out_c; ++co) {
-      float sum = 0.0f;
-      ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
-        const ValuesRef xp = x.Offset(ip * g.in_c);
-        for (int ci = 0; ci < g.in_c; ++ci) sum += xp[ci] * ConvFilterAt(w, g, co, ky, kx, ci);
-      });
+      const float sum = ConvOutputAt(x, w, g, b, oy, ox, co);
       o[co] = accumulate ? o[co] + sum : sum;
     }
   });

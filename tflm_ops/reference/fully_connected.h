@@ -205,36 +205,29 @@ inline void ActivationGradFloat(Activation activation, const float* dy,
   }
 }
 
-// LoRA's low-rank output map, per row p of `rows`:
-//   out[p, o] += scale * sum_k B[o, k] h[p, k]          (B [units, rank])
-inline void LowRankForward(const float* h, const float* b_mat, float scale,
-                           int rows, int units, int rank, float* out) {
-  for (int p = 0; p < rows; ++p) {
-    for (int o = 0; o < units; ++o) {
-      float sum = 0.0f;
-      for (int k = 0; k < rank; ++k) sum += b_mat[o * rank + k] * h[p * rank + k];
-      out[p * units + o] += scale * sum;
-    }
+// LoRA's low-rank output map at one output position (row):
+//   out[o] += scale * sum_k B[o, k] h[k]          (B [units, rank])
+inline void LowRankForwardRow(const float* h, const float* b_mat, float scale,
+                              int units, int rank, float* out) {
+  for (int o = 0; o < units; ++o) {
+    float sum = 0.0f;
+    for (int k = 0; k < rank; ++k) sum += b_mat[o * rank + k] * h[k];
+    out[o] += scale * sum;
   }
 }
 
-// Its backward, given dz at the layer's pre-activation output:
-//   dB += scale * dz^T h;   dh = scale * dz B
-inline void LowRankBackward(const GradRows& dz, const float* h, const float* b_mat,
-                            float scale, int rows, int units, int rank,
-                            float* db_mat, float* dh) {
-  for (int p = 0; p < rows; ++p) {
-    const float* dzp = dz.Row(p);
-    const float* hp = h + p * rank;
-    float* dhp = dh + p * rank;
-    for (int k = 0; k < rank; ++k) dhp[k] = 0.0f;
-    for (int o = 0; o < units; ++o) {
-      const float g = scale * dzp[o];
-      if (g == 0.0f) continue;
-      for (int k = 0; k < rank; ++k) {
-        db_mat[o * rank + k] += g * hp[k];
-        dhp[k] += g * b_mat[o * rank + k];
-      }
+// Its backward at the same row, given dz there (the pre-activation gradient):
+//   dB += scale * dz h^T;   dh = scale * B^T dz
+inline void LowRankBackwardRow(const float* dz, const float* h,
+                               const float* b_mat, float scale, int units,
+                               int rank, float* db_mat, float* dh) {
+  for (int k = 0; k < rank; ++k) dh[k] = 0.0f;
+  for (int o = 0; o < units; ++o) {
+    const float g = scale * dz[o];
+    if (g == 0.0f) continue;
+    for (int k = 0; k < rank; ++k) {
+      db_mat[o * rank + k] += g * h[k];
+      dh[k] += g * b_mat[o * rank + k];
     }
   }
 }
