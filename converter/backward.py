@@ -94,6 +94,11 @@ class Backward:
     def _emit(self, op_type: str, inputs, outputs, **kwargs):
         return self.model.operators[self.model.append_op(op_type, inputs, outputs, **kwargs)]
 
+    def _rows(self, hidden: int) -> int:
+        """Rows of a hidden activation [..., width]. A single row is not worth
+        recomputing: the ops would need a row of memory for it anyway."""
+        return int(np.prod(self.model.shape(hidden)[:-1]))
+
     def _contribute(self, tensor: int, grad: int) -> None:
         if tensor in self.need_grad:
             self.contributions.setdefault(tensor, []).append(grad)
@@ -149,7 +154,7 @@ class Backward:
             dx_outputs,
             custom_options=layer.options(),
         )
-        if hidden >= 0:
+        if hidden >= 0 and self._rows(hidden) > 1:
             self.recomputable.append(Recomputable(op, grad_op, hidden, f"LoRA of {self.rw.layer_names[id(op)]}"))
 
     def _adapter(self, op, dy: int) -> None:
@@ -163,7 +168,8 @@ class Backward:
         grad_op = self._emit(
             ops.ADAPTER_GRAD, [dy, x, hidden, state, self.mode], outputs, custom_options=bytes(op.customOptions)
         )
-        self.recomputable.append(Recomputable(op, grad_op, hidden, f"adapter after {self.rw.layer_names[id(op)]}"))
+        if self._rows(hidden) > 1:
+            self.recomputable.append(Recomputable(op, grad_op, hidden, f"adapter after {self.rw.layer_names[id(op)]}"))
 
     def _activation(self, op, activation: int, dy: int, x: int | None = None) -> int:
         y = self.model.outputs_of(op)[0]

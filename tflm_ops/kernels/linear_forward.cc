@@ -40,6 +40,7 @@ struct OpData {
   reference::WeightsRef frozen_weights;
   const void* frozen_bias = nullptr;  // int32 (exact int8 path) or float32
   bool exact_int8 = false;
+  bool keeps_lora_hidden = false;  // conv_A(x) is an output (else recomputed)
   // Exact int8 path: requantization per output channel and the clamp range.
   int32_t act_min = 0;
   int32_t act_max = 0;
@@ -48,8 +49,9 @@ struct OpData {
   float* accumulator_scales = nullptr;  // input scale * weight scale
   int result_scratch = -1;        // float result before quantizing
   int lora_delta_scratch = -1;    // depthwise LoRA filter delta
-  bool keeps_lora_hidden = false;  // conv_A(x) is an output (else recomputed)
-  int hidden_row_scratch = -1;     // conv_A(x) at one position, when not kept
+  // conv_A(x) at one position, when it is not kept: rank floats, persistent
+  // (cheaper than one more scratch buffer and its bookkeeping).
+  float* hidden_row = nullptr;
 };
 
 template <LinearKind kKind>
@@ -139,8 +141,10 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                                          &data->result_scratch));
   }
   if (lora_hidden && !data->keeps_lora_hidden) {
-    TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * layer.lora_rank,
-                                         &data->hidden_row_scratch));
+    data->hidden_row = static_cast<float*>(
+        port::AllocatePersistent(context, sizeof(float) * layer.lora_rank));
+    TFLMT_ENSURE_MSG(data->hidden_row != nullptr,
+                     "%s: no arena left for a LoRA row", layer.name());
   }
   if (data->keeps_lora_hidden) {
     port::TensorInfo hidden;
@@ -198,8 +202,7 @@ LoraInputs ComputeLora(port::Context* context, port::Node* node,
     } else {
       lora.hidden.a = params + layer.lora_a_offset;
       lora.hidden.x = lora.x;
-      lora.hidden.row =
-          static_cast<float*>(port::Scratch(context, data.hidden_row_scratch));
+      lora.hidden.row = data.hidden_row;
     }
   }
   return lora;

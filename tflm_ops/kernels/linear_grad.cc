@@ -46,8 +46,9 @@ struct OpData {
   ActivationQuant output;
   bool computes_input_grad = false;
   int row_scratch = -1;  // one output position of dz (out_c floats)
-  int lora_scratch = -1;  // FC / conv: dh [pixels, rank]; depthwise: delta, d delta
-  int hidden_row_scratch = -1;  // conv_A(x) at one position, when recomputed
+  // FC / conv: dh [pixels, rank], then conv_A(x) at one position [rank] when
+  // it is recomputed; depthwise: delta, d delta.
+  int lora_scratch = -1;
 };
 
 template <LinearKind kKind>
@@ -145,17 +146,16 @@ port::Status Prepare(port::Context* context, port::Node* node) {
       TFLMT_ENSURE_OK(port::RequestScratch(
           context, 2 * sizeof(float) * layer.weight_count(), &data->lora_scratch));
     } else {
-      if (port::HasInput(node, kLoraHidden)) {
+      const bool recomputes = !port::HasInput(node, kLoraHidden);
+      if (!recomputes) {
         port::TensorInfo hidden;
         TFLMT_ENSURE_OK(port::InputInfo(context, node, kLoraHidden, &hidden));
         TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
                      hidden.FlatSize() == layer.lora_hidden_count());
-      } else {
-        TFLMT_ENSURE_OK(port::RequestScratch(
-            context, sizeof(float) * layer.lora_rank, &data->hidden_row_scratch));
       }
-      TFLMT_ENSURE_OK(port::RequestScratch(
-          context, sizeof(float) * layer.lora_hidden_count(), &data->lora_scratch));
+      const int floats = layer.lora_hidden_count() + (recomputes ? layer.lora_rank : 0);
+      TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * floats,
+                                           &data->lora_scratch));
     }
   }
   return port::Status::kOk;
@@ -277,8 +277,7 @@ port::Status Eval(port::Context* context, port::Node* node) {
       } else {
         hidden.a = params + layer.lora_a_offset;
         hidden.x = x;
-        hidden.row =
-            static_cast<float*>(port::Scratch(context, data.hidden_row_scratch));
+        hidden.row = scratch + layer.lora_hidden_count();
       }
       LoraBackward(layer, params, grads, dz, x, hidden, scratch, dx);
     }
