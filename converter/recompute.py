@@ -13,7 +13,10 @@ backward op makes it again, a row at a time, from x (which it reads anyway
 for A's / D's gradient): width * taps * in_c multiply-adds per row, a small
 part of the layer's own work.
 
-Recomputing never raises the activation peak but always costs time, so in
+A single row (a fully-connected layer at batch 1) is never a candidate: the
+ops would need a row of memory to recompute it into anyway.
+
+Recomputing never raises the graph's activation peak but always costs time, so in
 "auto" it is chosen only where it lowers the step's peak computed from the
 graph (converter/liveness.py): candidates largest first, each kept only if
 the peak drops.
