@@ -29,9 +29,9 @@ class ConvertConfig:
     head_mode  head: "replace" the last layer, or "append" after the output
     seed       initialization of LoRA A / adapter down-projection / new heads
     sparse_weights  sparse: target layers whose full weights also train
-    recompute  auto | always | never: whether the backward pass recomputes
-               the hidden rows of LoRA and adapters instead of keeping them (auto: where that
-               lowers the step's activation peak; see converter/recompute.py)
+    recompute  auto | always | never: whether the backward pass recomputes the
+               hidden rows of LoRA and adapters instead of keeping them (auto:
+               where that lowers the step's activation peak; converter/recompute.py)
     """
 
     method: str = "lora"

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflm_train.converter import ops
+from tflm_train.converter import ops, recompute
 from tflm_train.converter.backward import Backward
 from tflm_train.converter.config import ConversionError, ConvertConfig
 from tflm_train.converter.layers import LINEAR_OPS
 from tflm_train.converter.losses import default_loss, loss_input
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.methods import METHODS
-from tflm_train.converter import recompute
 from tflm_train.converter.model_ir import Model, model_hash
 from tflm_train.converter.rewrite import Rewrite
 from tflm_train.converter.state_format import StateLayout

@@ -16,10 +16,11 @@ part of the layer's own work.
 A single row (a fully-connected layer at batch 1) is never a candidate: the
 ops would need a row of memory to recompute it into anyway.
 
-Recomputing never raises the graph's activation peak but always costs time, so in
-"auto" it is chosen only where it lowers the step's peak computed from the
-graph (converter/liveness.py): candidates largest first, each kept only if
-the peak drops.
+Recomputing never raises the graph's activation peak but always costs time,
+so in "auto" it is chosen only where it lowers the step's peak computed from
+the graph (converter/liveness.py): candidates largest first, each kept only
+if the peak drops. (The measured arena follows that peak, give or take TFLM's
+greedy planner, which places buffers first-fit and is not monotonic.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from tflm_train.converter.liveness import activation_spans, bytes_per_op, tensor_bytes
 from tflm_train.converter.model_ir import Model
+
 
 @dataclass
 class Recomputable:

@@ -153,8 +153,8 @@ def _shape(shape: list[int]) -> str:
 @click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
 @click.option(
     "--recompute", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-    help="Recompute the hidden rows of LoRA and adapters in the backward pass instead of keeping them (auto: where that lowers the "
-    "activation peak).",
+    help="Recompute the hidden rows of LoRA and adapters in the backward pass instead of keeping them "
+    "(auto: where that lowers the activation peak).",
 )
 @click.option("--board", default=None, help="Pick targets and rank (or layers) so that training fits this board's SRAM.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
