@@ -183,3 +183,38 @@ def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
     assert not any("recomputes" in note for note in auto.metadata["notes"])
     always = convert(mobilenet, ConvertConfig(recompute="always", **config))
     assert live_bytes(always.model).peak_bytes == live_bytes(auto.model).peak_bytes
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+@pytest.mark.parametrize("method", ["lora", "adapter"])
+def test_recompute_on_a_dense_layer_over_time_steps(method, quantized):
+    """A Dense applied to every step of a sequence is a FULLY_CONNECTED with
+    several rows: its hidden rows are recomputed (float and int8 paths) and
+    train as the kept ones do."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(3)
+    keras_model = tf.keras.Sequential([
+        tf.keras.Input((6, 8)),
+        tf.keras.layers.Dense(12, activation="relu"),  # FULLY_CONNECTED on 6 rows
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(3),
+    ])
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(8, 6, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=8)
+    base = cnn_models.to_tflite(keras_model, representative=x if quantized else None)
+    parsed = Model.from_bytes(base)
+    first = min(i for i, op in enumerate(parsed.operators) if parsed.op_type(op) == "FULLY_CONNECTED")
+    runs = {}
+    for mode in ("never", "always"):
+        result = convert(base, ConvertConfig(method=method, targets=f"{first}", loss="ce", recompute=mode))
+        assert len(_hidden_tensors(result.model)) == (1 if mode == "never" else 0)
+        trainable = TrainableModel(result.model)
+        losses = [trainable.train_step(x[i], int(y[i]), 0.05) for i in range(len(x))]
+        runs[mode] = (np.array(losses), trainable.predict(x[0]),
+                      np.frombuffer(trainable.save_state(), np.uint8)[HEADER_BYTES:].view(np.float32))
+    assert not np.allclose(runs["never"][0][0], runs["never"][0][-1])
+    np.testing.assert_allclose(runs["always"][0], runs["never"][0], rtol=1e-6)
+    np.testing.assert_allclose(runs["always"][1], runs["never"][1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(runs["always"][2], runs["never"][2], rtol=1e-5, atol=1e-7)
