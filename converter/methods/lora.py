@@ -33,7 +33,8 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         )
         outputs = [target.y]
         if layer.kind != ops.LinearKind.DEPTHWISE_CONV_2D:
-            # conv_A(x), kept for the backward pass: [rows, r]
+            # conv_A(x) for the backward pass: [rows, r] (converter/recompute.py may
+            # drop it, and the backward op then recomputes it)
             hidden_shape = list(model.shape(target.y)[:-1]) + [r]
             if layer.kind == ops.LinearKind.FULLY_CONNECTED:
                 hidden_shape = [target.batches, r]

@@ -65,7 +65,8 @@ struct LinearLayer {
   int lora_a_count() const {
     return depthwise() ? lora_rank * taps() : lora_rank * taps() * geometry.in_c;
   }
-  // LoRA's hidden activations (FC / conv only), kept for backward.
+  // LoRA's hidden activations (FC / conv only): kept for backward, or
+  // recomputed there a row at a time (LoraHiddenRows).
   int lora_hidden_count() const {
     return depthwise() ? 0 : geometry.out_pixels() * lora_rank;
   }
