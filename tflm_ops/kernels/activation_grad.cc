@@ -6,13 +6,9 @@
 //
 // Inputs:  0 dy (float32), 1 y, 2 mode
 // Outputs: 0 dx (float32)
-#include <new>
-
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
-#include "kernels/options.h"
 #include "reference/fully_connected.h"
-#include "reference/quantization.h"
 
 namespace tflmt {
 namespace {
@@ -37,34 +33,27 @@ bool Supported(int kind) {
 }
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  const bool version_ok = reader.ReadVersion();
-  const int kind = reader.U8();
-  if (!version_ok || !reader.Finished() || !Supported(kind)) {
-    port::Log("TFLMT_ACTIVATION_GRAD: bad options");
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  data->activation = static_cast<reference::Activation>(kind);
-  return data;
+  return InitOpData<OpData>(
+      context, options, length, kActivationGradOpName,
+      kActivationGradOptionsVersion, [](OptionsReader& reader, OpData* data) {
+        const int kind = reader.U8();
+        data->activation = static_cast<reference::Activation>(kind);
+        return Supported(kind);
+      });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kActivationGradOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ACTIVATION_GRAD: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 1);
-  port::TensorInfo output_grad, output, input_grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-  TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 3, 3, 1, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
+  port::TensorInfo output;
+  TFLMT_ENSURE_OK(RequireInput(context, node, kOutput, op, "y", &output));
+  TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
   data->size = output.FlatSize();
-  TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
-               output_grad.FlatSize() == data->size);
-  TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
-               input_grad.FlatSize() == data->size);
+  TFLMT_ENSURE_OK(RequireFloatInput(context, node, kOutputGrad, op, "dy", data->size));
+  TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kInputGrad, op, "dx", data->size));
   return port::Status::kOk;
 }
 
@@ -81,7 +70,7 @@ port::Status Eval(port::Context* context, port::Node* node) {
 
 }  // namespace
 
-const port::KernelDef kActivationGradKernel = {kActivationGradOpName, Init, nullptr,
-                                         Prepare, Eval, nullptr};
+const port::KernelDef kActivationGradKernel = {
+    kActivationGradOpName, Init, nullptr, Prepare, Eval, nullptr};
 
 }  // namespace tflmt

@@ -6,8 +6,6 @@
 // Inputs:  0 x (float32 / int8 / int16), 1 state
 // Outputs: 0 y (x's type), 1 a (float32 [batches, bottleneck], kept for the
 //          backward op; absent when the converter has it recompute a)
-#include <new>
-
 #include "kernels/adapter_common.h"
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
@@ -32,36 +30,35 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  return ParseAdapterLayer(options, length, &data->layer) ? data : nullptr;
+  return InitOpData<OpData>(context, options, length, kAdapterOpName,
+                            kAdapterOptionsVersion,
+                            [](OptionsReader& reader, OpData* data) {
+                              return ParseAdapterLayer(reader, &data->layer);
+                            });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kAdapterOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ADAPTER: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 2 &&
-               (port::NumOutputs(node) == 1 || port::NumOutputs(node) == 2));
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 2, 2, 1, 2));
   data->keeps_hidden = port::NumOutputs(node) == 2;
   port::TensorInfo input, state, output;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kOutput, &output));
-  TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer));
-  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
-  TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+  TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
+  TFLMT_ENSURE_OK(RequireInput(context, node, kState, op, "state", &state));
+  TFLMT_ENSURE_OK(RequireOutput(context, node, kOutput, op, "y", &output));
+  TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer, op));
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, op, "x", &data->input));
+  TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
   const AdapterLayer& layer = data->layer;
   TFLMT_ENSURE_MSG(input.FlatSize() % layer.features == 0 &&
                        output.FlatSize() == input.FlatSize(),
-                   "TFLMT_ADAPTER: input and output must hold rows of %d",
+                   "%s: input and output must hold rows of %d", op,
                    layer.features);
   data->batches = input.FlatSize() / layer.features;
   if (data->keeps_hidden) {
-    port::TensorInfo hidden;
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kHidden, &hidden));
-    TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
-                 hidden.FlatSize() == data->batches * layer.bottleneck);
+    TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kHidden, op, "a",
+                                       data->batches * layer.bottleneck));
   }
   const int row_floats =
       layer.features + (data->keeps_hidden ? 0 : layer.bottleneck);
@@ -96,6 +93,6 @@ port::Status Eval(port::Context* context, port::Node* node) {
 }  // namespace
 
 const port::KernelDef kAdapterKernel = {kAdapterOpName, Init, nullptr,
-                                  Prepare, Eval, nullptr};
+                                        Prepare, Eval, nullptr};
 
 }  // namespace tflmt

@@ -1,13 +1,10 @@
 #include "kernels/adapter_common.h"
 
-#include "kernels/options.h"
 #include "kernels/training_state.h"
 
 namespace tflmt {
 
-bool ParseAdapterLayer(const char* buffer, size_t length, AdapterLayer* layer) {
-  OptionsReader reader(buffer, length);
-  const bool version_ok = reader.ReadVersion();
+bool ParseAdapterLayer(OptionsReader& reader, AdapterLayer* layer) {
   layer->activation = static_cast<reference::Activation>(reader.U8());
   layer->features = reader.I32();
   layer->bottleneck = reader.I32();
@@ -15,21 +12,20 @@ bool ParseAdapterLayer(const char* buffer, size_t length, AdapterLayer* layer) {
   layer->down_bias_offset = reader.I32();
   layer->up_offset = reader.I32();
   layer->up_bias_offset = reader.I32();
-  if (!version_ok || !reader.Finished() || layer->features <= 0 ||
-      layer->bottleneck <= 0) {
-    port::Log("TFLMT adapter: bad options");
-    return false;
-  }
-  return true;
+  const int activation = static_cast<int>(layer->activation);
+  const bool known_activation =
+      (activation >= 0 && activation <= 4) ||
+      layer->activation == reference::Activation::kLogistic;
+  return layer->features > 0 && layer->bottleneck > 0 && known_activation;
 }
 
 port::Status PrepareAdapterState(const port::TensorInfo& state,
-                                 const AdapterLayer& layer) {
+                                 const AdapterLayer& layer, const char* op_name) {
   TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
                        state.bytes > state::kHeaderBytes,
-                   "TFLMT adapter: state must be a uint8 variable");
+                   "%s: state must be a uint8 variable", op_name);
   // Parameters and gradients fill at least half of the payload (see
-  // PrepareStateTensor in fully_connected_common.cc).
+  // PrepareState in linear_layer.cc).
   const long half = static_cast<long>(
       (state.bytes - state::kHeaderBytes) / sizeof(float) / 2);
   const long f = layer.features, k = layer.bottleneck;
@@ -39,8 +35,7 @@ port::Status PrepareAdapterState(const port::TensorInfo& state,
                         layer.up_offset, layer.up_bias_offset};
   for (int i = 0; i < 4; ++i) {
     TFLMT_ENSURE_MSG(starts[i] >= 0 && ends[i] <= half,
-                     "TFLMT adapter: a trainable tensor lies outside the "
-                     "state");
+                     "%s: a trainable tensor lies outside the state", op_name);
   }
   return port::Status::kOk;
 }

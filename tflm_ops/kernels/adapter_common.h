@@ -5,9 +5,10 @@
 
 #include <cstddef>
 
+#include "kernels/options.h"
 #include "port/port.h"
 #include "reference/adapter.h"
-#include "reference/quantization.h"
+#include "reference/types.h"
 
 namespace tflmt {
 
@@ -21,11 +22,12 @@ struct AdapterLayer {
   int up_bias_offset = 0;    // bu [features]
 };
 
-bool ParseAdapterLayer(const char* buffer, size_t length, AdapterLayer* layer);
+// Reads the options after the version byte; false when malformed.
+bool ParseAdapterLayer(OptionsReader& reader, AdapterLayer* layer);
 
 // Checks the state tensor and that the adapter's tensors lie inside it.
 port::Status PrepareAdapterState(const port::TensorInfo& state,
-                                 const AdapterLayer& layer);
+                                 const AdapterLayer& layer, const char* op_name);
 
 reference::AdapterWeights AdapterWeightsIn(const AdapterLayer& layer,
                                            float* params);

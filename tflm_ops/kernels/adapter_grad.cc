@@ -5,8 +5,6 @@
 // Inputs:  0 dy (float32), 1 x, 2 a (the adapter's hidden output, or -1:
 //          recomputed here from x a row at a time), 3 state, 4 mode
 // Outputs: 0 dx (optional, float32)
-#include <new>
-
 #include "kernels/adapter_common.h"
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
@@ -33,39 +31,38 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  return ParseAdapterLayer(options, length, &data->layer) ? data : nullptr;
+  return InitOpData<OpData>(context, options, length, kAdapterGradOpName,
+                            kAdapterGradOptionsVersion,
+                            [](OptionsReader& reader, OpData* data) {
+                              return ParseAdapterLayer(reader, &data->layer);
+                            });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kAdapterGradOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ADAPTER_GRAD: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 5 && port::NumOutputs(node) <= 1);
-  port::TensorInfo output_grad, input, state;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
-  TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer));
-  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 5, 5, 0, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
+  port::TensorInfo input, state;
+  TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
+  TFLMT_ENSURE_OK(RequireInput(context, node, kState, op, "state", &state));
+  TFLMT_ENSURE_OK(PrepareAdapterState(state, data->layer, op));
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, op, "x", &data->input));
   const AdapterLayer& layer = data->layer;
-  TFLMT_ENSURE(input.FlatSize() % layer.features == 0);
+  TFLMT_ENSURE_MSG(input.FlatSize() % layer.features == 0,
+                   "%s: x must hold rows of %d", op, layer.features);
   data->batches = input.FlatSize() / layer.features;
-  TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
-               output_grad.FlatSize() == input.FlatSize());
+  TFLMT_ENSURE_OK(RequireFloatInput(context, node, kOutputGrad, op, "dy",
+                                    input.FlatSize()));
   const bool keeps_hidden = port::HasInput(node, kHidden);
   if (keeps_hidden) {
-    port::TensorInfo hidden;
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kHidden, &hidden));
-    TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
-                 hidden.FlatSize() == data->batches * layer.bottleneck);
+    TFLMT_ENSURE_OK(RequireFloatInput(context, node, kHidden, op, "a",
+                                      data->batches * layer.bottleneck));
   }
   if (port::NumOutputs(node) == 1) {
-    port::TensorInfo input_grad;
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-    TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
-                 input_grad.FlatSize() == input.FlatSize());
+    TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kInputGrad, op, "dx",
+                                       input.FlatSize()));
     data->computes_input_grad = true;
   }
   return port::RequestScratch(
@@ -111,6 +108,6 @@ port::Status Eval(port::Context* context, port::Node* node) {
 }  // namespace
 
 const port::KernelDef kAdapterGradKernel = {kAdapterGradOpName, Init, nullptr,
-                                      Prepare, Eval, nullptr};
+                                            Prepare, Eval, nullptr};
 
 }  // namespace tflmt

@@ -4,10 +4,8 @@
 //
 // Inputs:  0 mode, 1.. gradient parts (float32, same number of values)
 // Outputs: 0 their sum (float32)
-#include <new>
-
+#include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
-#include "kernels/options.h"
 
 namespace tflmt {
 namespace {
@@ -21,30 +19,22 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  if (!reader.ReadVersion() || !reader.Finished()) {
-    port::Log("TFLMT_ADD_GRADS: options version is not %d", kOptionsVersion);
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  return memory != nullptr ? new (memory) OpData() : nullptr;
+  return InitOpData<OpData>(context, options, length, kAddGradsOpName,
+                            kAddGradsOptionsVersion);
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kAddGradsOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_ADD_GRADS: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) >= 3 && port::NumOutputs(node) == 1);
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 3, 1 << 16, 1, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
   port::TensorInfo sum;
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kSum, &sum));
+  TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kSum, op, "sum", -1, &sum));
   data->size = sum.FlatSize();
-  TFLMT_ENSURE(sum.type == port::DataType::kFloat32);
   for (int i = kFirstPart; i < port::NumInputs(node); ++i) {
-    port::TensorInfo part;
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, i, &part));
-    TFLMT_ENSURE_MSG(part.type == port::DataType::kFloat32 &&
-                         part.FlatSize() == sum.FlatSize(),
-                     "TFLMT_ADD_GRADS: parts must be float32 of %d values",
-                     sum.FlatSize());
+    TFLMT_ENSURE_OK(RequireFloatInput(context, node, i, op, "gradient part",
+                                      data->size));
   }
   return port::Status::kOk;
 }

@@ -12,15 +12,13 @@
 //          converter leaves it out for the backward op to recompute),
 //          last: the activation mask (bit set where activation' is 1), when
 //          the options ask for it
-#include <cmath>
-#include <new>
-
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/linear_layer.h"
 #include "kernels/training_state.h"
-#include "reference/conv.h"
-#include "reference/fully_connected.h"
+#include "reference/linear.h"
+#include "reference/linear_int8.h"
+#include "reference/lora.h"
 #include "reference/quantization.h"
 
 namespace tflmt {
@@ -42,11 +40,7 @@ struct OpData {
   bool exact_int8 = false;
   bool keeps_lora_hidden = false;  // conv_A(x) is an output (else recomputed)
   // Exact int8 path: requantization per output channel and the clamp range.
-  int32_t act_min = 0;
-  int32_t act_max = 0;
-  int32_t* multipliers = nullptr;
-  int* shifts = nullptr;
-  float* accumulator_scales = nullptr;  // input scale * weight scale
+  reference::Int8Requantization requantization;
   int result_scratch = -1;        // float result before quantizing
   int lora_delta_scratch = -1;    // depthwise LoRA filter delta
   // conv_A(x) at one position, when it is not kept: rank floats, persistent
@@ -54,66 +48,64 @@ struct OpData {
   float* hidden_row = nullptr;
 };
 
-template <LinearKind kKind>
-void* Init(port::Context* context, const char* options, size_t length) {
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  return ParseLinearLayer(options, length, kKind, &data->layer) ? data : nullptr;
-}
-
 port::Status PrepareExactInt8(port::Context* context, const port::TensorInfo& output,
                               OpData* data) {
   const LinearLayer& layer = data->layer;
+  reference::Int8Requantization& rq = data->requantization;
   reference::QuantizedActivationRange(layer.activation, output.quant.scale,
                                       output.quant.zero_point, -128, 127,
-                                      &data->act_min, &data->act_max);
+                                      &rq.act_min, &rq.act_max);
+  rq.output_scale = output.quant.scale;
+  rq.output_zero_point = output.quant.zero_point;
   const size_t channels = static_cast<size_t>(layer.geometry.out_c);
-  data->multipliers = static_cast<int32_t*>(
+  int32_t* multipliers = static_cast<int32_t*>(
       port::AllocatePersistent(context, channels * sizeof(int32_t)));
-  data->shifts =
+  int* shifts =
       static_cast<int*>(port::AllocatePersistent(context, channels * sizeof(int)));
-  data->accumulator_scales = static_cast<float*>(
+  float* accumulator_scales = static_cast<float*>(
       port::AllocatePersistent(context, channels * sizeof(float)));
-  TFLMT_ENSURE(data->multipliers != nullptr && data->shifts != nullptr &&
-               data->accumulator_scales != nullptr);
+  TFLMT_ENSURE_MSG(multipliers != nullptr && shifts != nullptr &&
+                       accumulator_scales != nullptr,
+                   "%s: no arena left for per-channel scales", layer.name());
   for (size_t c = 0; c < channels; ++c) {
     const double accumulator_scale =
         static_cast<double>(data->input.scale) *
         static_cast<double>(data->frozen_weights.Scale(static_cast<int>(c)));
-    data->accumulator_scales[c] = static_cast<float>(accumulator_scale);
+    accumulator_scales[c] = static_cast<float>(accumulator_scale);
     reference::QuantizeMultiplier(
         accumulator_scale / static_cast<double>(output.quant.scale),
-        &data->multipliers[c], &data->shifts[c]);
+        &multipliers[c], &shifts[c]);
   }
+  rq.multipliers = multipliers;
+  rq.shifts = shifts;
+  rq.accumulator_scales = accumulator_scales;
   return port::Status::kOk;
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "tflm-train linear layer: bad options");
+  TFLMT_ENSURE_OK(CheckOpData(data, "tflm-train linear layer"));
   LinearLayer& layer = data->layer;
+  const char* op = layer.name();
   const bool lora_hidden = layer.has_lora() && !layer.depthwise();
   const int mask_outputs = layer.activation_mask ? 1 : 0;
   data->keeps_lora_hidden =
       lora_hidden && port::NumOutputs(node) == 2 + mask_outputs;
-  TFLMT_ENSURE(port::NumInputs(node) == 4);
-  TFLMT_ENSURE(port::NumOutputs(node) ==
-               1 + (data->keeps_lora_hidden ? 1 : 0) + mask_outputs);
+  const int outputs_expected = 1 + (data->keeps_lora_hidden ? 1 : 0) + mask_outputs;
+  TFLMT_ENSURE_OK(CheckArity(node, op, 4, 4, outputs_expected, outputs_expected));
 
   port::TensorInfo input, output, state;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kOutput, &output));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
+  TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
+  TFLMT_ENSURE_OK(RequireOutput(context, node, kOutput, op, "y", &output));
+  TFLMT_ENSURE_OK(RequireInput(context, node, kState, op, "state", &state));
   TFLMT_ENSURE_OK(PrepareGeometry(input, output.FlatSize(), &layer));
   TFLMT_ENSURE_OK(PrepareState(state, layer));
-  TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
-  TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+  TFLMT_ENSURE_OK(ActivationQuantOf(input, op, "x", &data->input));
+  TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
 
   if (!layer.trainable_weights()) {
     port::TensorInfo weights;
-    TFLMT_ENSURE(port::HasInput(node, kWeights));
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kWeights, &weights));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kWeights, op, "frozen weights", &weights));
     TFLMT_ENSURE_OK(PrepareFrozenWeights(weights, layer, &data->frozen_weights));
   }
   data->exact_int8 = input.type == port::DataType::kInt8 &&
@@ -121,13 +113,13 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                      data->frozen_weights.i8 != nullptr;
   if (!layer.trainable_bias() && port::HasInput(node, kBias)) {
     port::TensorInfo bias;
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kBias, &bias));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kBias, op, "frozen bias", &bias));
     const port::DataType bias_type =
         data->exact_int8 ? port::DataType::kInt32 : port::DataType::kFloat32;
     TFLMT_ENSURE_MSG(bias.constant_data != nullptr &&
                          bias.FlatSize() == layer.geometry.out_c &&
                          bias.type == bias_type,
-                     "%s: frozen bias must be a constant [%d] of %s", layer.name(),
+                     "%s: frozen bias must be a constant [%d] of %s", op,
                      layer.geometry.out_c,
                      data->exact_int8 ? "int32" : "float32");
     data->frozen_bias = bias.constant_data;
@@ -144,23 +136,18 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     data->hidden_row = static_cast<float*>(
         port::AllocatePersistent(context, sizeof(float) * layer.lora_rank));
     TFLMT_ENSURE_MSG(data->hidden_row != nullptr,
-                     "%s: no arena left for a LoRA row", layer.name());
+                     "%s: no arena left for a LoRA row", op);
   }
   if (data->keeps_lora_hidden) {
-    port::TensorInfo hidden;
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoraHidden, &hidden));
-    TFLMT_ENSURE_MSG(hidden.type == port::DataType::kFloat32 &&
-                         hidden.FlatSize() == layer.lora_hidden_count(),
-                     "%s: LoRA hidden must be float32 of %d values", layer.name(),
-                     layer.lora_hidden_count());
+    TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kLoraHidden, op,
+                                       "LoRA hidden", layer.lora_hidden_count()));
   }
   if (layer.activation_mask) {
     port::TensorInfo mask;
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, port::NumOutputs(node) - 1, &mask));
-    TFLMT_ENSURE_MSG(mask.type == port::DataType::kUInt8 &&
-                         mask.FlatSize() == layer.mask_bytes(),
-                     "%s: activation mask must be uint8 [%d]", layer.name(),
-                     layer.mask_bytes());
+    TFLMT_ENSURE_OK(RequireOutput(context, node, port::NumOutputs(node) - 1, op,
+                                  "activation mask", &mask));
+    TFLMT_ENSURE_OK(CheckTensor(mask, op, "activation mask",
+                                port::DataType::kUInt8, layer.mask_bytes()));
   }
   if (layer.has_lora() && layer.depthwise()) {
     TFLMT_ENSURE_OK(port::RequestScratch(context,
@@ -170,12 +157,14 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   return port::Status::kOk;
 }
 
-// Float inputs of the trainable terms, prepared once per invocation.
+// LoRA's inputs for one invocation: h rows (FC / conv) or the filter delta
+// (depthwise), from the state's current A and B.
 struct LoraInputs {
-  reference::ValuesRef x;         // x's real values
-  bool low_rank = false;          // FC / conv: B conv_A(x), rows in `hidden`
-  LoraHiddenRows hidden;
-  const float* delta = nullptr;   // depthwise: filter delta [taps, out_c]
+  reference::LoraParams params;    // rank 0: no LoRA
+  reference::ValuesRef x;          // x's real values
+  bool low_rank = false;           // FC / conv: B h, rows in `hidden`
+  reference::LoraHiddenRows hidden;
+  const float* delta = nullptr;    // depthwise: filter delta [taps, out_c]
 };
 
 LoraInputs ComputeLora(port::Context* context, port::Node* node,
@@ -184,26 +173,26 @@ LoraInputs ComputeLora(port::Context* context, port::Node* node,
   LoraInputs lora;
   const LinearLayer& layer = data.layer;
   if (!layer.has_lora()) return lora;
+  lora.params = layer.Lora(params);
   lora.x = ValuesOf(input, data.input);
   if (layer.depthwise()) {
     float* delta =
         static_cast<float*>(port::Scratch(context, data.lora_delta_scratch));
-    DepthwiseLoraDelta(layer, params, delta);
+    reference::DepthwiseLoraDelta(layer.geometry, lora.params, delta);
     lora.delta = delta;
+    return lora;
+  }
+  lora.low_rank = true;
+  lora.hidden.a_geometry = reference::LoraAGeometry(layer.geometry, layer.lora_rank);
+  if (data.keeps_lora_hidden) {
+    float* hidden = port::Output(context, node, kLoraHidden).As<float>();
+    reference::LoraHiddenForward(layer.kind, layer.geometry, lora.params,
+                                 lora.x, hidden);
+    lora.hidden.kept = hidden;
   } else {
-    lora.low_rank = true;
-    lora.hidden.layer = &layer;
-    if (data.keeps_lora_hidden) {
-      float* hidden = port::Output(context, node, kLoraHidden).As<float>();
-      reference::WeightsRef a;
-      a.f32 = params + layer.lora_a_offset;
-      LinearForward(LoraALayer(layer), a, lora.x, /*accumulate=*/false, hidden);
-      lora.hidden.kept = hidden;
-    } else {
-      lora.hidden.a = params + layer.lora_a_offset;
-      lora.hidden.x = lora.x;
-      lora.hidden.row = data.hidden_row;
-    }
+    lora.hidden.a = lora.params.a;
+    lora.hidden.x = lora.x;
+    lora.hidden.row = data.hidden_row;
   }
   return lora;
 }
@@ -213,79 +202,22 @@ uint8_t* Mask(port::Context* context, port::Node* node, const LinearLayer& layer
   return port::Output(context, node, port::NumOutputs(node) - 1).As<uint8_t>();
 }
 
-void SetMaskBit(uint8_t* mask, int i, reference::Activation activation, float y) {
-  const uint8_t bit = static_cast<uint8_t>(1u << (i & 7));
-  if (reference::ActivationDerivativeFromOutput(activation, y) != 0.0f) {
-    mask[i >> 3] |= bit;
-  } else {
-    mask[i >> 3] &= static_cast<uint8_t>(~bit);
-  }
-}
-
 port::Status EvalExactInt8(port::Context* context, port::Node* node,
                            const OpData& data, const float* params) {
   const LinearLayer& layer = data.layer;
-  const reference::ConvGeometry& g = layer.geometry;
   const port::TensorView input = port::Input(context, node, kInput);
   const LoraInputs lora = ComputeLora(context, node, data, input, params);
-  const int8_t* x = input.As<int8_t>();
-  const int8_t* w = data.frozen_weights.i8;
-  const int32_t* bias = static_cast<const int32_t*>(data.frozen_bias);
-  const float* b_mat = layer.has_lora() ? params + layer.lora_b_offset : nullptr;
-  const bool has_terms = layer.trainable_bias() || layer.has_lora();
-  int8_t* y = port::Output(context, node, kOutput).As<int8_t>();
-  uint8_t* mask = Mask(context, node, layer);
-
-  for (int b = 0; b < g.batches; ++b) {
-    for (int oy = 0; oy < g.out_h; ++oy) {
-      for (int ox = 0; ox < g.out_w; ++ox) {
-        const int pixel = (b * g.out_h + oy) * g.out_w + ox;
-        const float* h = lora.low_rank ? lora.hidden.Row(pixel) : nullptr;
-        for (int co = 0; co < g.out_c; ++co) {
-          int32_t acc = 0;
-          if (layer.kind == LinearKind::kFullyConnected) {
-            reference::AccumulateInt8(x + b * g.in_c, data.input.zero_point,
-                                      w + co * g.in_c, nullptr, 1, g.in_c, 1,
-                                      &acc);
-          } else if (layer.kind == LinearKind::kConv2D) {
-            acc = reference::ConvAccumulatorInt8(x, data.input.zero_point, w, g,
-                                                 b, oy, ox, co);
-          } else {
-            acc = reference::DepthwiseAccumulatorInt8(x, data.input.zero_point,
-                                                      w, g, b, oy, ox, co);
-          }
-          if (bias != nullptr) acc += bias[co];
-          if (has_terms) {
-            float term = layer.trainable_bias() ? params[layer.bias_offset + co] : 0.0f;
-            if (h != nullptr) {
-              float sum = 0.0f;
-              for (int k = 0; k < layer.lora_rank; ++k) {
-                sum += b_mat[co * layer.lora_rank + k] * h[k];
-              }
-              term += layer.lora_scale * sum;
-            } else if (lora.delta != nullptr) {
-              term += reference::DepthwiseOutputAt(lora.x, lora.delta, g, b, oy,
-                                                   ox, co);
-            }
-            // The term in accumulator units; acc is an integer, so rounding
-            // the term rounds the sum.
-            acc = reference::SaturatingAdd(
-                acc, std::round(term / data.accumulator_scales[co]));
-          }
-          int32_t out = reference::MultiplyByQuantizedMultiplier(
-                            acc, data.multipliers[co], data.shifts[co]) +
-                        data.output.zero_point;
-          out = out < data.act_min ? data.act_min
-                                   : (out > data.act_max ? data.act_max : out);
-          y[pixel * g.out_c + co] = static_cast<int8_t>(out);
-          if (mask != nullptr) {
-            SetMaskBit(mask, pixel * g.out_c + co, layer.activation,
-                       data.output.Dequantize(out));
-          }
-        }
-      }
-    }
-  }
+  reference::Int8LayerTerms terms;
+  terms.frozen_bias = static_cast<const int32_t*>(data.frozen_bias);
+  if (layer.trainable_bias()) terms.trainable_bias = params + layer.bias_offset;
+  terms.lora = lora.params;
+  if (lora.low_rank) terms.hidden = &lora.hidden;
+  terms.delta = lora.delta;
+  terms.x = lora.x;
+  reference::LinearForwardExactInt8(
+      layer.kind, layer.geometry, layer.activation, input.As<int8_t>(),
+      data.input.zero_point, data.frozen_weights.i8, terms, data.requantization,
+      port::Output(context, node, kOutput).As<int8_t>(), Mask(context, node, layer));
   return port::Status::kOk;
 }
 
@@ -299,39 +231,30 @@ port::Status EvalFloat(port::Context* context, port::Node* node,
   float* out = data.output.is_float()
                    ? output.As<float>()
                    : static_cast<float*>(port::Scratch(context, data.result_scratch));
-  LinearForward(layer, CurrentWeights(layer, data.frozen_weights, params), x,
-                /*accumulate=*/false, out);
+  reference::LinearForward(layer.kind, g,
+                           CurrentWeights(layer, data.frozen_weights, params), x,
+                           /*accumulate=*/false, out);
   const float* bias = layer.trainable_bias()
                           ? params + layer.bias_offset
                           : static_cast<const float*>(data.frozen_bias);
-  const int pixels = g.out_pixels();
-  if (bias != nullptr) {
-    for (int p = 0; p < pixels; ++p) {
-      for (int c = 0; c < g.out_c; ++c) out[p * g.out_c + c] += bias[c];
-    }
-  }
+  if (bias != nullptr) reference::AddBias(bias, g.out_pixels(), g.out_c, out);
   const LoraInputs lora = ComputeLora(context, node, data, input, params);
   if (lora.low_rank) {
-    for (int p = 0; p < pixels; ++p) {
-      reference::LowRankForwardRow(lora.hidden.Row(p),
-                                   params + layer.lora_b_offset,
-                                   layer.lora_scale, g.out_c, layer.lora_rank,
-                                   out + p * g.out_c);
-    }
+    reference::LoraForwardAccumulate(g, lora.params, lora.hidden, out);
   } else if (lora.delta != nullptr) {
     reference::WeightsRef delta;
     delta.f32 = lora.delta;
     reference::DepthwiseForward(lora.x, delta, g, /*accumulate=*/true, out);
   }
-  const int n = pixels * g.out_c;
-  for (int i = 0; i < n; ++i) {
-    out[i] = reference::ApplyActivation(layer.activation, out[i]);
-  }
+  const int n = g.out_pixels() * g.out_c;
+  reference::ApplyActivationInPlace(layer.activation, n, out);
   if (!data.output.is_float()) StoreValues(out, n, data.output, output);
   if (uint8_t* mask = Mask(context, node, layer)) {
     // From the values the next layer reads (rounded, for quantized outputs).
     const reference::ValuesRef stored = ValuesOf(output, data.output);
-    for (int i = 0; i < n; ++i) SetMaskBit(mask, i, layer.activation, stored[i]);
+    for (int i = 0; i < n; ++i) {
+      reference::SetMaskBit(mask, i, layer.activation, stored[i]);
+    }
   }
   return port::Status::kOk;
 }
@@ -347,12 +270,15 @@ port::Status Eval(port::Context* context, port::Node* node) {
 }  // namespace
 
 const port::KernelDef kFullyConnectedKernel = {
-    kFullyConnectedOpName, Init<LinearKind::kFullyConnected>, nullptr, Prepare,
+    kFullyConnectedOpName,
+    InitLinearOp<OpData, LinearKind::kFullyConnected, false>, nullptr, Prepare,
     Eval, nullptr};
-const port::KernelDef kConv2DKernel = {kConv2DOpName, Init<LinearKind::kConv2D>,
-                                       nullptr, Prepare, Eval, nullptr};
-const port::KernelDef kDepthwiseConv2DKernel = {
-    kDepthwiseConv2DOpName, Init<LinearKind::kDepthwiseConv2D>, nullptr,
+const port::KernelDef kConv2DKernel = {
+    kConv2DOpName, InitLinearOp<OpData, LinearKind::kConv2D, false>, nullptr,
     Prepare, Eval, nullptr};
+const port::KernelDef kDepthwiseConv2DKernel = {
+    kDepthwiseConv2DOpName,
+    InitLinearOp<OpData, LinearKind::kDepthwiseConv2D, false>, nullptr, Prepare,
+    Eval, nullptr};
 
 }  // namespace tflmt

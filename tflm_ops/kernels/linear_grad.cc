@@ -17,15 +17,12 @@
 //          forward op's activation mask, or -1 without activation), 3 frozen weights (or -1), 4 state (or -1),
 //          5 mode, 6 LoRA hidden (or -1: FC / conv LoRA recomputes it from x)
 // Outputs: 0 dx (optional)
-#include <cstring>
-#include <new>
-
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/linear_layer.h"
 #include "kernels/training_state.h"
-#include "reference/conv.h"
-#include "reference/fully_connected.h"
+#include "reference/linear.h"
+#include "reference/lora.h"
 
 namespace tflmt {
 namespace {
@@ -51,35 +48,24 @@ struct OpData {
   int lora_scratch = -1;
 };
 
-template <LinearKind kKind>
-void* Init(port::Context* context, const char* options, size_t length) {
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  return ParseLinearLayer(options, length, kKind, &data->layer) ? data : nullptr;
-}
-
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "tflm-train linear layer grad: bad options");
+  TFLMT_ENSURE_OK(CheckOpData(data, "tflm-train linear layer grad"));
   LinearLayer& layer = data->layer;
-  TFLMT_ENSURE(port::NumInputs(node) == 7 && port::NumOutputs(node) <= 1);
+  const char* op = layer.name();
+  TFLMT_ENSURE_OK(CheckArity(node, op, 7, 7, 0, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
 
-  port::TensorInfo output_grad, mode, input_grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
-  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32,
-                   "%s_GRAD: mode must be int32", layer.name());
-  TFLMT_ENSURE_MSG(output_grad.type == port::DataType::kFloat32,
-                   "%s_GRAD: dy must be float32", layer.name());
+  port::TensorInfo output_grad, input_grad;
+  TFLMT_ENSURE_OK(RequireFloatInput(context, node, kOutputGrad, op, "dy", -1,
+                                    &output_grad));
   const bool needs_input = layer.trainable_weights() || layer.has_lora();
   TFLMT_ENSURE_MSG(port::HasInput(node, kInput) || !needs_input,
-                   "%s_GRAD: trainable weights and LoRA need x", layer.name());
+                   "%s: trainable weights and LoRA need x", op);
   const bool has_input_grad = port::NumOutputs(node) == 1;
   if (has_input_grad) {
-    TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-    TFLMT_ENSURE_MSG(input_grad.type == port::DataType::kFloat32,
-                     "%s_GRAD: dx must be float32", layer.name());
+    TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kInputGrad, op, "dx", -1,
+                                       &input_grad));
     data->computes_input_grad = true;
   }
   // dy holds y's values, possibly flattened by a RESHAPE's (aliased) gradient,
@@ -92,9 +78,9 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   // with neither (a bias-only deepest layer), no input-side loop runs.
   if (port::HasInput(node, kInput)) {
     port::TensorInfo input;
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
     TFLMT_ENSURE_OK(PrepareGeometry(input, output_values, &layer));
-    TFLMT_ENSURE_OK(ActivationQuantOf(input, &data->input));
+    TFLMT_ENSURE_OK(ActivationQuantOf(input, op, "x", &data->input));
   } else if (has_input_grad) {
     TFLMT_ENSURE_OK(PrepareGeometry(input_grad, output_values, &layer));
   } else {
@@ -102,27 +88,25 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   }
   TFLMT_ENSURE_MSG(!has_input_grad || input_grad.FlatSize() ==
                                           layer.geometry.in_pixels() * layer.geometry.in_c,
-                   "%s_GRAD: dx must hold x's %d values", layer.name(),
+                   "%s: dx must hold x's %d values", op,
                    layer.geometry.in_pixels() * layer.geometry.in_c);
   if (layer.dy_pooled) {
     TFLMT_ENSURE_MSG(dy_values == layer.geometry.batches * layer.geometry.out_c,
-                     "%s_GRAD: pooled dy must hold one value per channel",
-                     layer.name());
+                     "%s: pooled dy must hold one value per channel", op);
   }
   const int outputs = layer.geometry.out_pixels() * layer.geometry.out_c;
 
   if (layer.activation != reference::Activation::kNone) {
     port::TensorInfo output;
-    TFLMT_ENSURE(port::HasInput(node, kOutput));
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
     if (layer.activation_mask) {
-      TFLMT_ENSURE_MSG(output.type == port::DataType::kUInt8 &&
-                           output.FlatSize() == layer.mask_bytes(),
-                       "%s_GRAD: activation mask must be uint8 [%d]",
-                       layer.name(), layer.mask_bytes());
+      TFLMT_ENSURE_OK(RequireInput(context, node, kOutput, op, "activation mask", &output));
+      TFLMT_ENSURE_OK(CheckTensor(output, op, "activation mask",
+                                  port::DataType::kUInt8, layer.mask_bytes()));
     } else {
-      TFLMT_ENSURE(output.FlatSize() == outputs);
-      TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
+      TFLMT_ENSURE_OK(RequireInput(context, node, kOutput, op, "y", &output));
+      TFLMT_ENSURE_MSG(output.FlatSize() == outputs, "%s: y must hold %d values",
+                       op, outputs);
+      TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
     }
   }
   if (layer.activation != reference::Activation::kNone || layer.dy_pooled) {
@@ -131,14 +115,12 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   }
   if (!layer.trainable_weights()) {
     port::TensorInfo weights;
-    TFLMT_ENSURE(port::HasInput(node, kWeights));
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kWeights, &weights));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kWeights, op, "frozen weights", &weights));
     TFLMT_ENSURE_OK(PrepareFrozenWeights(weights, layer, &data->frozen_weights));
   }
   if (layer.has_trainable_part()) {
     port::TensorInfo state;
-    TFLMT_ENSURE(port::HasInput(node, kState));
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kState, op, "state", &state));
     TFLMT_ENSURE_OK(PrepareState(state, layer));
   }
   if (layer.has_lora()) {
@@ -148,10 +130,8 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     } else {
       const bool recomputes = !port::HasInput(node, kLoraHidden);
       if (!recomputes) {
-        port::TensorInfo hidden;
-        TFLMT_ENSURE_OK(port::InputInfo(context, node, kLoraHidden, &hidden));
-        TFLMT_ENSURE(hidden.type == port::DataType::kFloat32 &&
-                     hidden.FlatSize() == layer.lora_hidden_count());
+        TFLMT_ENSURE_OK(RequireFloatInput(context, node, kLoraHidden, op,
+                                          "LoRA hidden", layer.lora_hidden_count()));
       }
       const int floats = layer.lora_hidden_count() + (recomputes ? layer.lora_rank : 0);
       TFLMT_ENSURE_OK(port::RequestScratch(context, sizeof(float) * floats,
@@ -159,63 +139,6 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     }
   }
   return port::Status::kOk;
-}
-
-// LoRA backward for FC / CONV_2D: through B (1x1), then A (the layer's shape).
-void LoraBackward(const LinearLayer& layer, const float* params, float* grads,
-                  const reference::GradRows& dz, const reference::ValuesRef& x,
-                  const LoraHiddenRows& hidden, float* dh, float* dx) {
-  const int pixels = layer.geometry.out_pixels();
-  const int rank = layer.lora_rank;
-  for (int p = 0; p < pixels; ++p) {
-    reference::LowRankBackwardRow(dz.Row(p), hidden.Row(p),
-                                  params + layer.lora_b_offset, layer.lora_scale,
-                                  layer.geometry.out_c, rank,
-                                  grads + layer.lora_b_offset, dh + p * rank);
-  }
-  const LinearLayer a_layer = LoraALayer(layer);
-  const reference::GradRows dh_rows = reference::GradRows::Plain(dh, layer.lora_rank);
-  LinearWeightGrad(a_layer, dh_rows, x, grads + layer.lora_a_offset);
-  if (dx != nullptr) {
-    reference::WeightsRef a;
-    a.f32 = params + layer.lora_a_offset;
-    LinearInputGrad(a_layer, a, dh_rows, /*accumulate=*/true, dx);
-  }
-}
-
-// LoRA backward for DEPTHWISE_CONV_2D: the filter delta's gradient, then
-// through delta = scale B A to A and B.
-void DepthwiseLoraBackward(const LinearLayer& layer, const float* params,
-                           float* grads, const reference::GradRows& dz,
-                           const reference::ValuesRef& x, float* scratch,
-                           float* dx) {
-  const int taps = layer.taps(), out_c = layer.geometry.out_c;
-  const int rank = layer.lora_rank;
-  float* delta = scratch;
-  float* delta_grad = scratch + layer.weight_count();
-  std::memset(delta_grad, 0, sizeof(float) * layer.weight_count());
-  reference::DepthwiseWeightGradAccumulate(dz, x, layer.geometry, delta_grad);
-  const float* a = params + layer.lora_a_offset;
-  const float* b = params + layer.lora_b_offset;
-  float* da = grads + layer.lora_a_offset;
-  float* db = grads + layer.lora_b_offset;
-  for (int t = 0; t < taps; ++t) {
-    for (int oc = 0; oc < out_c; ++oc) {
-      const float g = layer.lora_scale * delta_grad[t * out_c + oc];
-      if (g == 0.0f) continue;
-      for (int k = 0; k < rank; ++k) {
-        db[oc * rank + k] += g * a[k * taps + t];
-        da[k * taps + t] += g * b[oc * rank + k];
-      }
-    }
-  }
-  if (dx != nullptr) {
-    DepthwiseLoraDelta(layer, params, delta);
-    reference::WeightsRef delta_ref;
-    delta_ref.f32 = delta;
-    reference::DepthwiseInputGrad(dz, delta_ref, layer.geometry,
-                                  /*accumulate=*/true, dx);
-  }
 }
 
 port::Status Eval(port::Context* context, port::Node* node) {
@@ -255,11 +178,12 @@ port::Status Eval(port::Context* context, port::Node* node) {
                   ? port::Output(context, node, kInputGrad).As<float>()
                   : nullptr;
   if (dx != nullptr) {
-    LinearInputGrad(layer, CurrentWeights(layer, data.frozen_weights, params),
-                    dz, /*accumulate=*/false, dx);
+    reference::LinearInputGrad(layer.kind, g,
+                               CurrentWeights(layer, data.frozen_weights, params),
+                               dz, /*accumulate=*/false, dx);
   }
   if (layer.trainable_weights()) {
-    LinearWeightGrad(layer, dz, x, grads + layer.weight_offset);
+    reference::LinearWeightGrad(layer.kind, g, dz, x, grads + layer.weight_offset);
   }
   if (layer.trainable_bias()) {
     reference::BiasGradAccumulate(dz, g.out_pixels(), g.out_c,
@@ -267,19 +191,22 @@ port::Status Eval(port::Context* context, port::Node* node) {
   }
   if (layer.has_lora()) {
     float* scratch = static_cast<float*>(port::Scratch(context, data.lora_scratch));
+    const reference::LoraParams lora = layer.Lora(params);
+    const reference::LoraGrads lora_grads = layer.LoraGradsIn(grads);
     if (layer.depthwise()) {
-      DepthwiseLoraBackward(layer, params, grads, dz, x, scratch, dx);
+      reference::DepthwiseLoraBackward(g, lora, dz, x, scratch, lora_grads, dx);
     } else {
-      LoraHiddenRows hidden;
-      hidden.layer = &layer;
+      reference::LoraHiddenRows hidden;
+      hidden.a_geometry = reference::LoraAGeometry(g, layer.lora_rank);
       if (port::HasInput(node, kLoraHidden)) {
         hidden.kept = port::Input(context, node, kLoraHidden).As<float>();
       } else {
-        hidden.a = params + layer.lora_a_offset;
+        hidden.a = lora.a;
         hidden.x = x;
         hidden.row = scratch + layer.lora_hidden_count();
       }
-      LoraBackward(layer, params, grads, dz, x, hidden, scratch, dx);
+      reference::LoraBackward(layer.kind, g, lora, dz, x, hidden, scratch,
+                              lora_grads, dx);
     }
   }
   return port::Status::kOk;
@@ -288,13 +215,15 @@ port::Status Eval(port::Context* context, port::Node* node) {
 }  // namespace
 
 const port::KernelDef kFullyConnectedGradKernel = {
-    kFullyConnectedGradOpName, Init<LinearKind::kFullyConnected>, nullptr,
-    Prepare, Eval, nullptr};
+    kFullyConnectedGradOpName,
+    InitLinearOp<OpData, LinearKind::kFullyConnected, true>, nullptr, Prepare,
+    Eval, nullptr};
 const port::KernelDef kConv2DGradKernel = {
-    kConv2DGradOpName, Init<LinearKind::kConv2D>, nullptr, Prepare, Eval,
-    nullptr};
-const port::KernelDef kDepthwiseConv2DGradKernel = {
-    kDepthwiseConv2DGradOpName, Init<LinearKind::kDepthwiseConv2D>, nullptr,
+    kConv2DGradOpName, InitLinearOp<OpData, LinearKind::kConv2D, true>, nullptr,
     Prepare, Eval, nullptr};
+const port::KernelDef kDepthwiseConv2DGradKernel = {
+    kDepthwiseConv2DGradOpName,
+    InitLinearOp<OpData, LinearKind::kDepthwiseConv2D, true>, nullptr, Prepare,
+    Eval, nullptr};
 
 }  // namespace tflmt

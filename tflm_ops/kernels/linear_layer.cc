@@ -1,27 +1,40 @@
 #include "kernels/linear_layer.h"
 
-#include "kernels/options.h"
 #include "kernels/training_state.h"
 
 namespace tflmt {
 
-const char* LinearLayer::name() const {
+const char* LinearOpName(LinearKind kind, bool is_grad) {
   switch (kind) {
     case LinearKind::kConv2D:
-      return "TFLMT_CONV_2D";
+      return is_grad ? kConv2DGradOpName : kConv2DOpName;
     case LinearKind::kDepthwiseConv2D:
-      return "TFLMT_DEPTHWISE_CONV_2D";
+      return is_grad ? kDepthwiseConv2DGradOpName : kDepthwiseConv2DOpName;
     default:
-      return "TFLMT_FULLY_CONNECTED";
+      return is_grad ? kFullyConnectedGradOpName : kFullyConnectedOpName;
   }
 }
 
-bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
+uint8_t LinearOptionsVersion(LinearKind kind, bool is_grad) {
+  switch (kind) {
+    case LinearKind::kConv2D:
+      return is_grad ? kConv2DGradOptionsVersion : kConv2DOptionsVersion;
+    case LinearKind::kDepthwiseConv2D:
+      return is_grad ? kDepthwiseConv2DGradOptionsVersion
+                     : kDepthwiseConv2DOptionsVersion;
+    default:
+      return is_grad ? kFullyConnectedGradOptionsVersion
+                     : kFullyConnectedOptionsVersion;
+  }
+}
+
+const char* LinearLayer::name() const { return LinearOpName(kind, is_grad); }
+
+bool ParseLinearLayer(OptionsReader& reader, LinearKind kind, bool is_grad,
                       LinearLayer* layer) {
-  OptionsReader reader(buffer, length);
-  const bool version_ok = reader.ReadVersion();
   const uint8_t blob_kind = reader.U8();
   layer->kind = kind;
+  layer->is_grad = is_grad;
   layer->activation = static_cast<reference::Activation>(reader.U8());
   reference::ConvGeometry& g = layer->geometry;
   g.k_h = reader.I32();
@@ -44,28 +57,20 @@ bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
   layer->lora_b_offset = reader.I32();
   layer->lora_scale = reader.F32();
   const uint8_t flags = reader.U8();
-  layer->dy_pooled = (flags & 1u) != 0;
-  layer->activation_mask = (flags & 2u) != 0;
-  if (!version_ok) {
-    port::Log("%s: options version is not %d", layer->name(), kOptionsVersion);
-    return false;
-  }
+  layer->dy_pooled = (flags & static_cast<uint8_t>(GradFlag::kDyPooled)) != 0;
+  layer->activation_mask =
+      (flags & static_cast<uint8_t>(GradFlag::kActivationMask)) != 0;
   const int activation = static_cast<int>(layer->activation);
   if (layer->activation_mask && !reference::HasMaskDerivative(layer->activation)) {
     port::Log("%s: an activation mask needs a clamping activation", layer->name());
     return false;
   }
-  if (!reader.Finished() || blob_kind != static_cast<uint8_t>(kind) ||
-      activation < 0 || activation > 4 || g.k_h < 1 || g.k_w < 1 ||
-      g.stride_h < 1 || g.stride_w < 1 || g.dilation_h < 1 ||
-      g.dilation_w < 1 || g.pad_top < 0 || g.pad_left < 0 ||
-      g.depth_multiplier < 1 || g.in_c < 1 || g.out_c < 1 || g.out_h < 1 ||
-      g.out_w < 1 ||
-      layer->lora_rank < 0) {
-    port::Log("%s: malformed options", layer->name());
-    return false;
-  }
-  return true;
+  return blob_kind == static_cast<uint8_t>(kind) && activation >= 0 &&
+         activation <= 4 && g.k_h >= 1 && g.k_w >= 1 && g.stride_h >= 1 &&
+         g.stride_w >= 1 && g.dilation_h >= 1 && g.dilation_w >= 1 &&
+         g.pad_top >= 0 && g.pad_left >= 0 && g.depth_multiplier >= 1 &&
+         g.in_c >= 1 && g.out_c >= 1 && g.out_h >= 1 && g.out_w >= 1 &&
+         layer->lora_rank >= 0;
 }
 
 port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
@@ -74,7 +79,7 @@ port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
   if (layer->kind == LinearKind::kFullyConnected) {
     // Rows of in_c values; TFLite flattens any leading dimensions.
     TFLMT_ENSURE_MSG(input.FlatSize() % g.in_c == 0,
-                     "TFLMT_FULLY_CONNECTED: input is not rows of %d", g.in_c);
+                     "%s: input is not rows of %d", layer->name(), g.in_c);
     g.batches = input.FlatSize() / g.in_c;
     g.in_h = g.in_w = 1;
   } else {
@@ -90,8 +95,7 @@ port::Status PrepareGeometry(const port::TensorInfo& input, int output_values,
                    layer->name(), output_values, g.out_h, g.out_w, g.out_c);
   if (layer->depthwise()) {
     TFLMT_ENSURE_MSG(g.out_c == g.in_c * g.depth_multiplier,
-                     "TFLMT_DEPTHWISE_CONV_2D: %d channels x %d != %d",
-                     g.in_c, g.depth_multiplier, g.out_c);
+                     "%s: %d channels x %d != %d", layer->name(), g.in_c, g.depth_multiplier, g.out_c);
   }
   return port::Status::kOk;
 }
@@ -189,92 +193,6 @@ reference::WeightsRef CurrentWeights(const LinearLayer& layer,
   reference::WeightsRef trained;
   trained.f32 = params + layer.weight_offset;
   return trained;
-}
-
-void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
-                   const reference::ValuesRef& x, bool accumulate, float* out) {
-  const reference::ConvGeometry& g = layer.geometry;
-  switch (layer.kind) {
-    case LinearKind::kFullyConnected:
-      reference::MatVecFloat(x, w, g.batches, g.in_c, g.out_c, accumulate, out);
-      break;
-    case LinearKind::kConv2D:
-      reference::ConvForward(x, w, g, accumulate, out);
-      break;
-    case LinearKind::kDepthwiseConv2D:
-      reference::DepthwiseForward(x, w, g, accumulate, out);
-      break;
-  }
-}
-
-void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
-                     const reference::GradRows& dz, bool accumulate, float* dx) {
-  const reference::ConvGeometry& g = layer.geometry;
-  switch (layer.kind) {
-    case LinearKind::kFullyConnected:
-      reference::InputGrad(dz, w, g.batches, g.in_c, g.out_c, accumulate, dx);
-      break;
-    case LinearKind::kConv2D:
-      reference::ConvInputGrad(dz, w, g, accumulate, dx);
-      break;
-    case LinearKind::kDepthwiseConv2D:
-      reference::DepthwiseInputGrad(dz, w, g, accumulate, dx);
-      break;
-  }
-}
-
-void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
-                      const reference::ValuesRef& x, float* dw) {
-  const reference::ConvGeometry& g = layer.geometry;
-  switch (layer.kind) {
-    case LinearKind::kFullyConnected:
-      reference::WeightGradAccumulate(dz, x, g.batches, g.in_c, g.out_c, dw);
-      break;
-    case LinearKind::kConv2D:
-      reference::ConvWeightGradAccumulate(dz, x, g, dw);
-      break;
-    case LinearKind::kDepthwiseConv2D:
-      reference::DepthwiseWeightGradAccumulate(dz, x, g, dw);
-      break;
-  }
-}
-
-LinearLayer LoraALayer(const LinearLayer& layer) {
-  LinearLayer a = layer;
-  a.geometry.out_c = layer.lora_rank;
-  return a;
-}
-
-const float* LoraHiddenRows::Row(int pixel) const {
-  const int rank = layer->lora_rank;
-  if (kept != nullptr) return kept + pixel * rank;
-  reference::ConvGeometry g = layer->geometry;  // FC: 1x1 over rows
-  g.out_c = rank;
-  const int per_batch = g.out_h * g.out_w;
-  const int b = pixel / per_batch;
-  const int oy = (pixel % per_batch) / g.out_w;
-  const int ox = pixel % g.out_w;
-  reference::WeightsRef a_ref;
-  a_ref.f32 = a;
-  for (int k = 0; k < rank; ++k) {
-    row[k] = reference::ConvOutputAt(x, a_ref, g, b, oy, ox, k);
-  }
-  return row;
-}
-
-void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,
-                        float* delta) {
-  const int taps = layer.taps(), out_c = layer.geometry.out_c;
-  const int rank = layer.lora_rank;
-  const float* a = params + layer.lora_a_offset;  // [rank, taps]
-  const float* b = params + layer.lora_b_offset;  // [out_c, rank]
-  for (int t = 0; t < taps; ++t) {
-    for (int oc = 0; oc < out_c; ++oc) {
-      float sum = 0.0f;
-      for (int k = 0; k < rank; ++k) sum += b[oc * rank + k] * a[k * taps + t];
-      delta[t * out_c + oc] = layer.lora_scale * sum;
-    }
-  }
 }
 
 }  // namespace tflmt

@@ -4,32 +4,28 @@
 // A fully-connected layer is a 1x1 convolution over its rows, so all three
 // are one layer type with a kind. Each part of a layer lives either frozen in
 // the model (float32 or int8 weights, float32 or int32 bias) or trainable in
-// the training state (float32), and an optional LoRA branch adds
-//   FC / CONV_2D:       scale * B conv_A(x)   A [r, k_h, k_w, in_c], B [out_c, r]
-//   DEPTHWISE_CONV_2D:  depthwise(x, scale * B A)   A [r, k_h * k_w], B [out_c, r]
-// before the fused activation. One options layout describes all of it.
+// the training state (float32), and an optional LoRA branch
+// (reference/lora.h) adds to it before the fused activation. One options
+// layout describes all of it; this file parses it and does the Prepare checks
+// the six ops share. The math is in reference/linear.h, lora.h, linear_int8.h.
 #ifndef TFLM_OPS_KERNELS_LINEAR_LAYER_H_
 #define TFLM_OPS_KERNELS_LINEAR_LAYER_H_
 
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/constants.h"
 #include "kernels/kernel_util.h"
+#include "kernels/options.h"
 #include "port/port.h"
-#include "reference/conv.h"
-#include "reference/fully_connected.h"
-#include "reference/quantization.h"
+#include "reference/lora.h"
+#include "reference/types.h"
 
 namespace tflmt {
 
-enum class LinearKind : uint8_t {
-  kFullyConnected = 0,
-  kConv2D = 1,
-  kDepthwiseConv2D = 2,
-};
-
 struct LinearLayer {
   LinearKind kind = LinearKind::kFullyConnected;
+  bool is_grad = false;  // read by the _GRAD op (names the op in messages)
   reference::Activation activation = reference::Activation::kNone;
   reference::ConvGeometry geometry;  // spatial sizes are completed in Prepare
   // Offsets count float32 values from the start of the state's parameters;
@@ -66,16 +62,35 @@ struct LinearLayer {
     return depthwise() ? lora_rank * taps() : lora_rank * taps() * geometry.in_c;
   }
   // LoRA's hidden activations (FC / conv only): kept for backward, or
-  // recomputed there a row at a time (LoraHiddenRows).
+  // recomputed there a row at a time (reference::LoraHiddenRows).
   int lora_hidden_count() const {
     return depthwise() ? 0 : geometry.out_pixels() * lora_rank;
   }
+  // LoRA's parameters and gradients inside the state's areas.
+  reference::LoraParams Lora(const float* params) const {
+    reference::LoraParams lora;
+    lora.rank = lora_rank;
+    lora.scale = lora_scale;
+    lora.a = params + lora_a_offset;
+    lora.b = params + lora_b_offset;
+    return lora;
+  }
+  reference::LoraGrads LoraGradsIn(float* grads) const {
+    reference::LoraGrads g;
+    g.a = grads + lora_a_offset;
+    g.b = grads + lora_b_offset;
+    return g;
+  }
+  // The op reading this layer, e.g. "TFLMT_CONV_2D_GRAD".
   const char* name() const;
 };
 
-// Options blob -> layer; false (after logging) when malformed or of another
-// kind than the op reading it.
-bool ParseLinearLayer(const char* buffer, size_t length, LinearKind kind,
+// Init of all six ops: options blob -> layer (null, after logging, when
+// malformed or of another kind than the op reading it).
+template <typename OpData, LinearKind kKind, bool kGrad>
+void* InitLinearOp(port::Context* context, const char* options, size_t length);
+
+bool ParseLinearLayer(OptionsReader& reader, LinearKind kind, bool is_grad,
                       LinearLayer* layer);
 
 // Completes the geometry from the layer's input tensor (or anything shaped
@@ -102,40 +117,18 @@ reference::WeightsRef CurrentWeights(const LinearLayer& layer,
                                      const reference::WeightsRef& frozen,
                                      float* params);
 
-// out (+)= the layer's linear map of x (float math, no bias or activation).
-void LinearForward(const LinearLayer& layer, const reference::WeightsRef& w,
-                   const reference::ValuesRef& x, bool accumulate, float* out);
-// dx (+)= its transpose applied to dz.
-void LinearInputGrad(const LinearLayer& layer, const reference::WeightsRef& w,
-                     const reference::GradRows& dz, bool accumulate, float* dx);
-// dw += its weight gradient.
-void LinearWeightGrad(const LinearLayer& layer, const reference::GradRows& dz,
-                      const reference::ValuesRef& x, float* dw);
+// ---- implementation of the template -------------------------------------------
+uint8_t LinearOptionsVersion(LinearKind kind, bool is_grad);
+const char* LinearOpName(LinearKind kind, bool is_grad);
 
-// LoRA's A branch (FC / CONV_2D) as a layer of its own: the same geometry
-// with `rank` output channels.
-LinearLayer LoraALayer(const LinearLayer& layer);
-
-// LoRA's hidden conv_A(x) (FC / CONV_2D), one output position at a time.
-// Read from the tensor the forward op kept for the backward op, or, where the
-// converter chose not to keep it, recomputed from x (which A's gradient reads
-// anyway): rank * taps * in_c multiply-adds per position, rank/out_c of the
-// layer's own work, instead of pixels * rank floats of arena held from the
-// forward op to the backward op.
-struct LoraHiddenRows {
-  const LinearLayer* layer = nullptr;
-  const float* kept = nullptr;  // [pixels, rank], or null: recompute
-  const float* a = nullptr;     // LoRA A, for recomputing
-  reference::ValuesRef x;       // the layer's input, for recomputing
-  float* row = nullptr;         // rank floats of scratch, for recomputing
-
-  const float* Row(int pixel) const;
-};
-
-// Depthwise LoRA: the filter delta scale * B A, laid out like a depthwise
-// filter [k_h, k_w, out_c] (float32, `delta` holds weight_count() values).
-void DepthwiseLoraDelta(const LinearLayer& layer, const float* params,
-                        float* delta);
+template <typename OpData, LinearKind kKind, bool kGrad>
+void* InitLinearOp(port::Context* context, const char* options, size_t length) {
+  return InitOpData<OpData>(
+      context, options, length, LinearOpName(kKind, kGrad),
+      LinearOptionsVersion(kKind, kGrad), [](OptionsReader& reader, OpData* data) {
+        return ParseLinearLayer(reader, kKind, kGrad, &data->layer);
+      });
+}
 
 }  // namespace tflmt
 

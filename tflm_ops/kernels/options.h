@@ -1,7 +1,8 @@
 // Reads a custom op's options blob: little-endian fields in a fixed order
 // that the converter writes (converter/ops.py). The first byte is the options
-// version, which every op checks in Init so that a model converted by another
-// tflm-train release fails loudly instead of reading garbage.
+// version, which every op checks in Init against its own version
+// (kernels/constants.h) so that a model converted by another tflm-train
+// release fails loudly instead of reading garbage.
 #ifndef TFLM_OPS_KERNELS_OPTIONS_H_
 #define TFLM_OPS_KERNELS_OPTIONS_H_
 
@@ -11,6 +12,8 @@
 
 namespace tflmt {
 
+// The version every op shared before each op had its own (constants.h);
+// kept for ops not yet moved to their own constant.
 constexpr uint8_t kOptionsVersion = 1;
 
 class OptionsReader {
@@ -19,7 +22,8 @@ class OptionsReader {
       : data_(reinterpret_cast<const uint8_t*>(data)), length_(length) {}
 
   // True when the blob starts with the version this build understands.
-  bool ReadVersion() { return U8() == kOptionsVersion && ok_; }
+  bool ReadVersion(uint8_t expected) { return U8() == expected && ok_; }
+  bool ReadVersion() { return ReadVersion(kOptionsVersion); }
 
   uint8_t U8() {
     uint8_t v = 0;

@@ -7,10 +7,8 @@
 // Inputs:  0 dy (float32), 1 x (max: the pool input; average: -1),
 //          2 y (max: the pool output; average: -1), 3 mode
 // Outputs: 0 dx (float32)
-#include <new>
-
+#include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
-#include "kernels/options.h"
 #include "reference/pooling.h"
 
 namespace tflmt {
@@ -22,19 +20,15 @@ constexpr int kOutput = 2;
 constexpr int kMode = 3;
 constexpr int kInputGrad = 0;
 
-enum class PoolKind : uint8_t { kAverage = 0, kMax = 1 };
-
 struct OpData {
   PoolKind kind = PoolKind::kAverage;
   reference::ConvGeometry geometry;
   port::DataType value_type = port::DataType::kFloat32;  // max: x and y
 };
 
-void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  const bool version_ok = reader.ReadVersion();
+bool ParseOptions(OptionsReader& reader, OpData* data) {
   const uint8_t kind = reader.U8();
-  reference::ConvGeometry g;
+  reference::ConvGeometry& g = data->geometry;
   g.batches = reader.I32();
   g.in_h = reader.I32();
   g.in_w = reader.I32();
@@ -47,45 +41,40 @@ void* Init(port::Context* context, const char* options, size_t length) {
   g.stride_w = reader.I32();
   g.pad_top = reader.I32();
   g.pad_left = reader.I32();
-  if (!version_ok || !reader.Finished() || kind > 1 || g.batches < 1 ||
-      g.in_h < 1 || g.in_w < 1 || g.in_c < 1 || g.out_h < 1 || g.out_w < 1 ||
-      g.k_h < 1 || g.k_w < 1 || g.stride_h < 1 || g.stride_w < 1 ||
-      g.pad_top < 0 || g.pad_left < 0) {
-    port::Log("TFLMT_POOL_GRAD: bad options");
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
   data->kind = static_cast<PoolKind>(kind);
-  data->geometry = g;
-  return data;
+  return kind <= static_cast<uint8_t>(PoolKind::kMax) && g.batches >= 1 &&
+         g.in_h >= 1 && g.in_w >= 1 && g.in_c >= 1 && g.out_h >= 1 &&
+         g.out_w >= 1 && g.k_h >= 1 && g.k_w >= 1 && g.stride_h >= 1 &&
+         g.stride_w >= 1 && g.pad_top >= 0 && g.pad_left >= 0;
+}
+
+void* Init(port::Context* context, const char* options, size_t length) {
+  return InitOpData<OpData>(context, options, length, kPoolGradOpName,
+                            kPoolGradOptionsVersion, ParseOptions);
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kPoolGradOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_POOL_GRAD: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 4 && port::NumOutputs(node) == 1);
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 4, 4, 1, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
   const reference::ConvGeometry& g = data->geometry;
-  port::TensorInfo output_grad, input_grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-  TFLMT_ENSURE_MSG(output_grad.type == port::DataType::kFloat32 &&
-                       output_grad.FlatSize() == g.out_pixels() * g.out_c &&
-                       input_grad.type == port::DataType::kFloat32 &&
-                       input_grad.FlatSize() == g.in_pixels() * g.in_c,
-                   "TFLMT_POOL_GRAD: gradients do not fit the geometry");
+  const int out_values = g.out_pixels() * g.out_c;
+  const int in_values = g.in_pixels() * g.in_c;
+  TFLMT_ENSURE_OK(RequireFloatInput(context, node, kOutputGrad, op, "dy", out_values));
+  TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kInputGrad, op, "dx", in_values));
   if (data->kind == PoolKind::kMax) {
     port::TensorInfo input, output;
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kInput, &input));
-    TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
+    TFLMT_ENSURE_OK(RequireInput(context, node, kOutput, op, "y", &output));
     TFLMT_ENSURE_MSG(input.type == output.type &&
                          (input.type == port::DataType::kFloat32 ||
                           input.type == port::DataType::kInt8 ||
                           input.type == port::DataType::kInt16) &&
-                         input.FlatSize() == input_grad.FlatSize() &&
-                         output.FlatSize() == output_grad.FlatSize(),
-                     "TFLMT_POOL_GRAD: max pool x and y must match in type");
+                         input.FlatSize() == in_values &&
+                         output.FlatSize() == out_values,
+                     "%s: max pool x and y must match in type", op);
     data->value_type = input.type;
   }
   return port::Status::kOk;

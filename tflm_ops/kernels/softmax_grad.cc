@@ -4,11 +4,8 @@
 //
 // Inputs:  0 dy (float32), 1 y (float32 / int8 / int16), 2 mode
 // Outputs: 0 dx (float32)
-#include <new>
-
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
-#include "kernels/options.h"
 #include "reference/softmax.h"
 
 namespace tflmt {
@@ -27,36 +24,31 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  const bool version_ok = reader.ReadVersion();
-  const float beta = reader.F32();
-  if (!version_ok || !reader.Finished()) {
-    port::Log("TFLMT_SOFTMAX_GRAD: bad options");
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  data->beta = beta;
-  return data;
+  return InitOpData<OpData>(context, options, length, kSoftmaxGradOpName,
+                            kSoftmaxGradOptionsVersion,
+                            [](OptionsReader& reader, OpData* data) {
+                              data->beta = reader.F32();
+                              return true;
+                            });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
+  constexpr const char* op = kSoftmaxGradOpName;
   OpData* data = static_cast<OpData*>(port::UserData(node));
-  TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_SOFTMAX_GRAD: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 1);
-  port::TensorInfo output_grad, output, input_grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutputGrad, &output_grad));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kOutput, &output));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kInputGrad, &input_grad));
-  TFLMT_ENSURE_OK(ActivationQuantOf(output, &data->output));
-  TFLMT_ENSURE(output.rank >= 1);
+  TFLMT_ENSURE_OK(CheckOpData(data, op));
+  TFLMT_ENSURE_OK(CheckArity(node, op, 3, 3, 1, 1));
+  TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
+  port::TensorInfo output;
+  TFLMT_ENSURE_OK(RequireInput(context, node, kOutput, op, "y", &output));
+  TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
+  TFLMT_ENSURE_MSG(output.rank >= 1 && output.dims[output.rank - 1] >= 1,
+                   "%s: y must have a last axis", op);
   data->depth = output.dims[output.rank - 1];
   data->rows = output.FlatSize() / data->depth;
-  TFLMT_ENSURE(output_grad.type == port::DataType::kFloat32 &&
-               output_grad.FlatSize() == output.FlatSize());
-  TFLMT_ENSURE(input_grad.type == port::DataType::kFloat32 &&
-               input_grad.FlatSize() == output.FlatSize());
+  TFLMT_ENSURE_OK(RequireFloatInput(context, node, kOutputGrad, op, "dy",
+                                    output.FlatSize()));
+  TFLMT_ENSURE_OK(RequireFloatOutput(context, node, kInputGrad, op, "dx",
+                                     output.FlatSize()));
   return port::Status::kOk;
 }
 

@@ -7,7 +7,7 @@
 #define TFLM_OPS_REFERENCE_ADAPTER_H_
 
 #include "reference/fully_connected.h"
-#include "reference/quantization.h"
+#include "reference/types.h"
 
 namespace tflmt {
 namespace reference {

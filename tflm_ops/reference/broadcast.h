@@ -6,23 +6,10 @@
 
 #include <cstdint>
 
-#include "reference/fully_connected.h"
+#include "reference/types.h"
 
 namespace tflmt {
 namespace reference {
-
-constexpr int kMaxDims = 6;
-
-struct Dims {
-  int rank = 0;
-  int d[kMaxDims] = {1, 1, 1, 1, 1, 1};
-
-  int Size() const {
-    int n = 1;
-    for (int i = 0; i < rank; ++i) n *= d[i];
-    return n;
-  }
-};
 
 // Calls f(big_index, a_index, b_index) for every element of `big`, where `a`
 // and `b` have big's rank and a 1 on every axis they broadcast along.

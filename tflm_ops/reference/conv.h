@@ -11,28 +11,10 @@
 
 #include <cstdint>
 
-#include "reference/fully_connected.h"
+#include "reference/types.h"
 
 namespace tflmt {
 namespace reference {
-
-struct ConvGeometry {
-  int batches = 1;
-  int in_h = 0, in_w = 0, in_c = 0;
-  int out_h = 0, out_w = 0, out_c = 0;
-  int k_h = 1, k_w = 1;
-  int stride_h = 1, stride_w = 1;
-  int dilation_h = 1, dilation_w = 1;
-  int pad_top = 0, pad_left = 0;
-  int depth_multiplier = 1;  // depthwise only: out_c = in_c * depth_multiplier
-
-  int in_pixels() const { return batches * in_h * in_w; }
-  int out_pixels() const { return batches * out_h * out_w; }
-  // Input row/column that kernel tap (ky, kx) of output (oy, ox) reads.
-  int InY(int oy, int ky) const { return oy * stride_h - pad_top + ky * dilation_h; }
-  int InX(int ox, int kx) const { return ox * stride_w - pad_left + kx * dilation_w; }
-  bool Inside(int y, int x) const { return y >= 0 && y < in_h && x >= 0 && x < in_w; }
-};
 
 // Calls f(b, oy, ox, pixel) for every output position; pixel counts NHW
 // output positions.

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "reference/types.h"
+
 namespace tflmt {
 namespace reference {
 
@@ -88,16 +90,6 @@ inline int32_t QuantizeValue(float value, float scale, int32_t zero_point,
   return q < qmin ? qmin : (q > qmax ? qmax : q);
 }
 
-// Fused activations as TFLite numbers them (ActivationFunctionType).
-enum class Activation : int {
-  kNone = 0,
-  kRelu = 1,
-  kReluN1To1 = 2,
-  kRelu6 = 3,
-  kTanh = 4,
-  kLogistic = 100,  // not a fused activation; used by the activation grad op
-};
-
 // Clamp range of a fused activation in the quantized output domain.
 inline void QuantizedActivationRange(Activation activation, float scale,
                                      int32_t zero_point, int32_t qmin,
@@ -116,51 +108,6 @@ inline void QuantizedActivationRange(Activation activation, float scale,
   } else if (activation == Activation::kReluN1To1) {
     *act_min = quantize(-1.0f) > qmin ? quantize(-1.0f) : qmin;
     *act_max = quantize(1.0f) < qmax ? quantize(1.0f) : qmax;
-  }
-}
-
-// Clamping activations have a derivative of 0 or 1, so their backward pass
-// needs one bit per output, not the output.
-inline bool HasMaskDerivative(Activation activation) {
-  return activation == Activation::kRelu || activation == Activation::kRelu6 ||
-         activation == Activation::kReluN1To1;
-}
-
-inline float ApplyActivation(Activation activation, float x) {
-  switch (activation) {
-    case Activation::kRelu:
-      return x > 0.0f ? x : 0.0f;
-    case Activation::kRelu6:
-      return x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
-    case Activation::kReluN1To1:
-      return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x);
-    case Activation::kTanh:
-      return std::tanh(x);
-    case Activation::kLogistic:
-      return 1.0f / (1.0f + std::exp(-x));
-    default:
-      return x;
-  }
-}
-
-// d activation / d input, written in terms of the activation's output y
-// (which is what the forward pass keeps). Clamping activations pass the
-// gradient where the output is strictly inside the clamp range; at a clamp
-// edge the gradient is zero, the convention TensorFlow uses for relu's 0.
-inline float ActivationDerivativeFromOutput(Activation activation, float y) {
-  switch (activation) {
-    case Activation::kRelu:
-      return y > 0.0f ? 1.0f : 0.0f;
-    case Activation::kRelu6:
-      return (y > 0.0f && y < 6.0f) ? 1.0f : 0.0f;
-    case Activation::kReluN1To1:
-      return (y > -1.0f && y < 1.0f) ? 1.0f : 0.0f;
-    case Activation::kTanh:
-      return 1.0f - y * y;
-    case Activation::kLogistic:
-      return y * (1.0f - y);
-    default:
-      return 1.0f;
   }
 }
 

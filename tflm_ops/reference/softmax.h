@@ -3,7 +3,7 @@
 #ifndef TFLM_OPS_REFERENCE_SOFTMAX_H_
 #define TFLM_OPS_REFERENCE_SOFTMAX_H_
 
-#include "reference/fully_connected.h"
+#include "reference/types.h"
 
 namespace tflmt {
 namespace reference {

@@ -110,12 +110,14 @@ Status OutputInfo(Context* context, const Node* node, int index,
   return status;
 }
 
-// GetEvalInput returns null for an out-of-range or optional input.
+// An index out of range, or an input / output left out, gives a view with no
+// data (checked here rather than relying on TFLM's helpers, which do not all
+// check).
 TensorView Input(Context* context, const Node* node, int index) {
+  if (!HasInput(node, index)) return TensorView();
   return View(tflite::micro::GetEvalInput(context, node, index));
 }
 
-// GetEvalOutput does not check the index (unlike GetEvalInput), so check here.
 TensorView Output(Context* context, const Node* node, int index) {
   if (index < 0 || index >= tflite::NumOutputs(node) ||
       node->outputs->data[index] < 0) {

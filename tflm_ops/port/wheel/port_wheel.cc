@@ -46,10 +46,13 @@ Status FillInfo(Context* context, int tensor_index, TensorInfo* info) {
   }
   info->type = static_cast<DataType>(tensor->type);
   CopyShape(tensor->dims, info);
-  if (tensor->dims != nullptr && tensor->dims->size > kMaxRank) {
+  // Read the rank before releasing the temporary tensor: its dims live in
+  // memory the release hands back.
+  const int rank = tensor->dims != nullptr ? tensor->dims->size : 0;
+  if (rank > kMaxRank) {
     micro->DeallocateTempTfLiteTensor(tensor);
-    Log("tensor %d has rank %d, more than %d", tensor_index,
-        tensor->dims->size, kMaxRank);
+    *info = TensorInfo();
+    Log("tensor %d has rank %d, more than %d", tensor_index, rank, kMaxRank);
     return Status::kError;
   }
   info->bytes = tensor->bytes;
@@ -124,6 +127,7 @@ Status OutputInfo(Context* context, const Node* node, int index,
   return FillInfo(context, TensorIndex(AsNode(node)->outputs, index), info);
 }
 
+// An index out of range, or an input left out, gives a view with no data.
 TensorView Input(Context* context, const Node* node, int index) {
   return View(context, TensorIndex(AsNode(node)->inputs, index));
 }
