@@ -1,83 +1,53 @@
-"""Names and option blobs of tflm-train's custom ops.
+"""Option blobs of tflm-train's custom ops, and the names the converter uses.
 
-Mirrors tflm_ops/kernels/kernels.h (names) and the kernels' option readers
-(little-endian fields in a fixed order after a version byte). A test keeps
-the names equal to the plugin's own list.
+The op names, options versions and enums are defined once, in
+converter/constants.py (the C++ side: tflm_ops/kernels/constants.h; a test
+keeps the two equal), and re-exported here so that `ops.FULLY_CONNECTED`,
+`ops.Activation`, ... keep working. Each builder below writes its op's
+options: its own version byte, then little-endian fields in the fixed order
+the kernel's option reader expects.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from enum import IntEnum
 
-OPTIONS_VERSION = 1
-
-STATE = "TFLMT_STATE"
-FULLY_CONNECTED = "TFLMT_FULLY_CONNECTED"
-FULLY_CONNECTED_GRAD = "TFLMT_FULLY_CONNECTED_GRAD"
-CONV_2D = "TFLMT_CONV_2D"
-CONV_2D_GRAD = "TFLMT_CONV_2D_GRAD"
-DEPTHWISE_CONV_2D = "TFLMT_DEPTHWISE_CONV_2D"
-DEPTHWISE_CONV_2D_GRAD = "TFLMT_DEPTHWISE_CONV_2D_GRAD"
-ADAPTER = "TFLMT_ADAPTER"
-ADAPTER_GRAD = "TFLMT_ADAPTER_GRAD"
-ACTIVATION_GRAD = "TFLMT_ACTIVATION_GRAD"
-SOFTMAX_GRAD = "TFLMT_SOFTMAX_GRAD"
-LOSS = "TFLMT_LOSS"
-OPTIMIZER = "TFLMT_OPTIMIZER"
-ADD_GRADS = "TFLMT_ADD_GRADS"
-POOL_GRAD = "TFLMT_POOL_GRAD"
-MEAN_GRAD = "TFLMT_MEAN_GRAD"
-CROP = "TFLMT_CROP"
-BROADCAST_GRAD = "TFLMT_BROADCAST_GRAD"
-
-ALL_OPS = (
-    STATE,
-    FULLY_CONNECTED,
-    FULLY_CONNECTED_GRAD,
-    CONV_2D,
-    CONV_2D_GRAD,
-    DEPTHWISE_CONV_2D,
-    DEPTHWISE_CONV_2D_GRAD,
+from tflm_train.converter.constants import (  # noqa: F401 - re-exported
+    ACTIVATION_GRAD,
     ADAPTER,
     ADAPTER_GRAD,
-    ACTIVATION_GRAD,
-    SOFTMAX_GRAD,
-    LOSS,
-    OPTIMIZER,
     ADD_GRADS,
-    POOL_GRAD,
-    MEAN_GRAD,
-    CROP,
+    ALL_OPS,
     BROADCAST_GRAD,
+    BROADCAST_KINDS,
+    CONV_2D,
+    CONV_2D_GRAD,
+    CROP,
+    DEPTHWISE_CONV_2D,
+    DEPTHWISE_CONV_2D_GRAD,
+    FULLY_CONNECTED,
+    FULLY_CONNECTED_GRAD,
+    LOSS,
+    LOSS_KINDS,
+    MAX_DIMS,
+    MEAN_GRAD,
+    OPTIMIZER,
+    OPTIMIZER_KINDS,
+    OPTIONS_VERSIONS,
+    POOL_GRAD,
+    POOL_KINDS,
+    SOFTMAX_GRAD,
+    STATE,
+    Activation,
+    BroadcastKind,
+    GradFlag,
+    LinearKind,
+    LossKind,
+    Mode,
+    OptimizerKind,
+    PoolKind,
 )
-
-
-class Mode(IntEnum):
-    """Values of a converted model's `mode` input."""
-
-    INFER = 0
-    TRAIN = 1
-    EVALUATE = 2
-
-
-class Activation(IntEnum):
-    """TFLite's fused activation numbering (ActivationFunctionType)."""
-
-    NONE = 0
-    RELU = 1
-    RELU_N1_TO_1 = 2
-    RELU6 = 3
-    TANH = 4
-    LOGISTIC = 100  # not fusable; used by the activation-gradient op
-
-
-class LinearKind(IntEnum):
-    FULLY_CONNECTED = 0
-    CONV_2D = 1
-    DEPTHWISE_CONV_2D = 2
-
 
 _LINEAR_OPS = {
     LinearKind.FULLY_CONNECTED: (FULLY_CONNECTED, FULLY_CONNECTED_GRAD),
@@ -111,9 +81,10 @@ class LinearLayer:
     lora_a_offset: int = -1
     lora_b_offset: int = -1
     lora_scale: float = 0.0
-    # bit 0 (backward op): dy arrives pooled over the output positions;
-    # bit 1 (both ops): the forward op writes a 1-bit activation mask as its
-    # last output and the backward op reads it in place of the output.
+    # GradFlag bits: DY_POOLED (backward op: dy arrives pooled over the output
+    # positions); ACTIVATION_MASK (both ops: the forward op writes a 1-bit
+    # activation mask as its last output and the backward op reads it in
+    # place of the output).
     grad_flags: int = 0
 
     _FORMAT = "<BBB" + "i" * 13 + "iiiiifB"
@@ -148,9 +119,11 @@ class LinearLayer:
 
     @classmethod
     def from_options(cls, blob: bytes) -> "LinearLayer":
+        """Reads the options of a forward or _GRAD linear op."""
         f = struct.unpack(cls._FORMAT, bytes(blob))
-        if f[0] != OPTIONS_VERSION:
-            raise ValueError(f"options version {f[0]}, expected {OPTIONS_VERSION}")
+        forward_op, grad_op = _LINEAR_OPS[LinearKind(f[1])]
+        if f[0] not in (OPTIONS_VERSIONS[forward_op], OPTIONS_VERSIONS[grad_op]):
+            raise ValueError(f"options version {f[0]}, expected {OPTIONS_VERSIONS[forward_op]}")
         return cls(
             kind=f[1],
             activation=f[2],
@@ -171,10 +144,11 @@ class LinearLayer:
             grad_flags=f[22],
         )
 
-    def options(self) -> bytes:
+    def options(self, op: str | None = None) -> bytes:
+        """The options blob of `op` (default: the forward op; see grad_options)."""
         return struct.pack(
             self._FORMAT,
-            OPTIONS_VERSION,
+            OPTIONS_VERSIONS[op or self.forward_op],
             int(self.kind),
             int(self.activation),
             *self.kernel,
@@ -194,6 +168,10 @@ class LinearLayer:
             self.grad_flags,
         )
 
+    def grad_options(self) -> bytes:
+        """The options blob of the layer's _GRAD op."""
+        return self.options(self.grad_op)
+
 
 @dataclass
 class AdapterLayer:
@@ -212,15 +190,16 @@ class AdapterLayer:
     @classmethod
     def from_options(cls, blob: bytes) -> "AdapterLayer":
         fields = struct.unpack(cls._FORMAT, bytes(blob))
-        if fields[0] != OPTIONS_VERSION:
-            raise ValueError(f"options version {fields[0]}, expected {OPTIONS_VERSION}")
+        if fields[0] not in (OPTIONS_VERSIONS[ADAPTER], OPTIONS_VERSIONS[ADAPTER_GRAD]):
+            raise ValueError(f"options version {fields[0]}, expected {OPTIONS_VERSIONS[ADAPTER]}")
         activation, *rest = fields[1:]
         return cls(*rest, activation=activation)
 
-    def options(self) -> bytes:
+    def options(self, op: str = ADAPTER) -> bytes:
+        """The options blob of `op` (TFLMT_ADAPTER or TFLMT_ADAPTER_GRAD)."""
         return struct.pack(
             self._FORMAT,
-            OPTIONS_VERSION,
+            OPTIONS_VERSIONS[op],
             int(self.activation),
             self.features,
             self.bottleneck,
@@ -230,27 +209,25 @@ class AdapterLayer:
             self.up_bias_offset,
         )
 
+    def grad_options(self) -> bytes:
+        return self.options(ADAPTER_GRAD)
 
-def version_only_options() -> bytes:
-    return struct.pack("<B", OPTIONS_VERSION)
+
+def version_only_options(op: str = ADD_GRADS) -> bytes:
+    """Options of an op that has none but the version byte (STATE, ADD_GRADS)."""
+    return struct.pack("<B", OPTIONS_VERSIONS[op])
 
 
 def activation_grad_options(activation: int) -> bytes:
-    return struct.pack("<BB", OPTIONS_VERSION, int(activation))
+    return struct.pack("<BB", OPTIONS_VERSIONS[ACTIVATION_GRAD], int(activation))
 
 
 def softmax_grad_options(beta: float) -> bytes:
-    return struct.pack("<Bf", OPTIONS_VERSION, beta)
-
-
-LOSS_KINDS = {"ce": 0, "mse": 1, "bce": 2}
+    return struct.pack("<Bf", OPTIONS_VERSIONS[SOFTMAX_GRAD], beta)
 
 
 def loss_options(kind: str) -> bytes:
-    return struct.pack("<BB", OPTIONS_VERSION, LOSS_KINDS[kind])
-
-
-OPTIMIZER_KINDS = {"sgd": 0, "momentum": 1, "adam": 2}
+    return struct.pack("<BB", OPTIONS_VERSIONS[LOSS], LOSS_KINDS[kind])
 
 
 @dataclass
@@ -268,7 +245,7 @@ class OptimizerConfig:
     def options(self) -> bytes:
         return struct.pack(
             "<BBifffff",
-            OPTIONS_VERSION,
+            OPTIONS_VERSIONS[OPTIMIZER],
             OPTIMIZER_KINDS[self.kind],
             self.accumulate,
             self.clip_norm,
@@ -277,9 +254,6 @@ class OptimizerConfig:
             self.beta2,
             self.epsilon,
         )
-
-
-MAX_DIMS = 6
 
 
 def _dims(shape) -> list[int]:
@@ -294,32 +268,29 @@ def pool_grad_options(kind: str, in_shape, out_shape, kernel, stride, padding) -
     batches, in_h, in_w, channels = in_shape
     return struct.pack(
         "<BB" + "i" * 12,
-        OPTIONS_VERSION,
-        {"average": 0, "max": 1}[kind],
+        OPTIONS_VERSIONS[POOL_GRAD],
+        POOL_KINDS[kind],
         batches, in_h, in_w, channels, out_shape[1], out_shape[2], *kernel, *stride, *padding,
     )
 
 
 def mean_grad_options(in_shape, reduced_axes) -> bytes:
     mask = sum(1 << a for a in reduced_axes)
-    return struct.pack("<BBB" + "i" * MAX_DIMS, OPTIONS_VERSION, len(in_shape), mask, *_dims(in_shape))
+    return struct.pack("<BBB" + "i" * MAX_DIMS, OPTIONS_VERSIONS[MEAN_GRAD], len(in_shape), mask, *_dims(in_shape))
 
 
 def crop_options(src_shape, begin, dst_shape) -> bytes:
     begin = [int(b) for b in begin] + [0] * (MAX_DIMS - len(begin))
     return struct.pack(
-        "<BB" + "i" * (3 * MAX_DIMS), OPTIONS_VERSION, len(src_shape), *_dims(src_shape), *begin, *_dims(dst_shape)
+        "<BB" + "i" * (3 * MAX_DIMS), OPTIONS_VERSIONS[CROP], len(src_shape), *_dims(src_shape), *begin, *_dims(dst_shape)
     )
-
-
-BROADCAST_KINDS = {"add": 0, "subtract": 1, "multiply": 2}
 
 
 def broadcast_grad_options(kind: str, out_shape, in_shape, other_shape) -> bytes:
     """Shapes aligned to the output's rank (leading 1s added by the caller)."""
     return struct.pack(
         "<BBB" + "i" * (3 * MAX_DIMS),
-        OPTIONS_VERSION,
+        OPTIONS_VERSIONS[BROADCAST_GRAD],
         BROADCAST_KINDS[kind],
         len(out_shape),
         *_dims(out_shape),
