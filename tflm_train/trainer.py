@@ -96,54 +96,54 @@ class TrainableModel(PlainModel):
             raise ModelError("model was not converted by tflm-train (run: tflm-train convert)")
         self.info: TrainingInfo = info
         self._initial_state = initial_state(model, info)
-        super().__init__(model_bytes, arena_size)
         try:
-            self._mode = info.input_index("mode")
-            self._learning_rate = info.input_index("learning_rate")
-            self._state_in = info.input_index("state")
-            self._state_out = info.output_index("state")
-            self._loss = info.output_index("loss")
-            self._target = info.input_index("target")
-        except (KeyError, TypeError):
+            self._mode = int(info.input_index("mode"))
+            self._learning_rate = int(info.input_index("learning_rate"))
+            self._state_in = int(info.input_index("state"))
+            self._state_out = int(info.output_index("state"))
+            self._loss = int(info.output_index("loss"))
+            self._target = int(info.input_index("target"))
+        except (KeyError, TypeError, ValueError):
             raise ModelError("the model's tflm_train metadata is corrupt (no input/output roles)") from None
-        self._check_interface()
+        self._check_interface(model)
+        super().__init__(model_bytes, arena_size)
         self._target_details = self.interpreter.input_details(self._target)
         self._labels = self._target_details["dtype"] == np.int32
         # A streaming model writes resource variables on every invocation.
         self.streams = any(model.op_type(op) == "ASSIGN_VARIABLE" for op in model.operators)
 
-    def _check_interface(self) -> None:
+    def _check_interface(self, model: Model) -> None:
         """The inputs and outputs the metadata names have the types and
-        shapes the training verbs write and read: a damaged model is refused
-        here with one line, not by an internal error in a later call."""
-        activation = (np.float32, np.int8, np.int16)
+        shapes the training verbs write and read. Read from the file, before
+        the interpreter exists: a damaged model is refused here with one
+        line, not by an internal error in a later call."""
+        activation = ("float32", "int8", "int16")
         state_shape = (self.info.state_bytes,)
-        expected_inputs = {
-            "x": (0, activation, None),
-            "target": (self._target, (np.int32, np.float32), None),
-            "learning_rate": (self._learning_rate, (np.float32,), (1,)),
-            "mode": (self._mode, (np.int32,), (1,)),
-            "state": (self._state_in, (np.uint8,), state_shape),
-        }
-        expected_outputs = {
-            "y": (0, activation, None),
-            "loss": (self._loss, (np.float32,), (1,)),
-            "state": (self._state_out, (np.uint8,), state_shape),
-        }
-        for kind, expected in (("input", expected_inputs), ("output", expected_outputs)):
-            read = self.interpreter.input_details if kind == "input" else self.interpreter.output_details
-            for role, (index, dtypes, shape) in expected.items():
-                try:
-                    details = read(int(index))
-                    dtype, got_shape = np.dtype(details["dtype"]), tuple(int(d) for d in details["shape"])
-                except Exception:  # the wheel raises various types for a bad index
-                    raise ModelError(f"converted model has no {role} {kind} (index {index}): the file is damaged") from None
-                if dtype not in [np.dtype(d) for d in dtypes] or (shape is not None and got_shape != shape):
-                    want = " or ".join(np.dtype(d).name for d in dtypes) + (f" {list(shape)}" if shape else "")
-                    raise ModelError(
-                        f"converted model's {role} {kind} is {dtype.name} {list(got_shape)}, expected {want}: "
-                        "the file is damaged"
-                    )
+        expected = [
+            ("input", "x", 0, activation, None),
+            ("input", "target", self._target, ("int32", "float32"), None),
+            ("input", "learning_rate", self._learning_rate, ("float32",), (1,)),
+            ("input", "mode", self._mode, ("int32",), (1,)),
+            ("input", "state", self._state_in, ("uint8",), state_shape),
+            ("output", "y", 0, activation, None),
+            ("output", "loss", self._loss, ("float32",), (1,)),
+            ("output", "state", self._state_out, ("uint8",), state_shape),
+        ]
+        main = model.main
+        for kind, role, index, dtypes, shape in expected:
+            tensors = main.inputs if kind == "input" else main.outputs
+            if tensors is None or not 0 <= index < len(tensors):
+                raise ModelError(f"converted model has no {role} {kind} (index {index}): the file is damaged")
+            tensor = int(tensors[index])
+            try:
+                dtype, got_shape = np.dtype(model.dtype(tensor)).name, tuple(int(d) for d in model.shape(tensor))
+            except Exception:  # an unknown tensor type in a damaged file
+                raise ModelError(f"converted model's {role} {kind} has an unknown type: the file is damaged") from None
+            if dtype not in dtypes or (shape is not None and got_shape != shape):
+                want = " or ".join(dtypes) + (f" {list(shape)}" if shape else "")
+                raise ModelError(
+                    f"converted model's {role} {kind} is {dtype} {list(got_shape)}, expected {want}: the file is damaged"
+                )
 
     # ---- the device verbs -------------------------------------------------------
     def _set_mode(self, mode: Mode) -> None:
