@@ -31,6 +31,7 @@ def quantize(values: np.ndarray, details: dict) -> np.ndarray:
 
     TFLM's QUANTIZE convention, which the device helper (device/trainer.cc)
     follows too: value / scale in float32, rounded half away from zero.
+    (A NaN becomes the type's minimum: train_step never quantizes one.)
     """
     dtype = np.dtype(details["dtype"])
     q = details["quantization_parameters"]
@@ -39,10 +40,14 @@ def quantize(values: np.ndarray, details: dict) -> np.ndarray:
     scale, zero = np.float32(q["scales"][0]), int(q["zero_points"][0])
     with np.errstate(invalid="ignore", over="ignore"):
         steps = (np.asarray(values, np.float32) / scale).astype(np.float64)
-        steps = np.where(steps >= 0, np.floor(steps + 0.5), np.ceil(steps - 0.5))
+        # Half away from zero: trunc(s + 0.5) for s >= 0, trunc(s - 0.5) below.
+        steps = np.trunc(steps + np.copysign(0.5, steps))
     info = np.iinfo(dtype)
-    steps = np.nan_to_num(steps, nan=info.min - zero)
-    return np.clip(steps + zero, info.min, info.max).astype(dtype)
+    if not np.isfinite(steps).all():
+        steps = np.nan_to_num(steps, nan=info.min - zero)
+    steps += zero
+    np.minimum(np.maximum(steps, info.min, out=steps), info.max, out=steps)
+    return steps.astype(dtype)
 
 
 def all_finite(values) -> bool:
@@ -154,8 +159,10 @@ class TrainableModel(PlainModel):
 
     def _check_labels(self, y) -> None:
         """Cross-entropy labels must name one of the model's classes."""
-        labels = np.asarray(y)
         classes = self.info.classes
+        if isinstance(y, (int, np.integer)) and 0 <= y < classes:
+            return  # the common case, without numpy's per-call cost
+        labels = np.asarray(y)
         if labels.dtype.kind in "iu":
             bad = labels[(labels < 0) | (labels >= classes)]
         elif labels.dtype.kind == "f":
