@@ -98,11 +98,12 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   return port::Status::kOk;
 }
 
-bool LabelsInRange(const int32_t* labels, int batches, int classes) {
+// The index of the first label outside [0, classes), or -1.
+int BadLabel(const int32_t* labels, int batches, int classes) {
   for (int b = 0; b < batches; ++b) {
-    if (labels[b] < 0 || labels[b] >= classes) return false;
+    if (labels[b] < 0 || labels[b] >= classes) return b;
   }
-  return true;
+  return -1;
 }
 
 bool AllFinite(const float* values, int n) {
@@ -134,9 +135,11 @@ port::Status Eval(port::Context* context, port::Node* node) {
   switch (data.kind) {
     case LossKind::kSoftmaxCrossEntropy: {
       const int32_t* labels = target.As<int32_t>();
-      if (!LabelsInRange(labels, data.batches, data.values)) {
+      const int bad = BadLabel(labels, data.batches, data.values);
+      if (bad >= 0) {
         if (training) return skip();
-        port::Log("TFLMT_LOSS: a label is outside [0, %d)", data.values);
+        port::Log("TFLMT_LOSS: label %d is outside [0, %d)",
+                  static_cast<int>(labels[bad]), data.values);
         return port::Status::kError;
       }
       *loss = reference::SoftmaxCrossEntropy(prediction, labels, data.batches,
