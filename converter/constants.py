@@ -83,6 +83,7 @@ class Mode(IntEnum):
     INFER = 0
     TRAIN = 1
     EVALUATE = 2
+    SKIP = 3  # a bad sample: forward only, counted as skipped in the state
 
 
 class Activation(IntEnum):

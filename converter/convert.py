@@ -116,7 +116,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "tflm_train/initial_state", [len(initial)], np.uint8, data=np.frombuffer(initial, np.uint8)
     )
     model.tensors[state].shape = np.asarray([layout.state_bytes], dtype=np.int32)
-    main.operators.insert(0, model.make_op(ops.STATE, [state, initial_tensor], [], custom_options=ops.version_only_options()))
+    main.operators.insert(0, model.make_op(ops.STATE, [state, initial_tensor, mode] + [t for t in original_inputs if model.dtype(t) == np.float32], [], custom_options=ops.version_only_options()))  # mode + float x: NaN/inf samples skipped
 
     original_outputs = [int(t) for t in main.outputs]
     main.inputs = original_inputs + [target, learning_rate, mode, state]

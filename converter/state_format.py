@@ -8,8 +8,14 @@ describes the format for users. Little-endian throughout:
   0 magic "TMTS" | 4 u16 version | 6 u16 header bytes (64) | 8 u64 base model hash
   16 u32 layout hash | 20 u32 payload bytes | 24 u32 parameter count P
   28 u32 optimizer steps | 32 u32 samples accumulated | 36 u32 CRC-32
-  40 u32 skipped updates | 44..64 reserved (zero)
+  40 u32 skipped updates | 44 u32 flags (bit 0 LIVE) | 48 u32 skipped samples
+  52..64 reserved (zero)
   64: P float32 parameters | P gradients | P per optimizer slot
+
+LIVE marks a state inside an interpreter that the TFLMT_STATE op has verified;
+while it is set the CRC is not maintained (the step pays no checksum). A
+state leaving the interpreter is `exported` (LIVE cleared, CRC sealed); one
+entering is `imported` (LIVE cleared, so the kernel verifies it in full).
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import numpy as np
 MAGIC = b"TMTS"
 FORMAT_VERSION = 1
 HEADER_BYTES = 64
-_HEADER = struct.Struct("<4sHHQIIIIIII")  # through the skipped-updates field
+_HEADER = struct.Struct("<4sHHQIIIIIIIII")  # through the skipped-samples field
 _CRC_OFFSET = 36
+_FLAGS_OFFSET = 44
+FLAG_LIVE = 1
 
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 
@@ -43,7 +51,9 @@ class Header:
     step: int = 0
     accumulated: int = 0
     crc: int = 0
-    skipped: int = 0
+    skipped: int = 0  # updates not applied: they would have made a value non-finite
+    flags: int = 0
+    skipped_samples: int = 0  # samples not trained on: non-finite or out-of-range values
     version: int = FORMAT_VERSION
     magic: bytes = MAGIC
 
@@ -60,6 +70,8 @@ class Header:
             self.accumulated,
             self.crc,
             self.skipped,
+            self.flags,
+            self.skipped_samples,
         )
         return head + bytes(HEADER_BYTES - len(head))
 
@@ -84,6 +96,8 @@ class Header:
             accumulated=fields[8],
             crc=fields[9],
             skipped=fields[10],
+            flags=fields[11],
+            skipped_samples=fields[12],
             version=version,
             magic=magic,
         )
@@ -97,6 +111,27 @@ def checksum(blob: bytes) -> int:
 def seal(blob: bytearray) -> bytearray:
     struct.pack_into("<I", blob, _CRC_OFFSET, checksum(bytes(blob)))
     return blob
+
+
+def _with_live_cleared(blob: bytes) -> bytearray:
+    out = bytearray(blob)
+    if len(out) >= HEADER_BYTES:
+        flags = struct.unpack_from("<I", out, _FLAGS_OFFSET)[0]
+        struct.pack_into("<I", out, _FLAGS_OFFSET, flags & ~FLAG_LIVE)
+    return out
+
+
+def export(live: bytes) -> bytes:
+    """The state tensor's bytes -> a state file: LIVE cleared, CRC sealed.
+
+    The device helper does the same (tflmt::Trainer::SaveState)."""
+    return bytes(seal(_with_live_cleared(live)))
+
+
+def imported(blob: bytes) -> bytes:
+    """A state file -> the bytes to write into the state tensor: LIVE cleared,
+    so the next invocation verifies it in full (tflmt::Trainer::LoadState)."""
+    return bytes(_with_live_cleared(blob))
 
 
 @dataclass
@@ -205,6 +240,12 @@ def validate(blob: bytes, expected: Header, state_bytes: int) -> Header:
         raise StateError(f"state is {len(blob)} bytes, this model's is {state_bytes}: truncated or corrupt")
     if header.crc != checksum(blob):
         raise StateError("state is corrupt (checksum mismatch)")
+    # Parameters and optimizer slots (not the pending gradients: the
+    # optimizer drops a non-finite update) - what the kernel checks too.
+    values = np.frombuffer(blob, dtype="<f4", offset=HEADER_BYTES)
+    p = header.param_count
+    if not (np.isfinite(values[:p]).all() and np.isfinite(values[2 * p :]).all()):
+        raise StateError("state holds non-finite parameters (NaN or infinity)")
     return header
 
 

@@ -363,6 +363,8 @@ def test_cross_entropy_on_int8_logits():
 
 
 def test_loss_rejects_a_label_out_of_range():
+    """Evaluating: an error naming the label. Training: the sample is skipped
+    (loss NaN; the mode becomes SKIP, tested in test_guards.py)."""
     from tflm_train.runtime import InterpreterError
 
     g = Graph()
@@ -370,7 +372,9 @@ def test_loss_rejects_a_label_out_of_range():
     tloss, tgrad = g.output(g.tensor("loss", [1])), g.output(g.tensor("grad", [1, 4]))
     g.op(ops.LOSS, [tp, tt, tmode], [tloss, tgrad], ops.loss_options("ce"))
     with pytest.raises(InterpreterError, match=r"label 7 is outside \[0, 4\)"):
-        g.run({tp: np.zeros((1, 4)), tt: np.array([7], np.int32), tmode: TRAIN})
+        g.run({tp: np.zeros((1, 4)), tt: np.array([7], np.int32), tmode: np.array([ops.Mode.EVALUATE], np.int32)})
+    out = g.run({tp: np.zeros((1, 4)), tt: np.array([7], np.int32), tmode: TRAIN})
+    assert np.isnan(out[tloss]).all()
 
 
 # ---- bottleneck adapter ---------------------------------------------------------------------------------

@@ -363,6 +363,7 @@ def fit(
         "metric_after": result.metric_after,
         "optimizer_steps": header.step,
         "skipped_updates": header.skipped,
+        "skipped_samples": header.skipped_samples,
         "arena_bytes": smallest_arena(model_bytes),
         "state_bytes": model.info.state_bytes,
     }
@@ -386,8 +387,8 @@ def fit(
         f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
         f"training state {payload['state_bytes']:,}"
     )
-    if header.skipped:
-        console.print(f"[yellow]{header.skipped} updates skipped: their gradient was not finite[/yellow]")
+    if header.skipped or header.skipped_samples:
+        console.print(f"[yellow]skipped: {header.skipped} updates (not finite), {header.skipped_samples} samples[/yellow]")
     if state_out:
         console.print(f"state saved to {state_out}")
     if plot:

@@ -28,20 +28,55 @@ class UnsupportedOpError(InterpreterError):
     """The model needs a custom op that neither TFLM nor tflm-train provides."""
 
 
-@contextlib.contextmanager
-def native_stderr_captured() -> Iterator[list[str]]:
-    """Collects what C code writes to fd 2 (TFLM's MicroPrintf) meanwhile."""
-    lines: list[str] = []
-    with tempfile.TemporaryFile() as sink:
+class NativeStderr:
+    """Where C code's writes to fd 2 (TFLM's MicroPrintf) go during a call.
+
+    One file per Interpreter, opened once: a call only swaps fd 2 in and out
+    (two dup2s), and the file is read only when the call failed - the text is
+    then the interpreter's own explanation. Output of calls that succeeded is
+    dropped with the next failure's read (TFLM prints nothing on success).
+    """
+
+    def __init__(self) -> None:
+        self._sink = tempfile.TemporaryFile()
+
+    @contextlib.contextmanager
+    def redirected(self) -> Iterator[None]:
         saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
+        os.dup2(self._sink.fileno(), 2)
         try:
-            yield lines
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            sink.seek(0)
-            lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+    def take_lines(self) -> list[str]:
+        """What was written since the last take, as non-empty lines."""
+        fd = self._sink.fileno()
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = b"".join(chunks).decode(errors="replace")
+        return [line for line in text.splitlines() if line.strip()]
+
+    def close(self) -> None:
+        self._sink.close()
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Collects what C code writes to fd 2 meanwhile (one-off calls)."""
+    lines: list[str] = []
+    sink = NativeStderr()
+    try:
+        with sink.redirected():
+            yield lines
+    finally:
+        lines.extend(sink.take_lines())
+        sink.close()
 
 
 def custom_ops_of(model_bytes: bytes) -> list[str]:
@@ -81,7 +116,8 @@ class Interpreter:
         self.model_bytes = model_bytes
         plugin.library()  # must be loaded (RTLD_GLOBAL) before the wheel looks it up
         plugin.clear_errors()
-        with native_stderr_captured() as stderr_lines:
+        self._stderr = NativeStderr()
+        with self._stderr.redirected():
             try:
                 self._interpreter = tflm_runtime.Interpreter.from_bytes(
                     model_bytes,
@@ -92,12 +128,16 @@ class Interpreter:
             except (RuntimeError, ValueError) as exc:
                 failure = exc
         if failure is not None:
+            lines = self._stderr.take_lines()
+            self._stderr.close()
             raise InterpreterError(
-                _message(f"TFLM could not prepare the model ({failure})", plugin.take_errors(), stderr_lines)
+                _message(f"TFLM could not prepare the model ({failure})", plugin.take_errors(), lines)
             ) from None
+        # Details never change after preparation: read once, not per call.
+        self._input_details: dict[int, dict] = {}
 
     def set_input(self, index: int, value) -> None:
-        details = self._interpreter.get_input_details(index)
+        details = self.input_details(index)
         array = np.asarray(value, dtype=details["dtype"]).reshape(details["shape"])
         self._interpreter.set_input(array, index)
 
@@ -105,20 +145,32 @@ class Interpreter:
         return self._interpreter.get_output(index)
 
     def input_details(self, index: int) -> dict:
-        return self._interpreter.get_input_details(index)
+        details = self._input_details.get(index)
+        if details is None:
+            details = self._input_details[index] = self._interpreter.get_input_details(index)
+        return details
 
     def output_details(self, index: int) -> dict:
         return self._interpreter.get_output_details(index)
 
     def invoke(self) -> None:
-        with native_stderr_captured() as stderr_lines:
+        with self._stderr.redirected():
             try:
                 self._interpreter.invoke()
                 failure = None
             except RuntimeError as exc:
                 failure = exc
         if failure is not None:
-            raise InterpreterError(_message("invoke failed", plugin.take_errors(), stderr_lines)) from None
+            raise InterpreterError(
+                _message("invoke failed", plugin.take_errors(), self._stderr.take_lines())
+            ) from None
 
     def reset(self) -> None:
-        self._interpreter.reset()
+        with self._stderr.redirected():
+            try:
+                self._interpreter.reset()
+                failure = None
+            except RuntimeError as exc:
+                failure = exc
+        if failure is not None:
+            raise InterpreterError(_message("reset failed", plugin.take_errors(), self._stderr.take_lines())) from None

@@ -1,8 +1,10 @@
 #include "device/trainer.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/training_state.h"
 #include "reference/quantization.h"
 #include "tensorflow/lite/micro/micro_log.h"
 
@@ -35,6 +37,20 @@ bool IsScalar(const TfLiteTensor* tensor, TfLiteType type) {
 int32_t QuantizeValue(float value, float scale, int32_t zero_point,
                       int32_t qmin, int32_t qmax) {
   return reference::QuantizeValue(value, scale, zero_point, qmin, qmax);
+}
+
+bool AllFinite(const float* values, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) return false;
+  }
+  return true;
+}
+
+bool HeaderIsZero(const uint8_t* state) {
+  for (size_t i = 0; i < state::kHeaderBytes; ++i) {
+    if (state[i] != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -98,6 +114,8 @@ TfLiteStatus Trainer::SetInput(const float* real_values) {
   if (!ready_) return kTfLiteError;
   TfLiteTensor* x = interpreter_.input(0);
   const size_t n = ElementCount(x);
+  // Checked here: quantizing would turn a NaN into an ordinary int8 value.
+  input_not_finite_ = !AllFinite(real_values, n);
   const float scale = x->params.scale;
   const int32_t zero_point = x->params.zero_point;
   switch (x->type) {
@@ -126,7 +144,8 @@ TfLiteStatus Trainer::SetLabel(int32_t label) {
     MicroPrintf("Trainer: SetLabel needs a one-sample cross-entropy model");
     return kTfLiteError;
   }
-  target->data.i32[0] = label;
+  target->data.i32[0] = label;  // outside the classes: TFLMT_LOSS skips it
+  target_not_finite_ = false;
   return kTfLiteOk;
 }
 
@@ -137,7 +156,9 @@ TfLiteStatus Trainer::SetTarget(const float* values) {
     MicroPrintf("Trainer: this model's target is a label (use SetLabel)");
     return kTfLiteError;
   }
-  std::memcpy(target->data.f, values, ElementCount(target) * sizeof(float));
+  const size_t n = ElementCount(target);
+  target_not_finite_ = !AllFinite(values, n);
+  std::memcpy(target->data.f, values, n * sizeof(float));
   return kTfLiteOk;
 }
 
@@ -150,7 +171,9 @@ TfLiteStatus Trainer::Run(int32_t mode) {
 TfLiteStatus Trainer::TrainStep(float learning_rate, float* loss) {
   if (!ready_) return kTfLiteError;
   interpreter_.input(learning_rate_)->data.f[0] = learning_rate;
-  const TfLiteStatus status = Run(static_cast<int32_t>(Mode::kTrain));
+  const bool skip = input_not_finite_ || target_not_finite_;
+  const TfLiteStatus status =
+      Run(static_cast<int32_t>(skip ? Mode::kSkip : Mode::kTrain));
   if (status == kTfLiteOk && loss != nullptr) {
     *loss = interpreter_.output(loss_)->data.f[0];
   }
@@ -192,10 +215,22 @@ size_t Trainer::StateBytes() const {
   return ready_ ? interpreter_.output(state_out_)->bytes : 0;
 }
 
+Trainer::Counters Trainer::GetCounters() const {
+  Counters counters = {0, 0, 0};
+  if (!ready_) return counters;
+  const uint8_t* s = interpreter_.output(state_out_)->data.uint8;
+  counters.steps = state::LoadU32(s, state::kStepOffset);
+  counters.skipped_updates = state::LoadU32(s, state::kSkippedOffset);
+  counters.skipped_samples = state::LoadU32(s, state::kSkippedSamplesOffset);
+  return counters;
+}
+
 TfLiteStatus Trainer::SaveState(uint8_t* dst, size_t capacity) const {
   const size_t bytes = StateBytes();
   if (bytes == 0 || capacity < bytes) return kTfLiteError;
   std::memcpy(dst, interpreter_.output(state_out_)->data.uint8, bytes);
+  // The one CRC pass of an export; a fresh (all-zero) state stays zero.
+  if (!HeaderIsZero(dst)) state::Export(dst, bytes);
   return kTfLiteOk;
 }
 
@@ -205,13 +240,15 @@ TfLiteStatus Trainer::LoadState(const uint8_t* src, size_t size) {
                 static_cast<int>(size), static_cast<int>(StateBytes()));
     return kTfLiteError;
   }
-  // TFLMT_STATE skips re-checking a state whose checksum field it has
-  // already verified, and cannot see this write: without the reset, a copy
-  // of the last checked state with a damaged payload would pass. Reset()
-  // makes it forget, so the next invocation checks the whole state.
+  // A load starts a new session, as in Python: streaming buffers and other
+  // variable tensors go back to their initial values too.
   const TfLiteStatus status = interpreter_.Reset();
   if (status != kTfLiteOk) return status;
-  std::memcpy(interpreter_.input(state_in_)->data.uint8, src, size);
+  uint8_t* state = interpreter_.input(state_in_)->data.uint8;
+  std::memcpy(state, src, size);
+  // LIVE cleared: TFLMT_STATE verifies the whole state on the next
+  // invocation (a saved state has it clear already; a raw copy may not).
+  state::Import(state);
   return kTfLiteOk;
 }
 

@@ -19,7 +19,16 @@
 //
 // Set the sample (SetInput, and SetLabel/SetTarget when a loss is needed)
 // before every TrainStep/EvaluateLoss/Predict: TFLM may reuse an input's
-// memory for later tensors once the graph no longer needs it.
+// memory for later tensors once the graph no longer needs it. (The kernels
+// may also rewrite the `mode` input to SKIP for a bad sample; Run sets it
+// again on every call.)
+//
+// Guards: a sample whose values hold a NaN or an infinity is not trained on.
+// SetInput/SetTarget notice it (before int8 quantization hides it) and
+// TrainStep then runs the model with mode SKIP, which counts the sample in
+// the state (Counters().skipped_samples); the kernels do the same for float
+// inputs, labels outside [0, classes) and a non-finite loss, so firmware that
+// writes the tensors itself is guarded too.
 //
 // Device code: no heap, no exceptions, no RTTI.
 #ifndef TFLM_OPS_DEVICE_TRAINER_H_
@@ -55,24 +64,37 @@ class Trainer {
   TfLiteStatus SetTarget(const float* values);
 
   // One training step on the sample set before; *loss is its loss (before
-  // the update). The update itself happens every `--accumulate` steps.
+  // the update). The update itself happens every `--accumulate` steps. A
+  // skipped sample (see above) gives kTfLiteOk and *loss NaN.
   TfLiteStatus TrainStep(float learning_rate, float* loss);
   // The loss of the sample set before; nothing changes.
   TfLiteStatus EvaluateLoss(float* loss);
   // Forward pass only; output 0 as real values (OutputCount() floats).
   TfLiteStatus Predict(float* out);
 
+  // What the state's header counts (zero before the first invocation).
+  struct Counters {
+    uint32_t steps;            // optimizer updates applied
+    uint32_t skipped_updates;  // updates dropped: would have been non-finite
+    uint32_t skipped_samples;  // samples not trained on (bad values)
+  };
+  Counters GetCounters() const;
+
   // Size of a saved state, in bytes (the same for every state of a model).
   size_t StateBytes() const;
-  // Copies the current state to dst. Before the first invocation (and right
-  // after Reset) the state is all zero, which LoadState accepts as "start
-  // from the model's initial adapter".
+  // Exports the current state to dst: a copy with the LIVE flag cleared and
+  // the CRC sealed (the state tensor itself keeps no valid CRC while it
+  // trains; kernels/training_state.h). Before the first invocation (and
+  // right after Reset) the state is all zero, copied as is, which LoadState
+  // accepts as "start from the model's initial adapter".
   TfLiteStatus SaveState(uint8_t* dst, size_t capacity) const;
-  // Writes a saved state into the model. It is checked by the next
-  // invocation, which fails with a "TFLMT_STATE: ..." message if the state
-  // belongs to another model or conversion, or is corrupt; the interpreter
-  // keeps failing until a good state is loaded or Reset() is called.
-  // Resets the interpreter first (its other variable tensors too).
+  // Imports a saved state: resets the interpreter (its other variable
+  // tensors too, like tflm_train's TrainableModel.load_state), then writes
+  // the state with LIVE cleared. The next invocation verifies it in full
+  // and fails with a "TFLMT_STATE: ..." message if it belongs to another
+  // model or conversion, is corrupt, or holds non-finite parameters; the
+  // interpreter keeps failing until a good state is loaded or Reset() is
+  // called.
   TfLiteStatus LoadState(const uint8_t* src, size_t size);
   // Back to the model's initial adapter (TFLM zeroes the state; the next
   // invocation re-initializes it from the model).
@@ -90,6 +112,9 @@ class Trainer {
   size_t loss_ = 0;
   size_t state_out_ = 0;
   bool ready_ = false;
+  // The last SetInput / SetTarget values held a NaN or an infinity.
+  bool input_not_finite_ = false;
+  bool target_not_finite_ = false;
 };
 
 }  // namespace tflmt

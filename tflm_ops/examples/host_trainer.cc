@@ -280,9 +280,11 @@ int main(int argc, char** argv) {
 
   std::vector<uint8_t> state(trainer.StateBytes());
   if (trainer.SaveState(state.data(), state.size()) != kTfLiteOk) return 1;
-  std::printf("optimizer steps %u, skipped %u\n",
-              tflmt::state::LoadU32(state.data(), tflmt::state::kStepOffset),
-              tflmt::state::LoadU32(state.data(), tflmt::state::kSkippedOffset));
+  const tflmt::Trainer::Counters counters = trainer.GetCounters();
+  std::printf("optimizer steps %u, skipped %u, skipped samples %u\n",
+              static_cast<unsigned>(counters.steps),
+              static_cast<unsigned>(counters.skipped_updates),
+              static_cast<unsigned>(counters.skipped_samples));
   if (!WriteFile(state_out, state.data(), state.size())) return 1;
   std::printf("state written to %s\n", state_out.c_str());
   if (!losses_out.empty() &&

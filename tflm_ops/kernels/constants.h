@@ -66,6 +66,7 @@ enum class Mode : int32_t {
   kInfer = 0,     // forward pass only
   kTrain = 1,     // forward, loss, backward, optimizer
   kEvaluate = 2,  // forward and loss, nothing changes
+  kSkip = 3,      // a bad sample: forward only, counted as skipped
 };
 
 // TFLMT_LOSS options: which loss.

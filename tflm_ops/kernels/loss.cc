@@ -9,8 +9,15 @@
 // and exact even when the model's quantized output rounds a probability to 0.
 // Runs when the mode is "train" or "evaluate".
 //
+// In "train" mode a sample that cannot be trained on - a label outside
+// [0, classes), a non-finite float target, or a loss or gradient that is not
+// finite - is skipped, not failed: this op rewrites the mode tensor to SKIP,
+// so the backward ops (which read the same tensor) do nothing and the
+// optimizer counts the sample as skipped. In "skip" mode the loss is NaN.
+//
 // Inputs:  0 prediction (float32 / int8 / int16), 1 target, 2 mode
 // Outputs: 0 loss (float32 [1]), 1 d loss / d prediction (float32)
+#include <cmath>
 #include <new>
 
 #include "kernels/kernel_util.h"
@@ -58,14 +65,20 @@ void* Init(port::Context* context, const char* options, size_t length) {
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_LOSS: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2);
-  port::TensorInfo prediction, target, loss, grad;
+  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2,
+                   "TFLMT_LOSS: takes prediction, target and mode; gives loss "
+                   "and its gradient");
+  port::TensorInfo prediction, target, mode, loss, grad;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kPrediction, &prediction));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kTarget, &target));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
+  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 && mode.FlatSize() == 1,
+                   "TFLMT_LOSS: mode must be int32 [1]");
   TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoss, &loss));
   TFLMT_ENSURE_OK(port::OutputInfo(context, node, kPredictionGrad, &grad));
   TFLMT_ENSURE_OK(ActivationQuantOf(prediction, &data->prediction));
-  TFLMT_ENSURE(prediction.rank >= 1);
+  TFLMT_ENSURE_MSG(prediction.rank >= 1 && prediction.FlatSize() > 0,
+                   "TFLMT_LOSS: the prediction must have at least one value");
   data->values = prediction.dims[prediction.rank - 1];
   data->batches = prediction.FlatSize() / data->values;
   TFLMT_ENSURE(loss.type == port::DataType::kFloat32 && loss.FlatSize() == 1);
@@ -85,39 +98,67 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   return port::Status::kOk;
 }
 
-port::Status Eval(port::Context* context, port::Node* node) {
-  if (ReadMode(port::Input(context, node, kMode)) == Mode::kInfer) {
-    return port::Status::kOk;
+// The index of the first label outside [0, classes), or -1.
+int BadLabel(const int32_t* labels, int batches, int classes) {
+  for (int b = 0; b < batches; ++b) {
+    if (labels[b] < 0 || labels[b] >= classes) return b;
   }
+  return -1;
+}
+
+bool AllFinite(const float* values, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) return false;
+  }
+  return true;
+}
+
+port::Status Eval(port::Context* context, port::Node* node) {
+  int32_t* mode = port::Input(context, node, kMode).As<int32_t>();
+  const bool training = *mode == static_cast<int32_t>(Mode::kTrain);
+  if (*mode == static_cast<int32_t>(Mode::kInfer)) return port::Status::kOk;
+  float* loss = port::Output(context, node, kLoss).As<float>();
+  // A sample that is not trained on has no loss.
+  const auto skip = [&]() {
+    *mode = static_cast<int32_t>(Mode::kSkip);
+    *loss = NAN;
+    return port::Status::kOk;
+  };
+  if (*mode == static_cast<int32_t>(Mode::kSkip)) return skip();
+
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   const int n = data.batches * data.values;
   const reference::ValuesRef prediction =
       ValuesOf(port::Input(context, node, kPrediction), data.prediction);
   const port::TensorView target = port::Input(context, node, kTarget);
   float* grad = port::Output(context, node, kPredictionGrad).As<float>();
-  float* loss = port::Output(context, node, kLoss).As<float>();
   switch (data.kind) {
     case LossKind::kSoftmaxCrossEntropy: {
       const int32_t* labels = target.As<int32_t>();
-      for (int b = 0; b < data.batches; ++b) {
-        if (labels[b] < 0 || labels[b] >= data.values) {
-          port::Log("TFLMT_LOSS: label %d is outside [0, %d)",
-                    static_cast<int>(labels[b]), data.values);
-          return port::Status::kError;
-        }
+      const int bad = BadLabel(labels, data.batches, data.values);
+      if (bad >= 0) {
+        if (training) return skip();
+        port::Log("TFLMT_LOSS: label %d is outside [0, %d)",
+                  static_cast<int>(labels[bad]), data.values);
+        return port::Status::kError;
       }
       *loss = reference::SoftmaxCrossEntropy(prediction, labels, data.batches,
                                              data.values, grad);
       break;
     }
     case LossKind::kMeanSquaredError:
+      if (training && !AllFinite(target.As<float>(), n)) return skip();
       *loss = reference::MeanSquaredError(prediction, target.As<float>(), n,
                                           grad);
       break;
     case LossKind::kBinaryCrossEntropy:
+      if (training && !AllFinite(target.As<float>(), n)) return skip();
       *loss = reference::BinaryCrossEntropy(prediction, target.As<float>(), n,
                                             grad);
       break;
+  }
+  if (training && (!std::isfinite(*loss) || !AllFinite(grad, n))) {
+    return skip();
   }
   return port::Status::kOk;
 }

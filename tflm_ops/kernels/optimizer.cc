@@ -3,10 +3,15 @@
 // Backward ops add each sample's gradients into the state. In "train" mode
 // this op counts the sample and, every `accumulate` samples, applies SGD,
 // momentum or Adam (Keras' formulas) to the mean gradient, optionally
-// clipped to a global norm; then it clears the gradients and re-seals the
-// state's checksum, so the state tensor is always a valid export.
-// A gradient that is not finite (a bad sample) is dropped instead of applied
-// and counted in the state header, so one sample cannot poison the adapter.
+// clipped to a global norm; then it clears the gradients.
+// An update that would make any parameter or optimizer slot non-finite (a
+// gradient that is not finite, or a huge learning rate) is dropped instead of
+// applied and counted in the state header ("skipped updates"), so nothing
+// can poison the adapter. In "skip" mode (a bad sample, see TFLMT_STATE and
+// TFLMT_LOSS) it only counts the sample ("skipped samples"); the sample does
+// not count toward `accumulate`, so the rest of its batch still updates.
+// The state's checksum is not maintained here: it is sealed on export
+// (kernels/training_state.h).
 //
 // Inputs:  0 state, 1 mode, 2 learning rate (float32 [1])
 // Outputs: none
@@ -73,7 +78,8 @@ void* Init(port::Context* context, const char* options, size_t length) {
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_OPTIMIZER: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 3 && port::NumOutputs(node) == 0);
+  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 0,
+                   "TFLMT_OPTIMIZER: takes state, mode and learning rate");
   port::TensorInfo state, mode, learning_rate;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
@@ -81,17 +87,68 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
                        state.bytes > state::kHeaderBytes,
                    "TFLMT_OPTIMIZER: state must be a uint8 variable");
-  TFLMT_ENSURE(mode.type == port::DataType::kInt32);
-  TFLMT_ENSURE(learning_rate.type == port::DataType::kFloat32 &&
-               learning_rate.FlatSize() == 1);
+  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 && mode.FlatSize() == 1,
+                   "TFLMT_OPTIMIZER: mode must be int32 [1]");
+  TFLMT_ENSURE_MSG(learning_rate.type == port::DataType::kFloat32 &&
+                       learning_rate.FlatSize() == 1,
+                   "TFLMT_OPTIMIZER: learning rate must be float32 [1]");
   data->state_bytes = state.bytes;
   return port::Status::kOk;
 }
 
+// Whether the update would leave every parameter and slot finite; writes
+// nothing.
+bool UpdateIsFinite(const OpData& data, uint8_t* s, int params, float lr,
+                    float grad_scale, uint32_t step) {
+  const float* weights = state::Params(s);
+  const float* grads = state::Grads(s);
+  switch (data.kind) {
+    case Kind::kSgd:
+      return reference::SgdUpdateIsFinite(weights, grads, params, lr,
+                                          grad_scale);
+    case Kind::kMomentum:
+      return reference::MomentumUpdateIsFinite(
+          weights, grads, state::OptimizerSlot(s, 0), params, lr,
+          data.momentum, grad_scale);
+    case Kind::kAdam:
+      return reference::AdamUpdateIsFinite(
+          weights, grads, state::OptimizerSlot(s, 0),
+          state::OptimizerSlot(s, 1), params, lr, data.beta1, data.beta2,
+          data.epsilon, static_cast<int>(step), grad_scale);
+  }
+  return false;
+}
+
+void ApplyUpdate(const OpData& data, uint8_t* s, int params, float lr,
+                 float grad_scale, uint32_t step) {
+  float* weights = state::Params(s);
+  const float* grads = state::Grads(s);
+  switch (data.kind) {
+    case Kind::kSgd:
+      reference::SgdUpdate(weights, grads, params, lr, grad_scale);
+      break;
+    case Kind::kMomentum:
+      reference::MomentumUpdate(weights, grads, state::OptimizerSlot(s, 0),
+                                params, lr, data.momentum, grad_scale);
+      break;
+    case Kind::kAdam:
+      reference::AdamUpdate(weights, grads, state::OptimizerSlot(s, 0),
+                            state::OptimizerSlot(s, 1), params, lr,
+                            data.beta1, data.beta2, data.epsilon,
+                            static_cast<int>(step), grad_scale);
+      break;
+  }
+}
+
 port::Status Eval(port::Context* context, port::Node* node) {
-  if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
+  const Mode mode = ReadMode(port::Input(context, node, kMode));
+  if (mode != Mode::kTrain && mode != Mode::kSkip) return port::Status::kOk;
   const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   uint8_t* s = port::Input(context, node, kState).As<uint8_t>();
+  if (mode == Mode::kSkip) {
+    state::Increment(s, state::kSkippedSamplesOffset);
+    return port::Status::kOk;
+  }
   const float lr = *port::Input(context, node, kLearningRate).As<float>();
   const int params = static_cast<int>(state::ParamCount(s));
   if (static_cast<size_t>(params) * sizeof(float) * (2 + SlotCount(data.kind)) >
@@ -107,40 +164,24 @@ port::Status Eval(port::Context* context, port::Node* node) {
   const uint32_t accumulated = state::LoadU32(s, state::kAccumulatedOffset) + 1;
   if (static_cast<int>(accumulated) < data.accumulate) {
     state::StoreU32(s, state::kAccumulatedOffset, accumulated);
-    state::Seal(s, data.state_bytes);
     return port::Status::kOk;
   }
 
-  const float sum_of_squares = reference::SumOfSquares(grads, params);
-  if (!std::isfinite(sum_of_squares)) {
-    state::StoreU32(s, state::kSkippedOffset,
-                    state::LoadU32(s, state::kSkippedOffset) + 1);
-  } else {
+  const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
+  bool applied = false;
+  if (std::isfinite(reference::SumOfSquares(grads, params))) {
     float grad_scale = 1.0f / static_cast<float>(data.accumulate);
     grad_scale *=
         reference::ClipFactor(grads, params, grad_scale, data.clip_norm);
-    const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
-    float* weights = state::Params(s);
-    switch (data.kind) {
-      case Kind::kSgd:
-        reference::SgdUpdate(weights, grads, params, lr, grad_scale);
-        break;
-      case Kind::kMomentum:
-        reference::MomentumUpdate(weights, grads, state::OptimizerSlot(s, 0),
-                                  params, lr, data.momentum, grad_scale);
-        break;
-      case Kind::kAdam:
-        reference::AdamUpdate(weights, grads, state::OptimizerSlot(s, 0),
-                              state::OptimizerSlot(s, 1), params, lr,
-                              data.beta1, data.beta2, data.epsilon,
-                              static_cast<int>(step), grad_scale);
-        break;
+    if (UpdateIsFinite(data, s, params, lr, grad_scale, step)) {
+      ApplyUpdate(data, s, params, lr, grad_scale, step);
+      state::StoreU32(s, state::kStepOffset, step);
+      applied = true;
     }
-    state::StoreU32(s, state::kStepOffset, step);
   }
+  if (!applied) state::Increment(s, state::kSkippedOffset);
   std::memset(grads, 0, sizeof(float) * params);
   state::StoreU32(s, state::kAccumulatedOffset, 0);
-  state::Seal(s, data.state_bytes);
   return port::Status::kOk;
 }
 

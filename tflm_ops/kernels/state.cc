@@ -1,16 +1,26 @@
-// TFLMT_STATE: first operator of a converted model; guards the training state.
+// TFLMT_STATE: first operator of a converted model; guards the training state
+// and the sample.
 //
 // The state tensor is a variable: TFLM zeroes it when the interpreter is
 // created and on Reset(). An all-zero header therefore means "fresh", and this
 // op copies the model's initial state (header and initial parameters, from
 // flash) into it - so Reset() rolls the adapter back to its initial values.
-// Anything else in the header is a state someone wrote (restored after a
-// reboot, or imported): it must belong to this model and this state layout,
-// and its checksum must hold, or the invocation fails with a message that
-// says which check failed. A state already checked is not re-checked until
-// its checksum field changes.
 //
-// Inputs:  0 state (uint8 variable), 1 initial state (uint8 constant)
+// Integrity is checked at the state's boundaries (kernels/training_state.h):
+// a state whose LIVE flag is clear (fresh, restored or imported) is verified
+// in full - it must belong to this model and this state layout, its checksum
+// must hold and every parameter and optimizer slot must be finite - and then
+// marked LIVE. A LIVE state was written only by our kernels since: just its
+// header is compared (a few bytes), the payload is not scanned again.
+//
+// In "train" mode a sample whose float32 data inputs hold a NaN or an
+// infinity is not trained on: this op rewrites the mode tensor to SKIP, which
+// every later op reads, so the forward pass runs as inference, no gradient is
+// made and the optimizer counts the sample as skipped.
+//
+// Inputs:  0 state (uint8 variable), 1 initial state (uint8 constant),
+//          2 mode (int32 [1], optional), 3.. the model's float32 data inputs
+//          (optional; models converted before the guard have inputs 0-1 only)
 // Outputs: none
 #include <cstring>
 #include <new>
@@ -25,12 +35,14 @@ namespace {
 constexpr int kState = 0;
 constexpr int kInitial = 1;
 
+constexpr int kMode = 2;
+constexpr int kFirstSample = 3;
+
 struct OpData {
   const uint8_t* initial = nullptr;  // in the model (flash)
   size_t initial_bytes = 0;
   size_t state_bytes = 0;
-  bool checked = false;  // the state's current checksum was verified
-  uint32_t checked_crc = 0;
+  bool has_mode = false;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
@@ -46,11 +58,14 @@ void* Init(port::Context* context, const char* options, size_t length) {
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_STATE: bad options");
-  TFLMT_ENSURE(port::NumInputs(node) == 2 && port::NumOutputs(node) == 0);
+  const int inputs = port::NumInputs(node);
+  TFLMT_ENSURE_MSG(inputs >= 2 && port::NumOutputs(node) == 0,
+                   "TFLMT_STATE: takes a state and its initial value");
   port::TensorInfo state, initial;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kInitial, &initial));
-  TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable,
+  TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
+                       state.bytes > state::kHeaderBytes,
                    "TFLMT_STATE: state must be a uint8 variable tensor");
   TFLMT_ENSURE_MSG(initial.type == port::DataType::kUInt8 &&
                        initial.constant_data != nullptr,
@@ -62,6 +77,20 @@ port::Status Prepare(port::Context* context, port::Node* node) {
           state::LoadU32(init, state::kPayloadBytesOffset) ==
               state.bytes - state::kHeaderBytes,
       "TFLMT_STATE: the model's initial state does not fit its state tensor");
+  data->has_mode = inputs > kMode;
+  if (data->has_mode) {
+    port::TensorInfo mode;
+    TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
+    TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 &&
+                         mode.FlatSize() == 1,
+                     "TFLMT_STATE: mode must be int32 [1]");
+  }
+  for (int i = kFirstSample; i < inputs; ++i) {
+    port::TensorInfo sample;
+    TFLMT_ENSURE_OK(port::InputInfo(context, node, i, &sample));
+    TFLMT_ENSURE_MSG(sample.type == port::DataType::kFloat32,
+                     "TFLMT_STATE: guarded data inputs must be float32");
+  }
   data->initial = init;
   data->initial_bytes = initial.bytes;
   data->state_bytes = state.bytes;
@@ -75,8 +104,9 @@ bool HeaderIsZero(const uint8_t* header) {
   return true;
 }
 
-// Why a written state cannot be used, or null when it can.
-const char* Mismatch(const OpData& data, const uint8_t* s) {
+// Why a state's header does not match this model, or null when it does.
+// A few dozen bytes: cheap enough to run on every invocation.
+const char* HeaderMismatch(const OpData& data, const uint8_t* s) {
   const uint8_t* init = data.initial;
   uint16_t version = 0;
   std::memcpy(&version, s + state::kVersionOffset, 2);
@@ -99,46 +129,75 @@ const char* Mismatch(const OpData& data, const uint8_t* s) {
     return "state was saved for another conversion of this model "
            "(different adapters or optimizer)";
   }
+  return nullptr;
+}
+
+// The full check of a state entering the interpreter (LIVE clear).
+const char* PayloadProblem(const OpData& data, const uint8_t* s) {
   if (state::LoadU32(s, state::kCrcOffset) !=
       state::ComputeCrc(s, data.state_bytes)) {
     return "state is corrupt (checksum mismatch)";
   }
+  // Parameters, then the optimizer slots after the gradients. Pending
+  // gradients may legitimately hold a non-finite value: the optimizer drops
+  // such an update instead of applying it.
+  const size_t params = state::ParamCount(s);
+  const uint8_t* payload = s + state::kHeaderBytes;
+  const size_t values = (data.state_bytes - state::kHeaderBytes) / 4;
+  if (!state::AllFinite(payload, params) ||
+      (values > 2 * params &&
+       !state::AllFinite(payload + 8 * params, values - 2 * params))) {
+    return "state holds non-finite parameters (NaN or infinity)";
+  }
   return nullptr;
 }
 
+bool SampleIsFinite(port::Context* context, port::Node* node) {
+  for (int i = kFirstSample; i < port::NumInputs(node); ++i) {
+    const port::TensorView sample = port::Input(context, node, i);
+    if (!state::AllFinite(sample.As<uint8_t>(),
+                          static_cast<size_t>(sample.FlatSize()))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 port::Status Eval(port::Context* context, port::Node* node) {
-  OpData& data = *static_cast<OpData*>(port::UserData(node));
+  const OpData& data = *static_cast<const OpData*>(port::UserData(node));
   uint8_t* s = port::Input(context, node, kState).As<uint8_t>();
-  if (HeaderIsZero(s)) {
+  const bool fresh = HeaderIsZero(s);
+  if (fresh) {
     std::memcpy(s, data.initial, data.initial_bytes);
     std::memset(s + data.initial_bytes, 0,
                 data.state_bytes - data.initial_bytes);
-    if (state::LoadU32(s, state::kCrcOffset) !=
-        state::ComputeCrc(s, data.state_bytes)) {
-      port::Log("TFLMT_STATE: the model's initial state is corrupt");
-      return port::Status::kError;
-    }
-  } else if (data.checked &&
-             state::LoadU32(s, state::kCrcOffset) == data.checked_crc) {
-    return port::Status::kOk;
-  } else if (const char* problem = Mismatch(data, s)) {
-    data.checked = false;
+    state::Import(s);
+  }
+  if (const char* problem = HeaderMismatch(data, s)) {
     port::Log("TFLMT_STATE: %s", problem);
     return port::Status::kError;
   }
-  data.checked = true;
-  data.checked_crc = state::LoadU32(s, state::kCrcOffset);
+  if (!state::IsLive(s)) {
+    if (const char* problem = PayloadProblem(data, s)) {
+      if (fresh) problem = "the model's initial state is corrupt";
+      port::Log("TFLMT_STATE: %s", problem);
+      return port::Status::kError;
+    }
+    state::SetLive(s, true);
+  }
+  if (data.has_mode) {
+    int32_t* mode = port::Input(context, node, kMode).As<int32_t>();
+    if (*mode == static_cast<int32_t>(Mode::kTrain) &&
+        !SampleIsFinite(context, node)) {
+      *mode = static_cast<int32_t>(Mode::kSkip);
+    }
+  }
   return port::Status::kOk;
-}
-
-void Reset(port::Context* context, void* op_data) {
-  (void)context;
-  if (op_data != nullptr) static_cast<OpData*>(op_data)->checked = false;
 }
 
 }  // namespace
 
 const port::KernelDef kStateKernel = {kStateOpName, Init, nullptr,
-                                Prepare, Eval, Reset};
+                                      Prepare, Eval, nullptr};
 
 }  // namespace tflmt

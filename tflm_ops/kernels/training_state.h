@@ -15,11 +15,23 @@
 //       28     4  optimizer steps applied
 //       32     4  samples accumulated toward the next step
 //       36     4  CRC-32 of bytes [0, 36) followed by [40, end)
-//       40     4  updates skipped because a gradient was not finite
-//       44    20  reserved, zero
+//       40     4  updates skipped (the update would not have been finite)
+//       44     4  flags; bit 0 LIVE (see below), other bits zero
+//       48     4  samples skipped (non-finite or out-of-range values)
+//       52    12  reserved, zero
 //       64   4*P  parameters | 4*P gradients | 4*P per optimizer slot
 //
 // All fields are little-endian. docs/state_format.md is the user-facing copy.
+//
+// Integrity is checked where the state crosses a boundary, not in every step.
+// LIVE clear: the state came from outside this interpreter (the model's
+// initial state, or one written into the tensor: restored, imported). The
+// TFLMT_STATE op verifies all of it - header, CRC, every parameter and slot
+// finite - and then sets LIVE. LIVE set: only our kernels have written it
+// since, so the payload is trusted and the CRC field is stale. Exporting is
+// a copy with LIVE cleared and the CRC recomputed (`Export` below); importing
+// clears LIVE so the next invocation verifies. Files written before the
+// flags existed have zero there: "not live", verified on import.
 #ifndef TFLM_OPS_KERNELS_TRAINING_STATE_H_
 #define TFLM_OPS_KERNELS_TRAINING_STATE_H_
 
@@ -45,7 +57,11 @@ constexpr size_t kParamCountOffset = 24;
 constexpr size_t kStepOffset = 28;
 constexpr size_t kAccumulatedOffset = 32;
 constexpr size_t kCrcOffset = 36;
-constexpr size_t kSkippedOffset = 40;
+constexpr size_t kSkippedOffset = 40;  // skipped updates
+constexpr size_t kFlagsOffset = 44;
+constexpr size_t kSkippedSamplesOffset = 48;
+
+constexpr uint32_t kFlagLive = 1u << 0;
 
 inline uint32_t LoadU32(const uint8_t* state, size_t offset) {
   uint32_t v;
@@ -76,6 +92,38 @@ inline uint32_t ComputeCrc(const uint8_t* state, size_t total_bytes) {
 
 inline void Seal(uint8_t* state, size_t total_bytes) {
   StoreU32(state, kCrcOffset, ComputeCrc(state, total_bytes));
+}
+
+inline void Increment(uint8_t* state, size_t offset) {
+  StoreU32(state, offset, LoadU32(state, offset) + 1);
+}
+
+inline bool IsLive(const uint8_t* state) {
+  return (LoadU32(state, kFlagsOffset) & kFlagLive) != 0;
+}
+inline void SetLive(uint8_t* state, bool live) {
+  const uint32_t flags = LoadU32(state, kFlagsOffset);
+  StoreU32(state, kFlagsOffset, live ? (flags | kFlagLive) : (flags & ~kFlagLive));
+}
+
+// A state as it leaves the interpreter: LIVE cleared, CRC valid. `state` is
+// the copy being exported (never the live tensor, which stays LIVE).
+inline void Export(uint8_t* state, size_t total_bytes) {
+  SetLive(state, false);
+  Seal(state, total_bytes);
+}
+// A state as it enters: the next invocation verifies it.
+inline void Import(uint8_t* state) { SetLive(state, false); }
+
+// True when every value is finite (no NaN, no infinity). Works on the bits,
+// so it holds under -ffast-math too, and reads unaligned storage safely.
+inline bool AllFinite(const uint8_t* values, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, values + 4 * i, 4);
+    if ((bits & 0x7F800000u) == 0x7F800000u) return false;
+  }
+  return true;
 }
 
 }  // namespace state

@@ -6,6 +6,13 @@
 //              w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
 // `grad_scale` turns summed gradients into the ones to apply (1/N for N
 // accumulated samples, times the clipping factor).
+//
+// Each rule is one per-value function (`...Step`) used twice: by
+// `...UpdateIsFinite`, which computes every new value without writing and
+// tells whether all are finite, and by `...Update`, which writes them. The
+// optimizer op applies an update only when the first says yes, so a finite
+// but huge learning rate cannot write inf into the adapter; both use the
+// same expressions, so the applied values are exactly those checked.
 #ifndef TFLM_OPS_REFERENCE_OPTIMIZER_H_
 #define TFLM_OPS_REFERENCE_OPTIMIZER_H_
 
@@ -29,31 +36,111 @@ inline float ClipFactor(const float* grads, int n, float grad_scale,
   return norm > clip_norm ? clip_norm / norm : 1.0f;
 }
 
+inline float SgdStep(float param, float grad, float lr, float grad_scale) {
+  return param - lr * grad_scale * grad;
+}
+
+inline bool SgdUpdateIsFinite(const float* params, const float* grads, int n,
+                              float lr, float grad_scale) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(SgdStep(params[i], grads[i], lr, grad_scale))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 inline void SgdUpdate(float* params, const float* grads, int n, float lr,
                       float grad_scale) {
-  for (int i = 0; i < n; ++i) params[i] -= lr * grad_scale * grads[i];
+  for (int i = 0; i < n; ++i) {
+    params[i] = SgdStep(params[i], grads[i], lr, grad_scale);
+  }
+}
+
+struct MomentumValues {
+  float param;
+  float velocity;
+};
+
+inline MomentumValues MomentumStep(float param, float velocity, float grad,
+                                   float lr, float momentum,
+                                   float grad_scale) {
+  const float new_velocity = momentum * velocity - lr * grad_scale * grad;
+  return {param + new_velocity, new_velocity};
+}
+
+inline bool MomentumUpdateIsFinite(const float* params, const float* grads,
+                                   const float* velocity, int n, float lr,
+                                   float momentum, float grad_scale) {
+  for (int i = 0; i < n; ++i) {
+    const MomentumValues next = MomentumStep(params[i], velocity[i], grads[i],
+                                             lr, momentum, grad_scale);
+    if (!std::isfinite(next.param) || !std::isfinite(next.velocity)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 inline void MomentumUpdate(float* params, const float* grads, float* velocity,
                            int n, float lr, float momentum, float grad_scale) {
   for (int i = 0; i < n; ++i) {
-    velocity[i] = momentum * velocity[i] - lr * grad_scale * grads[i];
-    params[i] += velocity[i];
+    const MomentumValues next = MomentumStep(params[i], velocity[i], grads[i],
+                                             lr, momentum, grad_scale);
+    velocity[i] = next.velocity;
+    params[i] = next.param;
   }
 }
 
+// The bias-corrected step size of Adam's `step`-th update (from 1).
+inline float AdamAlpha(float lr, float beta1, float beta2, int step) {
+  const float beta1_power = std::pow(beta1, static_cast<float>(step));
+  const float beta2_power = std::pow(beta2, static_cast<float>(step));
+  return lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+}
+
+struct AdamValues {
+  float param;
+  float m;
+  float v;
+};
+
+inline AdamValues AdamStep(float param, float m, float v, float grad,
+                           float alpha, float beta1, float beta2,
+                           float epsilon, float grad_scale) {
+  const float g = grad_scale * grad;
+  const float new_m = m + (g - m) * (1.0f - beta1);
+  const float new_v = v + (g * g - v) * (1.0f - beta2);
+  return {param - alpha * new_m / (std::sqrt(new_v) + epsilon), new_m, new_v};
+}
+
 // `step` counts from 1 for the first update.
+inline bool AdamUpdateIsFinite(const float* params, const float* grads,
+                               const float* m, const float* v, int n, float lr,
+                               float beta1, float beta2, float epsilon,
+                               int step, float grad_scale) {
+  const float alpha = AdamAlpha(lr, beta1, beta2, step);
+  for (int i = 0; i < n; ++i) {
+    const AdamValues next = AdamStep(params[i], m[i], v[i], grads[i], alpha,
+                                     beta1, beta2, epsilon, grad_scale);
+    if (!std::isfinite(next.param) || !std::isfinite(next.m) ||
+        !std::isfinite(next.v)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 inline void AdamUpdate(float* params, const float* grads, float* m, float* v,
                        int n, float lr, float beta1, float beta2,
                        float epsilon, int step, float grad_scale) {
-  const float beta1_power = std::pow(beta1, static_cast<float>(step));
-  const float beta2_power = std::pow(beta2, static_cast<float>(step));
-  const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+  const float alpha = AdamAlpha(lr, beta1, beta2, step);
   for (int i = 0; i < n; ++i) {
-    const float g = grad_scale * grads[i];
-    m[i] += (g - m[i]) * (1.0f - beta1);
-    v[i] += (g * g - v[i]) * (1.0f - beta2);
-    params[i] -= alpha * m[i] / (std::sqrt(v[i]) + epsilon);
+    const AdamValues next = AdamStep(params[i], m[i], v[i], grads[i], alpha,
+                                     beta1, beta2, epsilon, grad_scale);
+    params[i] = next.param;
+    m[i] = next.m;
+    v[i] = next.v;
   }
 }
 
