@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tflm_train.converter import methods
+from tflm_train.converter.errors import ConversionError
+from tflm_train.converter import ops
 from tflm_train.converter.ops import OptimizerConfig
 
-METHODS = ("lora", "adapter", "bias", "head", "sparse")
 LOSSES = ("ce", "mse", "bce")
+OPTIMIZERS = tuple(ops.OPTIMIZER_KINDS)  # sgd, momentum, adam
 RECOMPUTE_MODES = ("auto", "always", "never")
-
-
-class ConversionError(ValueError):
-    """The model cannot be converted as asked (message says why)."""
+HEAD_MODES = ("replace", "append")
 
 
 @dataclass
 class ConvertConfig:
     """Options of one conversion; field names follow peft where they can.
 
-    method     lora | adapter | bias | head | sparse
-    r          LoRA rank, or the adapter's bottleneck width
-    lora_alpha LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
+    method     a registered method (converter/methods/: lora | adapter | bias |
+               head | sparse); fields below marked "head:", "sparse:", ... are
+               that method's own options and are refused with any other
+    r          lora / adapter: LoRA rank, or the adapter's bottleneck width
+    lora_alpha lora: LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
     targets    target layers: "last:N", operator indices, or names (comma list);
                None: the method's default (last:2; head last:1; sparse: all)
     loss       ce | mse | bce (None: chosen from the model's output)
@@ -47,8 +49,14 @@ class ConvertConfig:
     recompute: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConversionError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        spec = methods.get(self.method)  # refuses an unknown name
+        for other in methods.specs():
+            for option, neutral in other.options.items():
+                if option not in spec.options and getattr(self, option) != neutral:
+                    owners = [s.name for s in methods.specs() if option in s.options]
+                    raise ConversionError(
+                        f"{option} is an option of method {' / '.join(owners)}, not of {self.method}"
+                    )
         if self.r < 1:
             raise ConversionError("rank must be at least 1")
         if self.loss is not None and self.loss not in LOSSES:
@@ -57,7 +65,9 @@ class ConvertConfig:
             raise ConversionError("--accumulate must be at least 1")
         if self.optimizer.clip_norm < 0:
             raise ConversionError("--clip must be >= 0")
-        if self.head_mode not in ("replace", "append"):
+        if self.optimizer.kind not in OPTIMIZERS:
+            raise ConversionError(f"unknown optimizer {self.optimizer.kind!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.head_mode not in HEAD_MODES:
             raise ConversionError("head mode must be 'replace' or 'append'")
         if self.recompute not in RECOMPUTE_MODES:
             raise ConversionError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}")

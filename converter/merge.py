@@ -16,8 +16,8 @@ import json
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from tflm_train.converter import ops
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter import methods, ops
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
 from tflm_train.converter.layers import dequantize, same_padding
 from tflm_train.converter.model_ir import Model, ModelError, Quant
@@ -173,11 +173,9 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
     if info is None:
         raise ModelError("model was not converted by tflm-train: there is nothing to merge")
     method = info.raw["config"]["method"]
-    if method == "adapter" and not drop_adapters:
-        raise ConversionError(
-            "bottleneck adapters are nonlinear and cannot be folded into the base weights; "
-            "deploy the converted model with the state instead"
-        )
+    spec = methods.get(method)
+    if not spec.merges and not drop_adapters:
+        raise ConversionError(spec.merge_note)
     state = initial_state(model, info) if state is None else bytes(state)
     header = validate(state, info.expected_header(), info.state_bytes)
     folder = _Folder(model, parameters(state, header))
