@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from tflm_train.converter import methods
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter import ops
 from tflm_train.converter.ops import OptimizerConfig
 
-LOSSES = ("ce", "mse", "bce")
-OPTIMIZERS = tuple(ops.OPTIMIZER_KINDS)  # sgd, momentum, adam
-RECOMPUTE_MODES = ("auto", "always", "never")
-HEAD_MODES = ("replace", "append")
+# Names for type checkers; tests/test_api.py checks MethodName against the
+# method registry and OptimizerName against the optimizer op's kinds.
+MethodName = Literal["lora", "adapter", "bias", "head", "sparse"]
+LossName = Literal["ce", "mse", "bce"]
+OptimizerName = Literal["sgd", "momentum", "adam"]
+RecomputeMode = Literal["auto", "always", "never"]
+HeadMode = Literal["replace", "append"]
+
+LOSSES: tuple[str, ...] = get_args(LossName)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+RECOMPUTE_MODES: tuple[str, ...] = get_args(RecomputeMode)
+HEAD_MODES: tuple[str, ...] = get_args(HeadMode)
 
 
 @dataclass
@@ -36,17 +45,17 @@ class ConvertConfig:
                where that lowers the step's activation peak; converter/recompute.py)
     """
 
-    method: str = "lora"
+    method: MethodName = "lora"
     r: int = 4
     lora_alpha: float | None = None
     targets: str | None = None
-    loss: str | None = None
+    loss: LossName | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     classes: int | None = None
-    head_mode: str = "replace"
+    head_mode: HeadMode = "replace"
     seed: int = 0
     sparse_weights: str = ""
-    recompute: str = "auto"
+    recompute: RecomputeMode = "auto"
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -65,7 +74,7 @@ class ConvertConfig:
             raise ConversionError("--accumulate must be at least 1")
         if self.optimizer.clip_norm < 0:
             raise ConversionError("--clip must be >= 0")
-        if self.optimizer.kind not in OPTIMIZERS:
+        if self.optimizer.kind not in ops.OPTIMIZER_KINDS:
             raise ConversionError(f"unknown optimizer {self.optimizer.kind!r} (choose from {', '.join(OPTIMIZERS)})")
         if self.head_mode not in HEAD_MODES:
             raise ConversionError("head mode must be 'replace' or 'append'")

@@ -5,7 +5,8 @@ a trained head becomes an ordinary layer; training operators, inputs and
 outputs are removed. Int8 layers are requantized per output channel (scale
 max|W'| / 127, zero point 0; int32 bias at input scale x weight scale), so
 the merged model runs on any TFLM or TFLite runtime with builtin ops only.
-Bottleneck adapters are nonlinear and cannot be folded: such a model is
+Whether a method folds, and how, is in its MethodSpec (merges, merge_note):
+bottleneck adapters are nonlinear and cannot be folded, so such a model is
 deployed as converted, in inference mode.
 """
 

@@ -231,7 +231,7 @@ def _render_convert(console, plan, summary: dict, output_path: str, c_array: str
 class FitRun:
     """What `fit` did: the result, the state to save, the numbers to print."""
 
-    result: object  # tflm_train.fit.FitResult
+    result: object  # tflm_train.fitting.FitResult
     payload: dict
     state: bytes
     samples: int
@@ -244,7 +244,7 @@ def run_fit(
     on_step=None, on_start=None, warn=None,
 ) -> FitRun:
     """Trains a converted model on an .npz through the interpreter (no output written)."""
-    from tflm_train import fit as fitting
+    from tflm_train import fitting
     from tflm_train.data import load_npz
     from tflm_train.memory import smallest_arena
     from tflm_train.trainer import TrainableModel
@@ -388,7 +388,7 @@ def _metric_line(metric: str, before: float, after: float, where: str) -> str:
 # ---- evaluate ----------------------------------------------------------------------------------
 def run_evaluate(model_bytes: bytes, data_path: str, state: bytes | None) -> dict:
     """The model's metric on an .npz: {"metric", "value", "n"}."""
-    from tflm_train import fit as fitting
+    from tflm_train import fitting
     from tflm_train.converter.model_ir import Model
     from tflm_train.converter.training_info import training_info
     from tflm_train.data import load_npz
@@ -450,8 +450,8 @@ def run_report(model_bytes: bytes, board: str | None):
 
     Returns (Report, JSON payload, board profile or None, problems)."""
     from tflm_train import boards
-    from tflm_train.report import fits
-    from tflm_train.report import report as measure
+    from tflm_train.memory_report import fits
+    from tflm_train.memory_report import report as measure
 
     profile = None
     if board is not None:
@@ -475,7 +475,7 @@ def run_report(model_bytes: bytes, board: str | None):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
     """Training and inference memory of a converted MODEL, measured in TFLM."""
-    from tflm_train.report import breakdown_png
+    from tflm_train.memory_report import breakdown_png
 
     result, payload, profile, problems = run_report(_read(model_path), board)
     if plot:

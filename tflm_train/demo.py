@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tflm_train import fit as fitting
+from tflm_train import fitting
 from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.merge import merge
 from tflm_train.data import load_npz
