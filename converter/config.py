@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
+from tflm_train.converter import methods
+from tflm_train.converter.errors import ConversionError
+from tflm_train.converter import ops
 from tflm_train.converter.ops import OptimizerConfig
 
-METHODS = ("lora", "adapter", "bias", "head", "sparse")
-LOSSES = ("ce", "mse", "bce")
-RECOMPUTE_MODES = ("auto", "always", "never")
+# Names for type checkers; tests/test_api.py checks MethodName against the
+# method registry and OptimizerName against the optimizer op's kinds.
+MethodName = Literal["lora", "adapter", "bias", "head", "sparse"]
+LossName = Literal["ce", "mse", "bce"]
+OptimizerName = Literal["sgd", "momentum", "adam"]
+RecomputeMode = Literal["auto", "always", "never"]
+HeadMode = Literal["replace", "append"]
 
-
-class ConversionError(ValueError):
-    """The model cannot be converted as asked (message says why)."""
+LOSSES: tuple[str, ...] = get_args(LossName)
+OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
+RECOMPUTE_MODES: tuple[str, ...] = get_args(RecomputeMode)
+HEAD_MODES: tuple[str, ...] = get_args(HeadMode)
 
 
 @dataclass
 class ConvertConfig:
     """Options of one conversion; field names follow peft where they can.
 
-    method     lora | adapter | bias | head | sparse
-    r          LoRA rank, or the adapter's bottleneck width
-    lora_alpha LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
+    method     a registered method (converter/methods/: lora | adapter | bias |
+               head | sparse); fields below marked "head:", "sparse:", ... are
+               that method's own options and are refused with any other
+    r          lora / adapter: LoRA rank, or the adapter's bottleneck width
+    lora_alpha lora: LoRA scale is lora_alpha / r (None: lora_alpha = r, scale 1)
     targets    target layers: "last:N", operator indices, or names (comma list);
                None: the method's default (last:2; head last:1; sparse: all)
     loss       ce | mse | bce (None: chosen from the model's output)
@@ -34,21 +45,27 @@ class ConvertConfig:
                where that lowers the step's activation peak; converter/recompute.py)
     """
 
-    method: str = "lora"
+    method: MethodName = "lora"
     r: int = 4
     lora_alpha: float | None = None
     targets: str | None = None
-    loss: str | None = None
+    loss: LossName | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     classes: int | None = None
-    head_mode: str = "replace"
+    head_mode: HeadMode = "replace"
     seed: int = 0
     sparse_weights: str = ""
-    recompute: str = "auto"
+    recompute: RecomputeMode = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConversionError(f"unknown method {self.method!r} (choose from {', '.join(METHODS)})")
+        spec = methods.get(self.method)  # refuses an unknown name
+        for other in methods.specs():
+            for option, neutral in other.options.items():
+                if option not in spec.options and getattr(self, option) != neutral:
+                    owners = [s.name for s in methods.specs() if option in s.options]
+                    raise ConversionError(
+                        f"{option} is an option of method {' / '.join(owners)}, not of {self.method}"
+                    )
         if self.r < 1:
             raise ConversionError("rank must be at least 1")
         if self.loss is not None and self.loss not in LOSSES:
@@ -57,7 +74,9 @@ class ConvertConfig:
             raise ConversionError("--accumulate must be at least 1")
         if self.optimizer.clip_norm < 0:
             raise ConversionError("--clip must be >= 0")
-        if self.head_mode not in ("replace", "append"):
+        if self.optimizer.kind not in ops.OPTIMIZER_KINDS:
+            raise ConversionError(f"unknown optimizer {self.optimizer.kind!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.head_mode not in HEAD_MODES:
             raise ConversionError("head mode must be 'replace' or 'append'")
         if self.recompute not in RECOMPUTE_MODES:
             raise ConversionError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}")

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflm_train.converter import ops, recompute
+from tflm_train.converter import activation_masks, methods, ops, recompute
 from tflm_train.converter.backward import Backward
-from tflm_train.converter.config import ConversionError, ConvertConfig
-from tflm_train.converter.layers import LINEAR_OPS
+from tflm_train.converter.config import ConvertConfig
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.losses import default_loss, loss_input
 from tflm_train.converter.matching import match_targets
-from tflm_train.converter.methods import METHODS
 from tflm_train.converter.model_ir import Model, model_hash
 from tflm_train.converter.rewrite import Rewrite
 from tflm_train.converter.state_format import StateLayout
@@ -51,18 +50,14 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     original_inputs = [int(t) for t in main.inputs]
     origin = {id(op): i for i, op in enumerate(model.operators)}
 
-    kinds = ("FULLY_CONNECTED",) if config.method == "head" else tuple(LINEAR_OPS)
+    method = methods.get(config.method)
+    kinds = method.eligible_ops
     eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in kinds]
-    spec = config.targets
-    if spec is None:
-        # head replaces the last layer; sparse trains the biases of all of them
-        spec = {"head": "last:1", "sparse": f"last:{max(len(eligible), 1)}"}.get(config.method, "last:2")
-    if config.method == "head" and config.head_mode == "append":
-        targets = []
-    else:
+    targets = []
+    if method.uses_targets(config):
+        spec = config.targets if config.targets is not None else method.default_targets(len(eligible))
         targets = match_targets(model, spec, eligible, " / ".join(kinds))
-    loss = config.loss or ("ce" if config.method == "head" and config.head_mode == "append" else None)
-    loss = loss or default_loss(model, int(main.outputs[0]))
+    loss = config.loss or method.default_loss(config) or default_loss(model, int(main.outputs[0]))
 
     state = model.add_tensor("tflm_train/state", [1], np.uint8, is_variable=True)
     layout = StateLayout(
@@ -70,7 +65,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         semantics={"method": config.method, "lora_scale": config.lora_scale, "head_mode": config.head_mode},
     )
     rw = Rewrite(model, config, layout, state, np.random.default_rng(config.seed), origin=origin)
-    METHODS[config.method](rw, targets)
+    method.apply(rw, targets)
     if layout.param_count == 0:
         raise ConversionError("the method made no trainable parameters")
 
@@ -98,6 +93,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
     loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
     model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss))
+    activation_masks.apply(model, rw.trainable_ops)  # before the backward rules read them
     backward = Backward(rw, mode, origin)
     backward.build(forward, prediction, loss_grad)
     if any(

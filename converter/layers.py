@@ -8,7 +8,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from tflm_train.converter import ops
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.matching import layer_name
 from tflm_train.converter.model_ir import Model, Quant
 

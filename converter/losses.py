@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.model_ir import Model
 
 # Ops that do not change what a value means; the loss looks through them.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.model_ir import Model
 
 

@@ -5,7 +5,8 @@ a trained head becomes an ordinary layer; training operators, inputs and
 outputs are removed. Int8 layers are requantized per output channel (scale
 max|W'| / 127, zero point 0; int32 bias at input scale x weight scale), so
 the merged model runs on any TFLM or TFLite runtime with builtin ops only.
-Bottleneck adapters are nonlinear and cannot be folded: such a model is
+Whether a method folds, and how, is in its MethodSpec (merges, merge_note):
+bottleneck adapters are nonlinear and cannot be folded, so such a model is
 deployed as converted, in inference mode.
 """
 
@@ -16,8 +17,8 @@ import json
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from tflm_train.converter import ops
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter import methods, ops
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
 from tflm_train.converter.layers import dequantize, same_padding
 from tflm_train.converter.model_ir import Model, ModelError, Quant
@@ -173,11 +174,9 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
     if info is None:
         raise ModelError("model was not converted by tflm-train: there is nothing to merge")
     method = info.raw["config"]["method"]
-    if method == "adapter" and not drop_adapters:
-        raise ConversionError(
-            "bottleneck adapters are nonlinear and cannot be folded into the base weights; "
-            "deploy the converted model with the state instead"
-        )
+    spec = methods.get(method)
+    if not spec.merges and not drop_adapters:
+        raise ConversionError(spec.merge_note)
     state = initial_state(model, info) if state is None else bytes(state)
     header = validate(state, info.expected_header(), info.state_bytes)
     folder = _Folder(model, parameters(state, header))

@@ -54,7 +54,10 @@ _DTYPE_TO_TENSOR_TYPE = {
 }
 
 
-class ModelError(ValueError):
+from tflm_train.errors import TflmTrainError  # the base of every user-fixable error
+
+
+class ModelError(TflmTrainError, ValueError):
     """The bytes are not a .tflite this tool can read (message says why)."""
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from tflm_train.converter.config import ConvertConfig
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import StateLayout
+
+if TYPE_CHECKING:  # config imports the methods, which import this module
+    from tflm_train.converter.config import ConvertConfig
 
 
 @dataclass

@@ -38,7 +38,10 @@ FLAG_LIVE = 1
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 
 
-class StateError(ValueError):
+from tflm_train.errors import TflmTrainError  # the base of every user-fixable error
+
+
+class StateError(TflmTrainError, ValueError):
     """A state blob that cannot be used with this model (message says why)."""
 
 

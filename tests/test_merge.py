@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflm_train.converter import ConversionError, ConvertConfig, convert
+from tflm_train.converter import ConversionError, ConvertConfig, convert, methods
 from tflm_train.converter.merge import merge
 from tflm_train.converter.state_format import StateError
 from tflm_train.runtime import custom_ops_of
@@ -20,7 +20,7 @@ def trained_state(model_bytes: bytes, digits, steps: int = 64) -> bytes:
     return model, model.save_state()
 
 
-@pytest.mark.parametrize("method", ["lora", "bias", "head"])
+@pytest.mark.parametrize("method", [m.name for m in methods.specs() if m.merges])
 @pytest.mark.parametrize("kind", ["float", "int8"])
 def test_merged_model_predicts_like_the_trained_one(digits, method, kind):
     base = digits.float_model if kind == "float" else digits.int8_model

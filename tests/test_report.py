@@ -13,7 +13,7 @@ from tflm_train.boards import BOARDS, board
 from tflm_train.converter import ConvertConfig, OptimizerConfig, convert
 from tflm_train.fitting_board import fit_to_board
 from tflm_train.memory import smallest_arena
-from tflm_train.report import fits, report
+from tflm_train.memory_report import fits, report
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_other_methods_match_tensorflow(digits, method):
 
 def test_int8_training_gains_like_float(digits):
     """int8 base: the loss falls and accuracy gains within 2 points of float."""
-    from tflm_train import fit as fitting
+    from tflm_train import fitting
 
     gains, losses = {}, {}
     for kind, base in (("float", digits.float_model), ("int8", digits.int8_model)):

@@ -9,35 +9,36 @@ unless TFLMT_DEBUG=1.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
 from tflm_train import __version__
+from tflm_train.boards import BOARDS
+from tflm_train.converter import methods
+from tflm_train.converter.config import LOSSES, OPTIMIZERS, RECOMPUTE_MODES, HEAD_MODES
+from tflm_train.errors import TflmTrainError, UserError
+from tflm_train.outputs import strict_json, write_all
 
 EXIT_USER_ERROR = 2
 
 
-class UserError(Exception):
-    """A problem with the user's input: reported in one line, exit 2."""
+def _method_help() -> str:
+    """--method's help: each registered method's one line (its MethodSpec)."""
+    return "; ".join(f"{spec.name}: {spec.help}" for spec in methods.specs())
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from tflm_train.converter.config import ConversionError
-    from tflm_train.converter.model_ir import ModelError
-    from tflm_train.converter.state_format import StateError
-    from tflm_train.data import DataError
-    from tflm_train.plugin import PluginError
-    from tflm_train.runtime import InterpreterError
-
-    return (UserError, ModelError, ConversionError, StateError, DataError, InterpreterError, PluginError)
+def _default_targets_help() -> str:
+    others = [f"{s.name}: {s.default_targets_help}" for s in methods.specs() if s.default_targets_help != "last:2"]
+    return "; ".join(["last:2"] + others)
 
 
 def emit_json(payload: dict) -> None:
-    click.echo(json.dumps(payload))
+    """One JSON object on stdout: strict JSON, non-finite numbers as null."""
+    click.echo(strict_json(payload))
 
 
 def _console():
@@ -53,15 +54,6 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _write(path: str, data: bytes) -> None:
-    from tflm_train.converter.model_ir import write_atomic
-
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,22 +121,23 @@ def _shape(shape: list[int]) -> str:
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("-o", "--output", "output_path", required=True, help="Converted .tflite to write.")
-@click.option("--method", type=click.Choice(["lora", "adapter", "bias", "head", "sparse"]), default="lora", show_default=True)
+@click.option("--method", type=click.Choice(methods.names()), default="lora", show_default=True, help=_method_help())
 @click.option("--rank", type=int, default=4, show_default=True, help="LoRA rank, or adapter bottleneck width.")
 @click.option("--alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank.  [default: rank]")
 @click.option(
     "--targets",
     default=None,
     help="Layers to adapt: last:N (N of the layers `inspect` marks adaptable), operator indices or names, "
-    "comma-separated.  [default: last:2; head: last:1; sparse: all]",
+    f"comma-separated.  [default: {_default_targets_help()}]",
 )
-@click.option("--loss", type=click.Choice(["ce", "mse", "bce"]), default=None, help="[default: fits the output]")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="sgd", show_default=True)
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help="[default: fits the output]")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="For --optimizer momentum.")
 @click.option("--accumulate", type=int, default=1, show_default=True, help="Samples per update (batch-N update).")
 @click.option("--clip", type=float, default=0.0, show_default=True, help="Clip gradients to this global norm (0: off).")
 @click.option("--classes", type=int, default=None, help="--method head: number of classes.")
-@click.option("--head-mode", type=click.Choice(["replace", "append"]), default="replace", show_default=True)
+@click.option("--head-mode", type=click.Choice(HEAD_MODES), default="replace", show_default=True,
+              help="--method head: replace the last layer, or append a head after the output.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the adapters' initial values.")
 @click.option(
     "--budget-bytes", type=int, default=None, help="--method sparse: pick the layers whose full weights train so that "
@@ -152,7 +145,7 @@ def _shape(shape: list[int]) -> str:
 )
 @click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
 @click.option(
-    "--recompute", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+    "--recompute", type=click.Choice(RECOMPUTE_MODES), default="auto", show_default=True,
     help="Recompute the hidden rows of LoRA and adapters in the backward pass instead of keeping them "
     "(auto: where that lowers the activation peak).",
 )
@@ -183,9 +176,10 @@ def convert(
 ) -> None:
     """Rewrite MODEL so that it trains itself on the device."""
     from tflm_train.converter import ConvertConfig, OptimizerConfig
-    from tflm_train.converter import convert as run_convert
     from tflm_train.firmware import c_header
+    from tflm_train.planning import plan_convert
 
+    # ConvertConfig refuses an option given to a method that does not read it.
     config = ConvertConfig(
         method=method,
         r=rank,
@@ -199,81 +193,102 @@ def convert(
         sparse_weights=sparse_weights,
         recompute=recompute,
     )
-    choice = None
-    fitted = None
     console = None if as_json else _console()
-    if board is not None:
-        from tflm_train import boards
-        from tflm_train.fitting_board import fit_to_board
-
-        try:
-            profile = boards.board(board)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        if method == "sparse" and budget_bytes is None:
-            budget_bytes = profile.sram_bytes
-        elif method != "sparse":
-            fitted = fit_to_board(_read(model_path), config, profile,
-                                  on_try=None if console is None else (lambda line: console.print(f"  {line}")))
-    if fitted is not None:
-        result = fitted.result
-    elif budget_bytes is not None:
-        if method != "sparse":
-            raise UserError("--budget-bytes chooses a sparse update: use it with --method sparse")
-        from tflm_train.sparse import choose_sparse
-
-        def tried(layer: str, arena: int, fits: bool) -> None:
-            if console is not None:
-                verdict = "fits" if fits else "over budget, left out"
-                console.print(
-                    f"  + full weights of {layer} (with those kept so far): training arena {arena:,} B ({verdict})"
-                )
-
-        choice = choose_sparse(_read(model_path), config, budget_bytes, on_try=tried)
-        result = choice.result
-    else:
-        result = run_convert(_read(model_path), config)
-    _write(output_path, result.model)
+    plan = plan_convert(
+        _read(model_path), config, board=board, budget_bytes=budget_bytes,
+        on_try=None if console is None else (lambda line: console.print(f"  {line}")),
+    )
+    files = {output_path: plan.result.model}
     if c_array:
-        _write(c_array, c_header(result.model, result.metadata, Path(output_path).stem).encode())
-    meta = result.metadata
-    summary = {
-        "output": output_path,
-        "method": method,
-        "loss": meta["loss"],
-        "optimizer": optimizer,
-        "adapted": meta["adapted"],
-        "trainable_params": meta["state"]["param_count"],
-        "state_bytes": meta["state"]["bytes"],
-        "model_bytes": len(result.model),
-        "notes": meta["notes"],
-    }
-    if fitted is not None:
-        summary["board"] = board
-        summary["arena_bytes_training"] = fitted.arena_bytes
-        summary["picked"] = fitted.picked
-    if choice is not None:
-        summary["budget_bytes"] = budget_bytes
-        summary["arena_bytes_training"] = choice.arena_bytes
-        summary["weight_layers"] = choice.weight_layers
+        files[c_array] = c_header(plan.result.model, plan.result.metadata, Path(output_path).stem).encode()
+    write_all(files)
+    summary = {"output": output_path, **plan.summary()}
     if as_json:
         emit_json(summary)
-        return
-    for note in meta["notes"]:
+    else:
+        _render_convert(console, plan, summary, output_path, c_array)
+
+
+def _render_convert(console, plan, summary: dict, output_path: str, c_array: str | None) -> None:
+    for note in summary["notes"]:
         console.print(f"  {note}")
     console.print(
-        f"wrote {output_path} ({len(result.model):,} bytes): {summary['trainable_params']:,} trainable parameters, "
-        f"training state {summary['state_bytes']:,} bytes ({optimizer})"
+        f"wrote {output_path} ({summary['model_bytes']:,} bytes): {summary['trainable_params']:,} trainable "
+        f"parameters, training state {summary['state_bytes']:,} bytes ({summary['optimizer']})"
     )
-    if fitted is not None:
-        console.print(f"for {board}: picked {fitted.picked}; measured training arena {fitted.arena_bytes:,} B")
-    if choice is not None:
-        console.print(f"measured training arena {choice.arena_bytes:,} B, within the {budget_bytes:,}-byte budget")
+    if plan.picked is not None:
+        console.print(f"for {plan.board}: picked {plan.picked}; measured training arena {plan.arena_bytes_training:,} B")
+    if plan.budget_bytes is not None:
+        console.print(
+            f"measured training arena {plan.arena_bytes_training:,} B, within the {plan.budget_bytes:,}-byte budget"
+        )
     if c_array:
         console.print(f"wrote {c_array}")
 
 
 # ---- fit -----------------------------------------------------------------------------------
+@dataclass
+class FitRun:
+    """What `fit` did: the result, the state to save, the numbers to print."""
+
+    result: object  # tflm_train.fitting.FitResult
+    payload: dict
+    state: bytes
+    samples: int
+    epochs: int
+    held_out: list[str] = field(default_factory=list)
+
+
+def run_fit(
+    model_bytes: bytes, data_path: str, eval_paths, epochs: int, lr: float, state_in: bytes | None, seed: int,
+    on_step=None, on_start=None, warn=None,
+) -> FitRun:
+    """Trains a converted model on an .npz through the interpreter (no output written)."""
+    from tflm_train import fitting
+    from tflm_train.data import load_npz
+    from tflm_train.memory import smallest_arena
+    from tflm_train.trainer import TrainableModel
+
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    if not (lr >= 0):
+        raise UserError("--lr must be >= 0")
+    model = TrainableModel(model_bytes)
+    if model.streams and warn is not None:
+        warn(
+            "keeps a stream in resource variables, so each sample is fed as the next frame of one stream; "
+            "train clip by clip with tflm_train.trainer (reset_stream) instead"
+        )
+    if state_in is not None:
+        model.load_state(state_in)
+    task = fitting.task_of(model)
+    x, y = fitting.prepare(model, load_npz(data_path), task, data_path)
+    held_out = {path: fitting.prepare(model, load_npz(path), task, path) for path in eval_paths}
+    if on_start is not None:
+        on_start(epochs * len(x))
+    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step)
+    header = model.state_header()
+    payload = {
+        "steps": result.steps,
+        "loss_first": result.epoch_losses[0],
+        "loss_last": result.epoch_losses[-1],
+        "metric": result.metric,
+        "metric_before": result.metric_before,
+        "metric_after": result.metric_after,
+        "optimizer_steps": header.step,
+        "skipped_updates": header.skipped,
+        "skipped_samples": header.skipped_samples,
+        "arena_bytes": smallest_arena(model_bytes),
+        "state_bytes": model.info.state_bytes,
+    }
+    if held_out:
+        payload["eval"] = [
+            {"data": path, "metric_before": before, "metric_after": after}
+            for path, (before, after) in result.held_out.items()
+        ]
+    return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths))
+
+
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help=".npz with x (samples) and y (labels or targets).")
@@ -300,33 +315,15 @@ def fit(
     as_json: bool,
 ) -> None:
     """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
-    from tflm_train import fit as fitting
-    from tflm_train.data import load_npz
-    from tflm_train.memory import smallest_arena
-    from tflm_train.trainer import TrainableModel
-
-    if epochs < 1:
-        raise UserError("--epochs must be at least 1")
-    if not (lr >= 0):
-        raise UserError("--lr must be >= 0")
     model_bytes = _read(model_path)
-    model = TrainableModel(model_bytes)
-    if model.streams:
-        click.echo(
-            f"tflm-train: warning: {model_path} keeps a stream in resource variables, so each sample is fed as the "
-            "next frame of one stream; train clip by clip with tflm_train.trainer (reset_stream) instead",
-            err=True,
-        )
-    if state_in:
-        model.load_state(_read(state_in))
-    data = load_npz(data_path)
-    task = fitting.task_of(model)
-    x, y = fitting.prepare(model, data, task, data_path)
-    held_out = {path: fitting.prepare(model, load_npz(path), task, path) for path in eval_paths}
+    initial = _read(state_in) if state_in else None
 
-    total = epochs * len(x)
+    def warn(message: str) -> None:
+        click.echo(f"tflm-train: warning: {model_path} {message}", err=True)
+
+    arguments = (model_bytes, data_path, eval_paths, epochs, lr, initial, seed)
     if as_json or not sys.stderr.isatty():
-        result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out)
+        run = run_fit(*arguments, warn=warn)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -339,45 +336,33 @@ def fit(
             console=_console().__class__(stderr=True),
             transient=True,
         ) as progress:
-            bar = progress.add_task("fit", total=total, loss=float("nan"))
-            result = fitting.fit(
-                model, x, y, task, epochs, lr, seed, held_out=held_out,
+            bar = progress.add_task("fit", total=None, loss=float("nan"))
+            run = run_fit(
+                *arguments, warn=warn,
+                on_start=lambda total: progress.update(bar, total=total),
                 on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
             )
-    header = model.state_header()
+    files = {}
     if state_out:
-        _write(state_out, model.save_state())
+        files[state_out] = run.state
     if plot:
-        from tflm_train.plots import plot_fit
+        from tflm_train.plots import fit_png
 
-        groups = {"training data": (result.metric_before, result.metric_after)}
-        for path, (before, after) in result.held_out.items():
+        groups = {"training data": (run.result.metric_before, run.result.metric_after)}
+        for path, (before, after) in run.result.held_out.items():
             groups[Path(path).stem] = (before, after)
-        plot_fit(result, plot, title=Path(model_path).name, groups=groups)
-    payload = {
-        "steps": result.steps,
-        "loss_first": result.epoch_losses[0],
-        "loss_last": result.epoch_losses[-1],
-        "metric": result.metric,
-        "metric_before": result.metric_before,
-        "metric_after": result.metric_after,
-        "optimizer_steps": header.step,
-        "skipped_updates": header.skipped,
-        "skipped_samples": header.skipped_samples,
-        "arena_bytes": smallest_arena(model_bytes),
-        "state_bytes": model.info.state_bytes,
-    }
-    if held_out:
-        payload["eval"] = [
-            {"data": path, "metric_before": before, "metric_after": after}
-            for path, (before, after) in result.held_out.items()
-        ]
+        files[plot] = fit_png(run.result, title=Path(model_path).name, groups=groups)
+    write_all(files)  # only now, all or nothing: the work above succeeded
     if as_json:
-        emit_json(payload)
-        return
-    console = _console()
+        emit_json(run.payload)
+    else:
+        _render_fit(_console(), run, data_path, state_out, plot)
+
+
+def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plot: str | None) -> None:
+    result, payload = run.result, run.payload
     console.print(
-        f"{result.steps} steps ({epochs} epochs x {len(x)} samples): mean loss {payload['loss_first']:.4f} "
+        f"{result.steps} steps ({run.epochs} epochs x {run.samples} samples): mean loss {payload['loss_first']:.4f} "
         f"in the first epoch, {payload['loss_last']:.4f} in the last"
     )
     console.print(_metric_line(result.metric, result.metric_before, result.metric_after, data_path))
@@ -387,8 +372,11 @@ def fit(
         f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
         f"training state {payload['state_bytes']:,}"
     )
-    if header.skipped or header.skipped_samples:
-        console.print(f"[yellow]skipped: {header.skipped} updates (not finite), {header.skipped_samples} samples[/yellow]")
+    if payload["skipped_updates"] or payload["skipped_samples"]:
+        console.print(
+            f"[yellow]skipped: {payload['skipped_updates']} updates (not finite), "
+            f"{payload['skipped_samples']} samples (non-finite or out-of-range values)[/yellow]"
+        )
     if state_out:
         console.print(f"state saved to {state_out}")
     if plot:
@@ -402,6 +390,30 @@ def _metric_line(metric: str, before: float, after: float, where: str) -> str:
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
+def run_evaluate(model_bytes: bytes, data_path: str, state: bytes | None) -> dict:
+    """The model's metric on an .npz: {"metric", "value", "n"}."""
+    from tflm_train import fitting
+    from tflm_train.converter.model_ir import Model
+    from tflm_train.converter.training_info import training_info
+    from tflm_train.data import load_npz
+    from tflm_train.trainer import PlainModel, TrainableModel
+
+    converted = training_info(Model.from_bytes(model_bytes)) is not None
+    data = load_npz(data_path)
+    if converted:
+        model = TrainableModel(model_bytes)
+        if state is not None:
+            model.load_state(state)
+        task = fitting.task_of(model)
+    else:
+        if state is not None:
+            raise UserError("--state applies to converted models only")
+        model = PlainModel(model_bytes)
+        task = fitting.plain_task(model, data.y)
+    x, y = fitting.prepare(model, data, task, data_path)
+    return {"metric": task.metric, "value": fitting.evaluate(model, x, y, task), "n": len(x)}
+
+
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help=".npz with x and y.")
@@ -409,33 +421,13 @@ def _metric_line(metric: str, before: float, after: float, where: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(model_path: str, data_path: str, state_path: str | None, as_json: bool) -> None:
     """Accuracy or MSE of any model (original, converted, merged) on data."""
-    from tflm_train import fit as fitting
-    from tflm_train.converter.model_ir import Model
-    from tflm_train.converter.training_info import training_info
-    from tflm_train.data import load_npz
-    from tflm_train.trainer import PlainModel, TrainableModel
-
-    model_bytes = _read(model_path)
-    converted = training_info(Model.from_bytes(model_bytes)) is not None
-    data = load_npz(data_path)
-    if converted:
-        model = TrainableModel(model_bytes)
-        if state_path:
-            model.load_state(_read(state_path))
-        task = fitting.task_of(model)
-    else:
-        if state_path:
-            raise UserError("--state applies to converted models only")
-        model = PlainModel(model_bytes)
-        task = fitting.plain_task(model, data.y)
-    x, y = fitting.prepare(model, data, task, data_path)
-    value = fitting.evaluate(model, x, y, task)
+    outcome = run_evaluate(_read(model_path), data_path, _read(state_path) if state_path else None)
     if as_json:
-        emit_json({"metric": task.metric, "value": value, "n": len(x)})
-    elif task.metric == "accuracy":
-        _console().print(f"accuracy {100 * value:.2f}% on {len(x)} samples")
+        emit_json(outcome)
+    elif outcome["metric"] == "accuracy":
+        _console().print(f"accuracy {100 * outcome['value']:.2f}% on {outcome['n']} samples")
     else:
-        _console().print(f"mse {value:.6g} on {len(x)} samples")
+        _console().print(f"mse {outcome['value']:.6g} on {outcome['n']} samples")
 
 
 # ---- merge -------------------------------------------------------------------------------------
@@ -445,29 +437,25 @@ def evaluate(model_path: str, data_path: str, state_path: str | None, as_json: b
 @click.option("-o", "--output", "output_path", required=True, help="Plain .tflite to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def merge(model_path: str, state_path: str, output_path: str, as_json: bool) -> None:
-    """Fold a trained LoRA / bias / head state into a plain inference .tflite."""
+    """Fold a trained state (LoRA, bias, head, sparse) into a plain inference .tflite."""
     from tflm_train.converter.merge import merge as run_merge
 
     merged = run_merge(_read(model_path), _read(state_path))
-    _write(output_path, merged)
+    write_all({output_path: merged})
     if as_json:
         emit_json({"output": output_path, "model_bytes": len(merged)})
     else:
         _console().print(f"wrote {output_path} ({len(merged):,} bytes, builtin ops only)")
 
 
-
 # ---- report ------------------------------------------------------------------------------------
-@cli.command()
-@click.argument("model_path", metavar="MODEL")
-@click.option("--board", default=None, help="Check the fit: " + ", ".join(__import__("tflm_train.boards", fromlist=["BOARDS"]).BOARDS) + ".")
-@click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
-    """Training and inference memory of a converted MODEL, measured in TFLM."""
+def run_report(model_bytes: bytes, board: str | None):
+    """Measures a converted model's memory; with a board, whether it fits.
+
+    Returns (Report, JSON payload, board profile or None, problems)."""
     from tflm_train import boards
-    from tflm_train.report import fits, plot_breakdown
-    from tflm_train.report import report as measure
+    from tflm_train.memory_report import fits
+    from tflm_train.memory_report import report as measure
 
     profile = None
     if board is not None:
@@ -475,14 +463,27 @@ def report(model_path: str, board: str | None, plot: str | None, as_json: bool) 
             profile = boards.board(board)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    result = measure(_read(model_path))
+    result = measure(model_bytes)
     payload = result.to_json()
     problems = fits(result, profile) if profile is not None else []
     if profile is not None:
         payload["board"] = {"name": profile.name, "sram_bytes": profile.sram_bytes,
                             "flash_bytes": profile.flash_bytes, "fits": not problems}
+    return result, payload, profile, problems
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--board", default=None, help="Check the fit: " + ", ".join(BOARDS) + ".")
+@click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
+    """Training and inference memory of a converted MODEL, measured in TFLM."""
+    from tflm_train.memory_report import breakdown_png
+
+    result, payload, profile, problems = run_report(_read(model_path), board)
     if plot:
-        plot_breakdown(result, plot, title=Path(model_path).name)
+        write_all({plot: breakdown_png(result, title=Path(model_path).name)})
     if as_json:
         emit_json(payload)
     else:
@@ -558,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except _user_error_types() as exc:
+    except TflmTrainError as exc:  # anything the user can fix
         if debug:
             raise
         click.echo(f"tflm-train: error: {exc}", err=True)

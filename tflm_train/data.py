@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 
-class DataError(ValueError):
+from tflm_train.errors import TflmTrainError  # the base of every user-fixable error
+
+
+class DataError(TflmTrainError, ValueError):
     """The data does not fit the model (message says how)."""
 
 

@@ -15,16 +15,15 @@ merged model. It does what these commands do:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tflm_train import fit as fitting
+from tflm_train import fitting
 from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.merge import merge
-from tflm_train.converter.model_ir import write_atomic
 from tflm_train.data import load_npz
 from tflm_train.memory import smallest_arena
-from tflm_train.plots import plot_fit
+from tflm_train.outputs import strict_json, write_all
+from tflm_train.plots import fit_png
 from tflm_train.trainer import PlainModel, TrainableModel
 
 EPOCHS = 8
@@ -52,7 +51,7 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
     config = ConvertConfig(method="lora", r=4, targets="last:3")
     converted = convert(base_bytes, config)
     train_path = out_dir / "digits_train.tflite"
-    write_atomic(train_path, converted.model)
+    files = {train_path: converted.model}  # written together at the end, all or nothing
     say(f"[bold]1. convert[/bold] model_int8.tflite -> {train_path}")
     for note in converted.metadata["notes"]:
         say(f"   {note}")
@@ -68,16 +67,15 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
     result = fitting.fit(model, x, y, task, EPOCHS, LEARNING_RATE, seed=0)
     after = {name: fitting.evaluate(model, *prepared[name], task) for name in ("user_test", "base_test")}
     state = model.save_state()
-    write_atomic(out_dir / "user.state", state)
+    files[out_dir / "user.state"] = state
 
     merged = merge(converted.model, state)
-    write_atomic(out_dir / "digits_personalized.tflite", merged)
+    files[out_dir / "digits_personalized.tflite"] = merged
     merged_model = PlainModel(merged)
     merged_accuracy = fitting.evaluate(merged_model, *prepared["user_test"], fitting.Task("accuracy", classes=10))
 
-    plot_fit(
+    files[out_dir / "fit.png"] = fit_png(
         result,
-        str(out_dir / "fit.png"),
         title="digits, new writer",
         groups={
             "new writer\n(held out)": (before["user_test"], after["user_test"]),
@@ -85,6 +83,7 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
             "training\nsamples": (result.metric_before, result.metric_after),
         },
     )
+    write_all({str(path): data for path, data in files.items()})
     arena_inference = smallest_arena(base_bytes)
     arena_training = smallest_arena(converted.model)
     summary = {
@@ -104,7 +103,7 @@ def run_demo(out_dir: Path, as_json: bool = False, console=None) -> dict:
         "out_dir": str(out_dir),
     }
     if as_json:
-        print(json.dumps(summary))
+        print(strict_json(summary))
         return summary
     say(
         f"   loss {summary['loss_first']:.3f} (first epoch) -> {summary['loss_last']:.3f} (last epoch), "

@@ -3,7 +3,8 @@
 Tries, from the most capable down, more adapted layers before a higher rank
 (LoRA rank or adapter width), converting each candidate and measuring its
 training arena in the TFLM interpreter; the first that fits the board's SRAM
-wins. Methods without a rank (bias, head) only vary the number of layers.
+wins. What is varied comes from the method's MethodSpec: methods without a
+rank (bias, head) only vary the number of layers, up to board_max_layers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 
 from tflm_train.boards import Board
 from tflm_train.converter import ConversionError, ConvertConfig, ConvertResult, convert
-from tflm_train.converter.layers import LINEAR_OPS
+from tflm_train.converter import methods
 from tflm_train.converter.model_ir import Model
 from tflm_train.memory import smallest_arena
 
@@ -31,10 +32,11 @@ class BoardFit:
 def fit_to_board(
     model_bytes: bytes, config: ConvertConfig, board: Board, on_try: Callable[[str], None] | None = None
 ) -> BoardFit:
+    spec = methods.get(config.method)
     model = Model.from_bytes(model_bytes)
-    layers = sum(1 for op in model.operators if model.op_type(op) in LINEAR_OPS)
-    most = 1 if config.method == "head" else min(3, layers)
-    ranks = RANKS if config.method in ("lora", "adapter") else (config.r,)
+    layers = sum(1 for op in model.operators if model.op_type(op) in spec.eligible_ops)
+    most = min(spec.board_max_layers, layers)
+    ranks = RANKS if spec.has_rank else (config.r,)
     for count in range(most, 0, -1):
         for rank in ranks:
             candidate = dataclasses.replace(config, targets=f"last:{count}", r=rank)

@@ -8,7 +8,14 @@ import numpy as np
 
 
 def plot_fit(result, path: str, title: str = "", groups: dict[str, tuple[float, float]] | None = None) -> None:
-    """Loss per step (and per epoch) beside the metric before and after.
+    """Writes fit_png(...) to path."""
+    from tflm_train.converter.model_ir import write_atomic
+
+    write_atomic(path, fit_png(result, title, groups))
+
+
+def fit_png(result, title: str = "", groups: dict[str, tuple[float, float]] | None = None) -> bytes:
+    """PNG: loss per step (and per epoch) beside the metric before and after.
 
     `groups` names the data each before/after pair was measured on; by
     default the fit's own metric on its training data.
@@ -17,8 +24,6 @@ def plot_fit(result, path: str, title: str = "", groups: dict[str, tuple[float, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tflm_train.converter.model_ir import write_atomic
 
     if groups is None:
         groups = {"training data": (result.metric_before, result.metric_after)}
@@ -53,4 +58,4 @@ def plot_fit(result, path: str, title: str = "", groups: dict[str, tuple[float, 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()

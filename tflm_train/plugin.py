@@ -20,7 +20,10 @@ REGISTERER = "TflmTrainRegisterOps"
 _LIBRARY_NAME = "libtflm_train_ops.so"
 
 
-class PluginError(RuntimeError):
+from tflm_train.errors import TflmTrainError  # the base of every user-fixable error
+
+
+class PluginError(TflmTrainError, RuntimeError):
     """The kernel library is missing or was built for another interpreter."""
 
 

@@ -20,7 +20,10 @@ from tflm_train import plugin
 from tflm_train.converter.model_ir import Model, ModelError
 
 
-class InterpreterError(RuntimeError):
+from tflm_train.errors import TflmTrainError  # the base of every user-fixable error
+
+
+class InterpreterError(TflmTrainError, RuntimeError):
     """The TFLM interpreter refused the model or failed to run it."""
 
 

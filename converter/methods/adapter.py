@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from tflm_train.converter import ops
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, kaiming_uniform
+from tflm_train.converter.methods import register
+from tflm_train.converter.methods.base import MethodSpec
 
 
 def apply(rw: Rewrite, targets: list[int]) -> None:
@@ -47,3 +49,19 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         params = down.size + down_bias.size + up.size + up_bias.size
         rw.adapted.append({"index": layer.index, "name": name, "op": model.op_type(layer.op), "params": params})
     rw.notes.append(f"bottleneck adapters of width {width} after {', '.join(l.short for l in layers)}")
+
+
+SPEC = register(
+    MethodSpec(
+        name="adapter",
+        help="bottleneck adapter after each target layer (Houlsby); width = --rank",
+        apply=apply,
+        has_rank=True,
+        merges=False,
+        merge_note=(
+            "bottleneck adapters are nonlinear and cannot be folded into the base weights; "
+            "deploy the converted model with the state instead"
+        ),
+        options={"r": 4},
+    )
+)

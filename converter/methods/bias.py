@@ -13,6 +13,8 @@ import numpy as np
 
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite
+from tflm_train.converter.methods import register
+from tflm_train.converter.methods.base import MethodSpec
 
 
 def apply(rw: Rewrite, targets: list[int]) -> None:
@@ -30,3 +32,13 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.trainable_ops.append(new_op)
         rw.adapted.append({"index": target.index, "name": name, "op": model.op_type(target.op), "params": bias.size})
     rw.notes.append(f"bias-only on {', '.join(l.short for l in layers)}")
+
+
+SPEC = register(
+    MethodSpec(
+        name="bias",
+        help="only the target layers' biases train (BitFit)",
+        apply=apply,
+        merge_note="the trained biases replace the frozen ones",
+    )
+)

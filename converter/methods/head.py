@@ -16,9 +16,11 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from tflm_train.converter import ops
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, glorot_uniform
+from tflm_train.converter.methods import register
+from tflm_train.converter.methods.base import MethodSpec
 
 # Ops allowed between the replaced layer and the model output.
 _OUTPUT_CHAIN = {"SOFTMAX", "LOGISTIC", "QUANTIZE", "DEQUANTIZE", "RESHAPE"}
@@ -122,3 +124,31 @@ def _append(rw: Rewrite) -> None:
     model.main.outputs = [output] + [int(t) for t in model.main.outputs[1:]]
     rw.notes.append(f"new {classes}-class head appended after the model output ({features} features)")
     rw.adapted.append({"index": len(model.operators), "name": name, "op": "FULLY_CONNECTED", "params": params})
+
+
+def _uses_targets(config) -> bool:
+    return config.head_mode != "append"  # an appended head adapts no layer
+
+
+def _default_loss(config) -> str | None:
+    # An appended head ends in a new softmax: cross-entropy, whatever the
+    # base model's output was.
+    return "ce" if config.head_mode == "append" else None
+
+
+SPEC = register(
+    MethodSpec(
+        name="head",
+        help="a new trainable float32 classifier head (replaces the last layer, or --head-mode append)",
+        apply=apply,
+        eligible_ops=("FULLY_CONNECTED",),
+        default_targets=lambda eligible: "last:1",
+        default_targets_help="last:1",
+        merge_note="the trained head becomes an ordinary FULLY_CONNECTED layer",
+        options={"classes": None, "head_mode": "replace"},
+        board_max_layers=1,
+        uses_targets=_uses_targets,
+        default_loss=_default_loss,
+        exact_at_init=False,  # float32 logits where the original rounded to int8
+    )
+)

@@ -19,6 +19,8 @@ import numpy as np
 from tflm_train.converter import ops
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.rewrite import Rewrite, kaiming_uniform
+from tflm_train.converter.methods import register
+from tflm_train.converter.methods.base import MethodSpec
 
 
 def apply(rw: Rewrite, targets: list[int]) -> None:
@@ -47,3 +49,15 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         rw.layer_names[id(new_op)] = name
         rw.adapted.append({"index": target.index, "name": name, "op": model.op_type(target.op), "params": a.size + b.size})
     rw.notes.append(f"LoRA rank {r}, scale {rw.config.lora_scale:g} on {', '.join(l.short for l in layers)}")
+
+
+SPEC = register(
+    MethodSpec(
+        name="lora",
+        help="low-rank update B A beside each target layer's frozen weights (peft's LoRA)",
+        apply=apply,
+        has_rank=True,
+        merge_note="folds into the weights: W + (lora_alpha / r) B A",
+        options={"r": 4, "lora_alpha": None},
+    )
+)

@@ -15,10 +15,12 @@ import dataclasses
 
 import numpy as np
 
-from tflm_train.converter.config import ConversionError
+from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.matching import match_targets
 from tflm_train.converter.rewrite import Rewrite
+from tflm_train.converter.methods import register
+from tflm_train.converter.methods.base import MethodSpec
 
 
 def apply(rw: Rewrite, targets: list[int]) -> None:
@@ -52,3 +54,19 @@ def apply(rw: Rewrite, targets: list[int]) -> None:
         f"sparse update: biases of {len(layers)} layers"
         + (f", full weights of {', '.join(chosen)}" if chosen else ", no full weights")
     )
+
+
+SPEC = register(
+    MethodSpec(
+        name="sparse",
+        help="biases of all target layers plus the full weights of a few (--sparse-weights or --budget-bytes)",
+        apply=apply,
+        default_targets=lambda eligible: f"last:{max(eligible, 1)}",
+        default_targets_help="all",
+        merge_note="the trained weights and biases replace the frozen ones",
+        options={"sparse_weights": ""},
+        # Board fitting is a measured budget search over which layers train
+        # their weights (tflm_train/sparse.py), not over layers and rank.
+        board_fits_layers=False,
+    )
+)

@@ -107,14 +107,20 @@ def fits(result: Report, board: Board) -> list[str]:
 
 
 def plot_breakdown(result: Report, path: str, title: str) -> None:
+    """Writes breakdown_png(...) to path."""
+    from tflm_train.converter.model_ir import write_atomic
+
+    write_atomic(path, breakdown_png(result, title))
+
+
+def breakdown_png(result: Report, title: str) -> bytes:
+    """PNG: the training arena's parts beside the inference arena."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from tflm_train.converter.model_ir import write_atomic
 
     figure, axis = plt.subplots(figsize=(8, 3.6))
     left = 0
@@ -130,4 +136,4 @@ def plot_breakdown(result: Report, path: str, title: str) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
