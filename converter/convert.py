@@ -112,7 +112,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "tflm_train/initial_state", [len(initial)], np.uint8, data=np.frombuffer(initial, np.uint8)
     )
     model.tensors[state].shape = np.asarray([layout.state_bytes], dtype=np.int32)
-    main.operators.insert(0, model.make_op(ops.STATE, [state, initial_tensor, mode] + [t for t in original_inputs if model.dtype(t) == np.float32], [], custom_options=ops.version_only_options()))  # mode + float x: NaN/inf samples skipped
+    # The state op also reads the mode and the float inputs: a sample with NaN/inf
+    # values is turned into mode SKIP before any other op runs (counted, not trained on).
+    float_inputs = [t for t in original_inputs if model.dtype(t) == np.float32]
+    state_op = model.make_op(
+        ops.STATE, [state, initial_tensor, mode] + float_inputs, [], custom_options=ops.version_only_options(ops.STATE)
+    )
+    main.operators.insert(0, state_op)
 
     original_outputs = [int(t) for t in main.outputs]
     main.inputs = original_inputs + [target, learning_rate, mode, state]
