@@ -3,12 +3,15 @@
 They are built from IEEE basic operations only, so that a device and the host
 compute the same bits. Here they are compiled for the host (with the kernels'
 flags) and compared with float64 numpy over many inputs: the error, in float32
-ulps of the exact value, must stay within 2 everywhere.
+ulps of the exact value, must stay within 2 everywhere. Where
+arm-none-eabi-g++ and qemu-system-arm are installed, the same hashes of their
+results are computed on an emulated Cortex-M4F and must equal the host's.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -135,3 +138,100 @@ def test_special_values(probe):
     pow_cases = np.array([[0.9, 0.0], [0.0, 2.0], [1.0, 1e9], [0.5, 1e4]], np.float32)
     got = call(probe, "Pow", pow_cases[:, 0], pow_cases[:, 1])
     assert got.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+# ---- the same bits on a Cortex-M4F (QEMU mps2-an386) ------------------------------------
+_HASH_PROBE = r"""
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include "reference/math.h"
+using namespace tflmt::reference;
+static uint32_t Bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+static float Input(uint32_t i, float lo, float hi) {
+  if (i % 4 == 0) { uint32_t b = i * 2654435761u; float f; std::memcpy(&f, &b, 4); return f; }
+  return lo + (hi - lo) * static_cast<float>((i * 2246822519u) >> 8) / 16777216.0f;
+}
+template <typename F> static unsigned long Hash(F f, float lo, float hi, uint32_t n) {
+  uint32_t h = 2166136261u;
+  for (uint32_t i = 0; i < n; ++i) h = (h ^ Bits(f(Input(i, lo, hi)))) * 16777619u;
+  return h;
+}
+int main() {
+  const uint32_t n = 100000;
+  std::printf("Exp %08lx\n", Hash([](float x) { return Exp(x); }, -104.f, 89.f, n));
+  std::printf("Expm1 %08lx\n", Hash([](float x) { return Expm1(x); }, -20.f, 20.f, n));
+  std::printf("Log %08lx\n", Hash([](float x) { return Log(x); }, 0.f, 100.f, n));
+  std::printf("Log1p %08lx\n", Hash([](float x) { return Log1p(x); }, -1.f, 30.f, n));
+  std::printf("Tanh %08lx\n", Hash([](float x) { return Tanh(x); }, -10.f, 10.f, n));
+  std::printf("Logistic %08lx\n", Hash([](float x) { return Logistic(x); }, -100.f, 100.f, n));
+  std::printf("Pow %08lx\n", Hash([](float x) { return Pow(0.999f, x); }, 1.f, 100000.f, 10000));
+  return 0;
+}
+"""
+
+# Just enough of a bare-metal image for mps2-an386: vector table, FPU on,
+# newlib's semihosting crt0 (rdimon) for main and printf.
+_STARTUP = r"""
+#include <stdint.h>
+extern void _start(void);
+extern uint32_t __stack_top;
+void Reset(void) {
+  *(volatile uint32_t*)0xE000ED88 |= (0xFu << 20);
+  __asm volatile("dsb; isb");
+  _start();
+  for (;;) {}
+}
+static void Hang(void) { for (;;) {} }
+__attribute__((section(".vectors"), used)) void (*const vectors[16])(void) = {
+  (void (*)(void))&__stack_top, Reset, Hang, Hang, Hang, Hang, Hang, 0, 0, 0, 0, Hang, Hang, 0, Hang, Hang};
+"""
+
+_LINKER_SCRIPT = """
+MEMORY { FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 4M  RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
+ENTRY(Reset)
+SECTIONS {
+  .text : { KEEP(*(.vectors)) *(.text*) *(.rodata*) KEEP(*(.init)) KEEP(*(.fini)) . = ALIGN(4);
+            __init_array_start = .; KEEP(*(.init_array*)) __init_array_end = .;
+            __preinit_array_start = .; KEEP(*(.preinit_array*)) __preinit_array_end = .;
+            __fini_array_start = .; KEEP(*(.fini_array*)) __fini_array_end = .; } > FLASH
+  .ARM.exidx : { *(.ARM.exidx*) } > FLASH
+  .eh_frame : { KEEP(*(.eh_frame)) } > FLASH
+  .data : { *(.data*) . = ALIGN(4); } > RAM
+  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(4); __bss_end__ = .; } > RAM
+  end = .; _end = .; __end__ = .;
+  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+}
+"""
+
+M4_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+# The kernels' flags that matter for floating point (tflm_ops/CMakeLists.txt).
+FP_FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-exceptions", "-fno-rtti"]
+
+
+def test_cortex_m4f_computes_the_same_bits_as_the_host(tmp_path):
+    tools = [shutil.which(t) for t in ("g++", "arm-none-eabi-g++", "arm-none-eabi-gcc", "qemu-system-arm")]
+    if None in tools:
+        if os.environ.get("TFLMT_REQUIRE_QEMU") == "1":
+            pytest.fail("g++, arm-none-eabi-g++ and qemu-system-arm are required here")
+        pytest.skip("needs arm-none-eabi-g++ and qemu-system-arm")
+    include = f"-I{ROOT / 'tflm_ops'}"
+    (tmp_path / "probe.cc").write_text(_HASH_PROBE)
+    (tmp_path / "startup.c").write_text(_STARTUP)
+    (tmp_path / "link.ld").write_text(_LINKER_SCRIPT)
+    subprocess.run(["g++", *FP_FLAGS, include, "probe.cc", "-o", "host"], cwd=tmp_path, check=True, capture_output=True)
+    host = subprocess.run([str(tmp_path / "host")], check=True, capture_output=True, text=True).stdout
+    for command in (
+        ["arm-none-eabi-g++", *M4_FLAGS, *FP_FLAGS, include, "-c", "probe.cc", "-o", "probe.o"],
+        ["arm-none-eabi-gcc", *M4_FLAGS, "-O2", "-c", "startup.c", "-o", "startup.o"],
+        ["arm-none-eabi-g++", *M4_FLAGS, "--specs=rdimon.specs", "-T", "link.ld", "startup.o", "probe.o", "-o",
+         "probe.elf"],
+    ):
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    device = subprocess.run(
+        ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
+         "-kernel", str(tmp_path / "probe.elf")],
+        capture_output=True, text=True, timeout=600,
+    ).stdout
+    assert len(host.splitlines()) == 7
+    assert device.splitlines() == host.splitlines()
