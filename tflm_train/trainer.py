@@ -122,7 +122,7 @@ class TrainableModel(PlainModel):
         shapes the training verbs write and read. Read from the file, before
         the interpreter exists: a damaged model is refused here with one
         line, not by an internal error in a later call."""
-        activation = ("float32", "int8", "int16")
+        activation = ("float32", "int8", "int16", "uint8")
         state_shape = (self.info.state_bytes,)
         expected = [
             ("input", "x", 0, activation, None),

@@ -75,6 +75,9 @@ port::Status Prepare(port::Context* context, port::Node* node) {
       initial.bytes >= state::kHeaderBytes && initial.bytes <= state.bytes &&
           std::memcmp(init, state::kMagic, 4) == 0 &&
           state::LoadU32(init, state::kPayloadBytesOffset) ==
+              state.bytes - state::kHeaderBytes &&
+          // Parameters and their gradients fit the payload (Eval scans them).
+          uint64_t{state::ParamCount(init)} * 8 <=
               state.bytes - state::kHeaderBytes,
       "TFLMT_STATE: the model's initial state does not fit its state tensor");
   data->has_mode = inputs > kMode;
