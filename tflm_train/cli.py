@@ -3,8 +3,15 @@
 Every subcommand prints tables and progress on a terminal, or exactly one
 JSON object on stdout with --json. Any failure the user can fix (bad file,
 unsupported op, wrong data, state of another model) is one line on stderr
-and exit code 2, and no output file is left half-written; no traceback
-unless TFLMT_DEBUG=1.
+and exit code 2 (every such error derives from tflm_train.TflmTrainError);
+no traceback unless TFLMT_DEBUG=1.
+
+This module is a thin layer. Each command reads its options, does its work in
+a function that returns a result and writes nothing (run_fit, run_evaluate,
+run_report; convert's choice of conversion is tflm_train/planning.py), then
+writes its output files all or none (tflm_train/outputs.py), then renders
+the result as text or as one strict JSON object. The --method choices and
+help come from the method registry (converter/methods/).
 """
 
 from __future__ import annotations
