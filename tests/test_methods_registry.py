@@ -108,3 +108,13 @@ def test_activation_mask_pass_flags_forward_and_backward_ops(digits):
         else:
             assert not layer.grad_flags & MASK_FLAG, kind
     assert masked == 2  # the two hidden ReLU layers; the last one has no activation
+
+
+def test_cli_refuses_another_methods_option_by_its_flag():
+    from test_cli import MODEL, assert_user_error, run
+
+    from tflm_train.cli import CLI_FLAGS
+
+    assert {option for spec in methods.specs() for option in spec.options} <= set(CLI_FLAGS)
+    done = run("convert", MODEL, "-o", "/nonexistent/never-written.tflite", "--method", "bias", "--rank", "2")
+    assert_user_error(done, "--rank is an option of --method lora / adapter, not of bias")

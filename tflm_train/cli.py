@@ -3,8 +3,15 @@
 Every subcommand prints tables and progress on a terminal, or exactly one
 JSON object on stdout with --json. Any failure the user can fix (bad file,
 unsupported op, wrong data, state of another model) is one line on stderr
-and exit code 2, and no output file is left half-written; no traceback
-unless TFLMT_DEBUG=1.
+and exit code 2 (every such error derives from tflm_train.TflmTrainError);
+no traceback unless TFLMT_DEBUG=1.
+
+This module is a thin layer. Each command reads its options, does its work in
+a function that returns a result and writes nothing (run_fit, run_evaluate,
+run_report; convert's choice of conversion is tflm_train/planning.py), then
+writes its output files all or none (tflm_train/outputs.py), then renders
+the result as text or as one strict JSON object. The --method choices and
+help come from the method registry (converter/methods/).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from tflm_train.errors import TflmTrainError, UserError
 from tflm_train.outputs import strict_json, write_all
 
 EXIT_USER_ERROR = 2
+# ConvertConfig fields that are one method's own option -> their flag here.
+CLI_FLAGS = {"r": "--rank", "lora_alpha": "--alpha", "classes": "--classes", "head_mode": "--head-mode",
+             "sparse_weights": "--sparse-weights"}
 
 
 def _method_help() -> str:
@@ -179,19 +189,22 @@ def convert(
     from tflm_train.firmware import c_header
     from tflm_train.planning import plan_convert
 
-    # ConvertConfig refuses an option given to a method that does not read it.
+    fields = {"r": rank, "lora_alpha": alpha, "classes": classes, "head_mode": head_mode,
+              "sparse_weights": sparse_weights}
+    spec = methods.get(method)
+    for other in methods.specs():  # in the CLI's words; ConvertConfig checks the same
+        for option, neutral in other.options.items():
+            if option not in spec.options and fields.get(option, neutral) != neutral:
+                owners = " / ".join(s.name for s in methods.specs() if option in s.options)
+                raise UserError(f"{CLI_FLAGS.get(option, option)} is an option of --method {owners}, not of {method}")
     config = ConvertConfig(
         method=method,
-        r=rank,
-        lora_alpha=alpha,
         targets=targets,
         loss=loss,
         optimizer=OptimizerConfig(kind=optimizer, accumulate=accumulate, clip_norm=clip, momentum=momentum),
-        classes=classes,
-        head_mode=head_mode,
         seed=seed,
-        sparse_weights=sparse_weights,
         recompute=recompute,
+        **fields,
     )
     console = None if as_json else _console()
     plan = plan_convert(

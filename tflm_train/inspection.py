@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tflm_train.converter import methods
 from tflm_train.converter.layers import LINEAR_OPS, short_name, unique_layer_name
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.training_info import training_info
@@ -13,6 +14,8 @@ from tflm_train.converter.training_info import training_info
 # slice bounds, which are not parameters.
 _LINEAR = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
            "TFLMT_FULLY_CONNECTED", "TFLMT_CONV_2D", "TFLMT_DEPTHWISE_CONV_2D"}
+# Operator types some registered method can adapt (converter/methods/).
+ADAPTABLE = frozenset(op for spec in methods.specs() for op in spec.eligible_ops)
 
 
 def _is_parameter(model: Model, op, tensor: int) -> bool:
@@ -37,7 +40,7 @@ def describe(model_bytes: bytes, path: str = "model") -> dict:
             {
                 "index": index,
                 "op": model.op_type(op),
-                "adaptable": model.op_type(op) in LINEAR_OPS,
+                "adaptable": model.op_type(op) in ADAPTABLE,
                 "name": unique_layer_name(model, index) if model.op_type(op) in LINEAR_OPS else short_name(name) if name else "",
                 "full_name": name,
                 "params": params,

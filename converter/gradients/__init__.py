@@ -9,13 +9,14 @@ trainable parameters (which the kernels add into the state). An operator
 type without a rule is refused by the driver, naming the operator.
 
 Adding a backward rule: a function in the module of its family (or a new
-module, added to _FAMILIES below), its C++ kernel, and a test against
-TensorFlow.
+module here: every module in this package is imported below), its C++
+kernel, and a test against TensorFlow.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -38,7 +39,6 @@ class Step:
 Rule = Callable[["Backward", Step], None]
 RULES: dict[str, Rule] = {}
 
-_FAMILIES = ("linear", "adapter", "activation", "softmax", "pooling", "mean", "crop", "elementwise", "identity")
 
 
 def rule(*op_types: str) -> Callable[[Rule], Rule]:
@@ -63,7 +63,9 @@ def supported() -> frozenset[str]:
     return frozenset(RULES)
 
 
-for _family in _FAMILIES:
+# One module per op family: linear, adapter, activation, softmax, pooling,
+# mean, crop (pad, concatenation), elementwise, identity.
+for _family in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_family}")
 
 __all__ = ["RULES", "Rule", "Step", "rule", "rule_for", "supported"]
