@@ -9,7 +9,7 @@ import pytest
 
 from tflm_train.cli import cli
 from tflm_train.converter import ConversionError, ConvertConfig, convert, gradients, methods
-from tflm_train.converter.grad_flags import MASK_FLAG
+from tflm_train.converter.constants import GradFlag
 from tflm_train.converter.merge import merge
 from tflm_train.converter.methods import bias
 from tflm_train.converter.model_ir import Model
@@ -99,14 +99,14 @@ def test_activation_mask_pass_flags_forward_and_backward_ops(digits):
             continue
         layer = LinearLayer.from_options(op.customOptions)
         if layer.activation in (Activation.RELU, Activation.RELU6, Activation.RELU_N1_TO_1):  # a mask replaces y
-            assert layer.grad_flags & MASK_FLAG, kind
+            assert layer.grad_flags & GradFlag.ACTIVATION_MASK, kind
             if kind == "TFLMT_FULLY_CONNECTED":
                 mask = model.outputs_of(op)[-1]
                 assert model.tensor_name(mask).endswith("/activation_mask")
                 assert model.dtype(mask) == np.uint8
                 masked += 1
         else:
-            assert not layer.grad_flags & MASK_FLAG, kind
+            assert not layer.grad_flags & GradFlag.ACTIVATION_MASK, kind
     assert masked == 2  # the two hidden ReLU layers; the last one has no activation
 
 

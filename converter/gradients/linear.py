@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from tflm_train.converter import ops
 from tflm_train.converter.activation_masks import OUR_LINEAR_OPS, mask_of
-from tflm_train.converter.grad_flags import POOLED_FLAG
+from tflm_train.converter.constants import GradFlag
 from tflm_train.converter.gradients import Step, rule
 from tflm_train.converter.layers import LINEAR_OPS, linear_target
 from tflm_train.converter.recompute import Recomputable
@@ -49,7 +49,7 @@ def linear(bw: Backward, step: Step) -> None:
         return
     y_input = y if layer.activation != ops.Activation.NONE else -1
     if step.pooled:
-        layer = dataclasses.replace(layer, grad_flags=layer.grad_flags | POOLED_FLAG)
+        layer = dataclasses.replace(layer, grad_flags=layer.grad_flags | GradFlag.DY_POOLED)
     # x only where weights or LoRA train: a layer's input is not kept alive
     # for a backward pass that does not read it.
     x_input = x if layer.weight_offset >= 0 or layer.lora_rank > 0 else -1
