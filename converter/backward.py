@@ -106,7 +106,7 @@ class Backward:
         if len(parts) == 1:
             return parts[0]
         total = self.grad_tensor(tensor)
-        self.emit(ops.ADD_GRADS, [self.mode] + parts, [total], custom_options=ops.version_only_options())
+        self.emit(ops.ADD_GRADS, [self.mode] + parts, [total], custom_options=ops.version_only_options(ops.ADD_GRADS))
         return total
 
     # ---- driver -------------------------------------------------------------------------

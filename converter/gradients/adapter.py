@@ -22,8 +22,9 @@ def adapter(bw: Backward, step: Step) -> None:
         dx = bw.grad_tensor(x)
         outputs = [dx]
         bw.contribute(x, dx)
+    adapter = ops.AdapterLayer.from_options(op.customOptions)
     grad_op = bw.emit(
-        ops.ADAPTER_GRAD, [step.dy, x, hidden, state, bw.mode], outputs, custom_options=bytes(op.customOptions)
+        ops.ADAPTER_GRAD, [step.dy, x, hidden, state, bw.mode], outputs, custom_options=adapter.grad_options()
     )
     if bw.rows(hidden) > 1:
         bw.recomputable.append(Recomputable(op, grad_op, hidden, f"adapter after {bw.rw.layer_names[id(op)]}"))

@@ -57,7 +57,7 @@ def linear(bw: Backward, step: Step) -> None:
         layer.grad_op,
         [step.dy, x_input, y_input, weights, state if trainable else -1, bw.mode, hidden],
         dx_outputs,
-        custom_options=layer.options(),
+        custom_options=layer.grad_options(),
     )
     if hidden >= 0 and bw.rows(hidden) > 1:
         bw.recomputable.append(Recomputable(op, grad_op, hidden, f"LoRA of {bw.rw.layer_names[id(op)]}"))
