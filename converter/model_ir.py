@@ -11,6 +11,7 @@ fault on unaligned data).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -481,9 +482,16 @@ def _umask() -> int:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes all of `data` or nothing: a temporary file renamed into place."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+    """Writes all of `data` or nothing: a temporary file renamed into place.
+
+    A symbolic link is written through, as shell redirection does: the file
+    it points to gets the data (created if the link dangles) and the link
+    stays. Renaming onto the link itself would silently replace it.
+    """
+    path = Path(os.path.realpath(path))
+    if path.is_symlink():  # realpath stops at a link loop instead of raising
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
