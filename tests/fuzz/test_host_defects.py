@@ -212,3 +212,37 @@ def test_a_worker_that_cannot_load_the_model_is_an_interpreter_error(monkeypatch
 
     with pytest.raises(InterpreterError, match="could not load the model .ValueError: odd model"):
         memory.smallest_arena(b"model")
+
+
+# ---- .tflite reader: structure the converter and runtime index blindly ------------------------
+def _mutated(model_bytes: bytes, mutate) -> bytes:
+    from tflm_train.converter.model_ir import Model
+
+    model = Model.from_bytes(model_bytes)
+    mutate(model)
+    return model.to_bytes()
+
+
+def _set_quant(tensor, scales, zero_points):
+    tensor.quantization.scale, tensor.quantization.zeroPoint = scales, zero_points
+
+
+def _weights(model):
+    return model.tensors[model.inputs_of(model.operators[0])[1]]
+
+
+@pytest.mark.parametrize("mutation, message", [
+    # Found by the fuzzer: convert died in dequantize (ValueError: operands could not be broadcast).
+    (lambda m: setattr(_weights(m).quantization, "zeroPoint", [0] * 16), "16 zero points for"),
+    (lambda m: _set_quant(_weights(m), [0.1] * 7, [0] * 7), "7 per-channel scales along dimension 0"),
+    (lambda m: _set_quant(_weights(m), [float("nan")] * 32, [0] * 32), "scale that is not finite"),
+    # Found by the fuzzer: predict died reshaping a sample into (0, 64).
+    (lambda m: setattr(m.tensors[m.main.inputs[0]], "shape", np.asarray([0, 64], np.int32)), "a dimension of 0"),
+    (lambda m: setattr(m.tensors[m.main.inputs[0]], "shape", np.asarray([1, -64], np.int32)), "negative dimension"),
+])
+def test_corrupt_tensor_metadata_is_a_model_error(digits, mutation, message):
+    from tflm_train.converter import ConvertConfig, convert
+
+    broken = _mutated(digits.int8_model, mutation)
+    with pytest.raises(ModelError, match=message):
+        convert(broken, ConvertConfig(method="lora"))
