@@ -627,6 +627,7 @@ def replay(harness: str, option: str, data: bytes) -> Outcome:
     return classify(harness, run_isolated(functions[harness], data))
 
 
+CHUNK = 25
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 suppress_health_check=list(HealthCheck))
 
@@ -680,9 +681,20 @@ def run_harness(harness: str, campaign: Campaign, max_examples: int, seconds: fl
     else:
         raise ValueError(f"unknown harness {harness}")
 
-    # No shrinking: every step of it would fork again; the finding is saved as it is.
+    # No shrinking: every step of it would fork again; the finding is saved as
+    # it is. Chunks of cases, so that the run stops soon after its time is up
+    # (hypothesis itself has no time limit); derandomized, chunk i uses seed i.
+    from hypothesis import seed
+
     phases = [Phase.explicit, Phase.reuse, Phase.generate]
-    settings(max_examples=max_examples, derandomize=derandomize, phases=phases, **SETTINGS)(given(strategy)(body))()
+    done, chunk = 0, 0
+    while done < max_examples and running():
+        count = min(CHUNK, max_examples - done)
+        test = settings(max_examples=count, phases=phases, **SETTINGS)(given(strategy)(body))
+        if derandomize:
+            test = seed(chunk)(test)
+        test()
+        done, chunk = done + count, chunk + 1
 
 
 TARGETS = ("original", "converted", "state", "data")

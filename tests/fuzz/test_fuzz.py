@@ -11,10 +11,10 @@ from known_issues import known
 
 
 @pytest.mark.parametrize("harness, seconds, at_least", [
-    ("original", 25, 40),
-    ("converted", 25, 40),
-    ("state", 20, 40),
-    ("data", 15, 40),
+    ("original", 25, 10),
+    ("converted", 25, 10),
+    ("state", 20, 10),
+    ("data", 15, 10),
 ])
 def test_fuzz_for_a_fixed_time(harness, seconds, at_least, tmp_path):
     campaign = fuzzing.Campaign(findings_dir=tmp_path)
