@@ -14,9 +14,9 @@ fit" and the worker is restarted - unless the worker died with an
 AddressSanitizer / UndefinedBehaviorSanitizer report (a plugin built with
 -DTFLMT_SANITIZE=ON): that is a bug, raised as SanitizerReport.
 
-The same guarded worker checks that a model prepares at all
+The same guarded worker checks that a model prepares and runs at all
 (`check_prepares`): a corrupt .tflite can pass every structural check and
-still crash the stock interpreter while it plans memory.
+still crash the stock interpreter while it plans memory or invokes.
 """
 
 from __future__ import annotations
@@ -117,13 +117,13 @@ class _Prober:
         lines = [l for l in self.stderr_path.read_text(errors="replace").splitlines() if l.strip()]
         return lines[-1].strip() if lines else "no message"
 
-    def ask(self, arena: int) -> tuple[bool, str]:
-        """(allocates, why not) from a live worker; raises WorkerCrashed or
-        SanitizerReport when the worker dies on this question."""
+    def ask(self, arena: int, invoke: bool = False) -> tuple[bool, str]:
+        """(allocates [and invokes], why not) from a live worker; raises
+        WorkerCrashed or SanitizerReport when the worker dies on this question."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
         try:
-            self.process.stdin.write(f"{arena}\n")
+            self.process.stdin.write(f"{arena}{' invoke' if invoke else ''}\n")
             self.process.stdin.flush()
             answer = self.process.stdout.readline().rstrip("\n")
         except BrokenPipeError:
@@ -178,24 +178,27 @@ def smallest_arena(model_bytes: bytes) -> int:
 
 
 def check_prepares(model_bytes: bytes, arena_size: int = _LARGEST) -> None:
-    """Raises ModelError unless the stock TFLM interpreter prepares the model.
+    """Raises ModelError unless the stock TFLM interpreter prepares the model
+    and invokes it once (every input zero) without crashing.
 
-    Prepares it once, in a worker process, in an arena large enough for any
-    model this tool handles (pages the planner does not touch cost nothing):
-    a crash or a refusal means the model itself is broken, e.g. a .tflite
-    whose flatbuffer parses but whose tensors make TFLM's planner crash.
+    Runs in a worker process, in an arena large enough for any model this
+    tool handles (pages the planner does not touch cost nothing). A crash or
+    a refusal means the model itself is broken: a .tflite whose flatbuffer
+    parses and passes every structural check can still make TFLM's planner
+    or a stock kernel crash (seen: the memory planner, MEAN, CONV_2D with a
+    zero stride or dilation), and a converted model keeps those operators.
     """
     prober = _Prober(model_bytes)
     try:
         try:
-            prepares, why = prober.ask(arena_size)
+            works, why = prober.ask(arena_size, invoke=True)
         except WorkerCrashed as crash:
             raise ModelError(
-                f"the TFLM interpreter crashes ({crash}) while preparing this model: corrupt .tflite"
+                f"the TFLM interpreter crashes ({crash}) on this model: corrupt .tflite"
             ) from None
         except InterpreterError as exc:
             raise ModelError(f"the TFLM interpreter cannot load this model: {exc}") from None
-        if not prepares:
-            raise ModelError(f"the TFLM interpreter cannot prepare this model: {why}")
+        if not works:
+            raise ModelError(f"the TFLM interpreter cannot run this model: {why}")
     finally:
         prober.close()

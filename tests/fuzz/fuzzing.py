@@ -433,9 +433,15 @@ def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None
     channel.stage("convert")
     result = convert(data, ConvertConfig(method=method))
     # What the convert pipeline's guard (tflm_train.memory.check_prepares)
-    # does in its own child: prepare the original. We are isolated already.
+    # does in its own child: prepare the original and invoke it once with
+    # zeros. We are isolated already.
     channel.stage("prepare-original")
-    Interpreter(data)
+    original = Interpreter(data)
+    for index in range(len(Model.from_bytes(data).main.inputs)):
+        details = original.input_details(index)
+        original.set_input(index, np.zeros(details["shape"], details["dtype"]))
+    channel.stage("invoke-original")
+    original.invoke()
     channel.stage("converted")
     _invoke_trainable(result.model, channel)
 
@@ -607,10 +613,10 @@ class Campaign:
 
 
 def classify(harness: str, outcome: Outcome) -> Outcome:
-    """The original harness prepares the original itself (in its child) where
-    the convert pipeline would call tflm_train.memory.check_prepares: a crash
-    there is what that guard turns into a ModelError line."""
-    if harness == "original" and outcome.stage == "prepare-original" and outcome.kind == "crash":
+    """The original harness prepares and invokes the original itself (in its
+    child) where the convert pipeline calls tflm_train.memory.check_prepares:
+    a crash there is what that guard turns into a ModelError line."""
+    if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "crash":
         return Outcome("refused", f"check_prepares: the interpreter crashes ({outcome.detail})", outcome.stage)
     return outcome
 

@@ -137,7 +137,7 @@ def test_check_prepares_refuses_a_model_the_interpreter_crashes_on(hey_jarvis):
     broken[HEY_JARVIS_CRASH_OFFSET:HEY_JARVIS_CRASH_OFFSET + 8] = bytes(8)
     broken = bytes(broken)
     convert(broken, ConvertConfig(method="head"))  # convert alone does not notice
-    with pytest.raises(ModelError, match=r"the TFLM interpreter crashes \(SIGSEGV\) while preparing this model") as caught:
+    with pytest.raises(ModelError, match=r"the TFLM interpreter crashes \(SIGSEGV\) on this model: corrupt .tflite") as caught:
         memory.check_prepares(broken)
     assert "\n" not in str(caught.value)
 
@@ -149,7 +149,7 @@ def test_check_prepares_names_why_a_model_does_not_prepare(digits):
     model = Model.from_bytes(digits.int8_model)
     op = model.operators[0]
     op.inputs = np.asarray(list(op.inputs)[:1], np.int32)  # a FULLY_CONNECTED without weights
-    with pytest.raises(ModelError, match="cannot prepare this model"):
+    with pytest.raises(ModelError, match="cannot run this model"):
         memory.check_prepares(model.to_bytes())
 
 
@@ -246,3 +246,15 @@ def test_corrupt_tensor_metadata_is_a_model_error(digits, mutation, message):
     broken = _mutated(digits.int8_model, mutation)
     with pytest.raises(ModelError, match=message):
         convert(broken, ConvertConfig(method="lora"))
+
+
+@pytest.mark.parametrize("case, signal_name", [("original-conv-sigfpe", "SIGFPE"), ("original-mean-segv", "SIGSEGV")])
+def test_check_prepares_refuses_a_model_a_stock_kernel_crashes_on(case, signal_name):
+    """Fuzz findings: mutated originals that prepare, convert, and then crash a
+    stock TFLM kernel (CONV_2D, MEAN) on the first Invoke; the converted model
+    keeps those operators, so the guard invokes the original once."""
+    from pathlib import Path
+
+    broken = (Path(__file__).parent / "regressions" / f"{case}.bin").read_bytes()
+    with pytest.raises(ModelError, match=rf"crashes \({signal_name}\) on this model"):
+        memory.check_prepares(broken)
