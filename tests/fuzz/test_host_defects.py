@@ -258,3 +258,16 @@ def test_check_prepares_refuses_a_model_a_stock_kernel_crashes_on(case, signal_n
     broken = (Path(__file__).parent / "regressions" / f"{case}.bin").read_bytes()
     with pytest.raises(ModelError, match=rf"crashes \({signal_name}\) on this model"):
         memory.check_prepares(broken)
+
+
+def test_a_sanitized_crash_in_the_wheel_is_still_too_small():
+    """Under ASan the planner's segfault arrives as an ASan SEGV report; only
+    one whose top frame is in our plugin is a finding."""
+    planner = ("==7==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000010\n"
+               "    #0 0x7f in tflite::GreedyMemoryPlanner::CalculateOffsetsIfNeeded() (_runtime.so+0x1)\n")
+    ours = planner.replace("(_runtime.so+0x1)", "(/x/build/asan/libtflm_train_ops.so+0x2)")
+    overflow = "==7==ERROR: AddressSanitizer: heap-buffer-overflow on address 0x1\n    #0 0x7f in f (_runtime.so+0x1)\n"
+    assert memory.sanitizer_line(planner) is None
+    assert memory.sanitizer_line(ours).endswith("SEGV on unknown address 0x000000000010")
+    assert memory.sanitizer_line(overflow).endswith("heap-buffer-overflow on address 0x1")
+    assert memory.sanitizer_line("Segmentation fault") is None
