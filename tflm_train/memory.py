@@ -99,7 +99,7 @@ class _Prober:
         # the sanitizers write it to files we read instead. Harmless otherwise.
         # abort_on_error: a sanitized worker always dies by a signal, as an
         # unsanitized one does, never with a plain exit code.
-        env = dict(os.environ)
+        env = dict(os.environ, TFLMT_PROBE_DIR=str(self.directory))
         extra = f"log_path={self.directory / 'sanitizer'}:abort_on_error=1"
         for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
             env[name] = ":".join(filter(None, [env.get(name, ""), extra]))
@@ -119,7 +119,10 @@ class _Prober:
         )
 
     def _sanitizer_report(self) -> str | None:
-        texts = [p.read_text(errors="replace") for p in sorted(self.directory.glob("sanitizer*"))]
+        # ASan honours log_path; UBSan's report is in what the worker's
+        # runtime captured from fd 2 (see _arena_probe.keep_native_stderr_on_crash).
+        reports = sorted(self.directory.glob("sanitizer*")) + sorted(self.directory.glob("native-stderr-*"))
+        texts = [p.read_text(errors="replace") for p in reports]
         if self.stderr_path.exists():
             texts.append(self.stderr_path.read_text(errors="replace"))
         for text in texts:

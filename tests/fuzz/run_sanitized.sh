@@ -49,10 +49,14 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_pa
 # libstdc++ after libasan: Python does not link it, and ASan must find the real
 # __cxa_throw when it starts (the wheel throws C++ exceptions on bad models).
 status=0
-LD_PRELOAD="$libasan $libstdcxx" "$python" -m pytest -q -p no:cacheprovider "$@" || status=$?
-if compgen -G "$reports/report.*" >/dev/null; then
+export TFLMT_SANITIZER_REPORTS="$PWD/$reports"
+PYTHONPATH="$PWD/tests/fuzz${PYTHONPATH:+:$PYTHONPATH}" LD_PRELOAD="$libasan $libstdcxx" \
+  "$python" -m pytest -q -p no:cacheprovider -p sanitizer_capture "$@" || status=$?
+# ASan's reports (log_path), and UBSan's in the stderr a crashed process captured.
+found=$(grep -lE "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:" "$reports"/* 2>/dev/null || true)
+if [ -n "$found" ]; then
   echo "== sanitizer reports" >&2
-  cat "$reports"/report.* >&2
+  cat $found >&2
   exit 1
 fi
 exit $status
