@@ -38,10 +38,16 @@ KNOWN_ISSUES = [
         "target/mode/loss shapes) and fails in numpy",
         "trainer.py / runtime.py (H7)", ("original", "converted", "state"), "internal-error", r"^(invoke|load|save)",
         r"tflm_train/(trainer|runtime)\.py"),
+    # Two causes, told apart only under ASan (tests/fuzz/run_sanitized.sh and the
+    # regressions' notes): our kernels and the wheel port (missing optional
+    # inputs, null dims, unchecked ranks in Prepare), and stock TFLM's MEAN in
+    # a corrupt converted model (TFLM is not ours to patch: the host needs a
+    # guarded check before it runs a converted model it did not make).
     KnownIssue(
-        "kernels crash on malformed converted models (missing optional inputs, unchecked "
-        "ranks/types in Prepare)",
-        "kernels (H2, H7)", ("original", "converted", "state"), "crash", r"^(invoke|load|converted|bare)"),
+        "the interpreter crashes on malformed converted models: our kernels' Prepare / the "
+        "wheel port, and stock TFLM MEAN",
+        "kernels (H2, H7); lead for the stock-MEAN guard", ("original", "converted", "state"), "crash",
+        r"^(invoke|load|converted|bare)"),
 ]
 
 
