@@ -30,6 +30,7 @@ Harnesses (TARGETS):
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import json
 import os
@@ -90,6 +91,7 @@ def run_isolated(function, data: bytes, timeout: float = TIMEOUT_SECONDS) -> Out
         status = 0
         try:
             os.close(read_fd)
+            faulthandler.disable()  # pytest's would print every crash's Python stack
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
