@@ -34,13 +34,15 @@ def main() -> int:
     args = parser.parse_args()
 
     harnesses = args.harness or list(fuzzing.TARGETS)
-    campaign = fuzzing.Campaign(findings_dir=args.findings)
+    campaign = fuzzing.Campaign(findings_dir=args.findings, progress_every=250)
     started = time.monotonic()
     per_harness = max(1, args.cases // len(harnesses))
-    for harness in harnesses:
+    for position, harness in enumerate(harnesses):
+        # The time left is shared by the harnesses still to run.
         left = args.hours * 3600 - (time.monotonic() - started)
         t0 = time.monotonic()
-        fuzzing.run_harness(harness, campaign, max_examples=per_harness, seconds=max(0.0, left))
+        fuzzing.run_harness(harness, campaign, max_examples=per_harness,
+                            seconds=max(0.0, left / (len(harnesses) - position)))
         print(json.dumps({"harness": harness, "seconds": round(time.monotonic() - t0, 1),
                           "outcomes": dict(campaign.counts.get(harness, {}))}), flush=True)
     summary = {

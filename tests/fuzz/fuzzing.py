@@ -597,9 +597,12 @@ class Campaign:
     findings_dir: Path | None = None
     counts: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    progress_every: int = 0  # print the counts every N cases (0: never)
 
     def record(self, harness: str, data: bytes, outcome: Outcome, label: str = "") -> None:
         self.counts.setdefault(harness, Counter())[outcome.kind] += 1
+        if self.progress_every and self.total() % self.progress_every == 0:
+            print(f"{self.total()} cases: " + json.dumps({h: dict(c) for h, c in self.counts.items()}), flush=True)
         if not outcome.is_finding:
             return
         self.findings.append((harness, label, outcome))
