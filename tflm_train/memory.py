@@ -125,6 +125,8 @@ class _Prober:
         texts = [p.read_text(errors="replace") for p in reports]
         if self.stderr_path.exists():
             texts.append(self.stderr_path.read_text(errors="replace"))
+        for report in reports:  # inspected: a later crash must not find them again
+            report.unlink()
         for text in texts:
             line = sanitizer_line(text)
             if line is not None:
