@@ -424,7 +424,7 @@ def _invoke_bare(model_bytes: bytes, channel: _Channel) -> None:
 
 def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None:
     from tflm_train.converter import ConvertConfig, convert
-    from tflm_train.converter.model_ir import Model
+    from tflm_train.converter.model_ir import Model, ModelError
     from tflm_train.inspection import describe
     from tflm_train.runtime import Interpreter
 
@@ -438,12 +438,17 @@ def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None
     # does in its own child: prepare the original and invoke it once with
     # zeros. We are isolated already.
     channel.stage("prepare-original")
-    original = Interpreter(data)
-    for index in range(len(Model.from_bytes(data).main.inputs)):
-        details = original.input_details(index)
-        original.set_input(index, np.zeros(details["shape"], details["dtype"]))
-    channel.stage("invoke-original")
-    original.invoke()
+    try:
+        original = Interpreter(data)
+        for index in range(len(Model.from_bytes(data).main.inputs)):
+            details = original.input_details(index)
+            original.set_input(index, np.zeros(details["shape"], details["dtype"]))
+        channel.stage("invoke-original")
+        original.invoke()
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - in check_prepares' worker any exception is a refusal
+        raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
     channel.stage("converted")
     _invoke_trainable(result.model, channel)
 

@@ -271,3 +271,14 @@ def test_a_sanitized_crash_in_the_wheel_is_still_too_small():
     assert memory.sanitizer_line(ours).endswith("SEGV on unknown address 0x000000000010")
     assert memory.sanitizer_line(overflow).endswith("heap-buffer-overflow on address 0x1")
     assert memory.sanitizer_line("Segmentation fault") is None
+
+
+def test_check_prepares_refuses_a_model_the_wheel_wrapper_raises_on():
+    """Fuzz finding: an opcode changed in hey_jarvis makes the wheel's Python
+    wrapper raise AttributeError; in the guard's worker that is a refusal."""
+    from pathlib import Path
+
+    broken = (Path(__file__).parent / "regressions" / "runtime-wheel-attribute-error.bin").read_bytes()
+    with pytest.raises(ModelError, match=r"cannot load this model: .*AttributeError: .*sharedName") as caught:
+        memory.check_prepares(broken)
+    assert "\n" not in str(caught.value)
