@@ -11,6 +11,7 @@ fault on unaligned data).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -201,6 +202,16 @@ class Model:
                             f"tensor {t_index} ({_decode(t.name)}) holds {len(data)} bytes, "
                             f"its shape needs {expected}: corrupt or truncated .tflite"
                         )
+            for t_index, t in enumerate(tensors):
+                self._validate_tensor(t_index, t)
+            for t in list(sg.inputs if sg.inputs is not None else []) + list(
+                sg.outputs if sg.outputs is not None else []
+            ):
+                if 0 <= t < len(tensors) and 0 in list(tensors[t].shape if tensors[t].shape is not None else []):
+                    raise ModelError(
+                        f"subgraph {sg_index} input/output {_decode(tensors[t].name) or t} has shape "
+                        f"{tuple(int(d) for d in tensors[t].shape)}: a dimension of 0"
+                    )
             for o_index, op in enumerate(sg.operators or []):
                 if op.opcodeIndex >= len(codes):
                     raise ModelError(f"operator {o_index} uses opcode {op.opcodeIndex}, which does not exist")
@@ -214,6 +225,34 @@ class Model:
             ):
                 if t < 0 or t >= len(tensors):
                     raise ModelError(f"subgraph {sg_index} names tensor {t}, which does not exist")
+
+    @staticmethod
+    def _validate_tensor(index: int, t) -> None:
+        """Shape and quantization a reader can index without going out of range."""
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        name = _decode(t.name) or str(index)
+        if any(d < 0 for d in shape):
+            raise ModelError(f"tensor {index} ({name}) has a negative dimension in shape {tuple(shape)}")
+        if int(np.prod(shape, dtype=np.float64)) > 2**31 - 1:
+            raise ModelError(f"tensor {index} ({name}) has shape {tuple(shape)}: over 2**31 elements")
+        q = t.quantization
+        if q is None:
+            return
+        scales = [] if q.scale is None else list(q.scale)
+        zero_points = [] if q.zeroPoint is None else list(q.zeroPoint)
+        if len(zero_points) not in (0, 1, len(scales)) or (zero_points and not scales):
+            raise ModelError(
+                f"tensor {index} ({name}) has {len(zero_points)} zero points for {len(scales)} scales: corrupt quantization"
+            )
+        if scales and not all(np.isfinite(s) for s in scales):
+            raise ModelError(f"tensor {index} ({name}) has a quantization scale that is not finite")
+        if len(scales) > 1:
+            axis = int(q.quantizedDimension or 0)
+            if not 0 <= axis < len(shape) or shape[axis] != len(scales):
+                raise ModelError(
+                    f"tensor {index} ({name}) has {len(scales)} per-channel scales along dimension {axis} "
+                    f"of shape {tuple(shape)}: corrupt quantization"
+                )
 
     # ---- writing --------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -484,9 +523,16 @@ def _umask() -> int:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes all of `data` or nothing: a temporary file renamed into place."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
+    """Writes all of `data` or nothing: a temporary file renamed into place.
+
+    A symbolic link is written through, as shell redirection does: the file
+    it points to gets the data (created if the link dangles) and the link
+    stays. Renaming onto the link itself would silently replace it.
+    """
+    path = Path(os.path.realpath(path))
+    if path.is_symlink():  # realpath stops at a link loop instead of raising
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

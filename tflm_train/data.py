@@ -9,7 +9,6 @@ binary cross-entropy). Anything else is refused with one clear message.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +31,42 @@ class Dataset:
         return len(self.x)
 
 
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_npz(path: str | Path) -> Dataset:
+    """Reads x and y from an .npz; any problem is one DataError line."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an .npz file") from None
+    except Exception as exc:  # noqa: BLE001 - numpy raises whatever the bytes cause
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        # np.load also reads a single .npy array (or a memmap of one).
+        raise DataError(
+            f"{path}: is a single .npy array; the data must be an .npz with arrays x and y "
+            "(numpy.savez(path, x=samples, y=labels))"
+        )
+    try:
+        with loaded as archive:
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(f"{path}: needs arrays 'x' and 'y' (has {', '.join(archive.files) or 'none'})")
             x, y = archive["x"], archive["y"]
     except DataError:
         raise
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt member: zlib, zipfile, numpy header errors, ...
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    for name, array in (("x", x), ("y", y)):
+        if array.ndim == 0:
+            raise DataError(f"{path}: '{name}' is a single value (0-d array); it must hold one entry per sample")
+        if array.dtype.fields is not None:
+            raise DataError(f"{path}: '{name}' is a structured array ({array.dtype}); it must be a plain numeric array")
     if len(x) != len(y):
         raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
@@ -72,10 +94,10 @@ def check_inputs(data: Dataset, sample_shape: tuple[int, ...], path: str = "data
 
 def check_labels(data: Dataset, classes: int, path: str = "data") -> np.ndarray:
     """y as int32 class indices in [0, classes)."""
-    y = np.asarray(data.y).reshape(len(data.y), -1)
-    if y.shape[1] != 1:
+    y = np.asarray(data.y)
+    if int(np.prod(y.shape[1:])) != 1:
         raise DataError(f"{path}: y must hold one class label per sample, not {tuple(data.y.shape[1:])}")
-    y = y[:, 0]
+    y = y.reshape(len(y))
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"{path}: y must hold integer class labels for a classifier")

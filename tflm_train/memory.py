@@ -10,62 +10,168 @@ and tensor structs), never more.
 The probes run in a worker process: this TFLM build crashes in its memory
 planner (GreedyMemoryPlanner::CalculateOffsetsIfNeeded) for some arenas just
 too small to plan in, instead of failing cleanly. A crash counts as "does not
-fit" and the worker is restarted.
+fit" and the worker is restarted - unless the worker died with an
+AddressSanitizer / UndefinedBehaviorSanitizer report (a plugin built with
+-DTFLMT_SANITIZE=ON): that is a bug, raised as SanitizerReport.
+
+The same guarded worker checks that a model prepares and runs at all
+(`check_prepares`): a corrupt .tflite can pass every structural check and
+still crash the stock interpreter while it plans memory or invokes.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
+from tflm_train.converter.model_ir import ModelError
 from tflm_train.runtime import InterpreterError
 
 ALIGNMENT = 16
 _LARGEST = 256 * 1024 * 1024
+
+# What a sanitizer writes first in its report (ASan, UBSan's "file:line: runtime error: ...").
+SANITIZER_MARKERS = ("AddressSanitizer", "UndefinedBehaviorSanitizer", "runtime error:", "LeakSanitizer")
+
+
+class SanitizerReport(RuntimeError):
+    """A sanitized kernel plugin found a memory or UB error: a bug, never "too small"."""
+
+
+class WorkerCrashed(Exception):
+    """The worker died without a sanitizer report (a plain crash, e.g. SIGSEGV)."""
+
+    def __init__(self, returncode: int | None):
+        self.returncode = returncode
+        if returncode is not None and returncode < 0:
+            try:
+                how = signal.Signals(-returncode).name
+            except ValueError:
+                how = f"signal {-returncode}"
+        else:
+            how = f"exit code {returncode}"
+        super().__init__(how)
+
+
+# ASan also reports a plain crash it intercepts (SEGV, FPE, BUS) as
+# "AddressSanitizer: SEGV on unknown address ...". In the wheel's own code that
+# is the planner crash this module expects (not a finding); in our plugin it is.
+_DEADLY_SIGNALS = ("SEGV on unknown address", "FPE on unknown address", "BUS on unknown address", "deadly signal")
+_PLUGIN_NAME = "libtflm_train_ops"
+
+
+def sanitizer_line(text: str) -> str | None:
+    """The first line of a sanitizer report in `text` that is a finding, or None."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not any(marker in line for marker in SANITIZER_MARKERS):
+            continue
+        if any(signal_text in line for signal_text in _DEADLY_SIGNALS):
+            frame = next((l for l in lines[i + 1:] if l.strip().startswith("#0 ")), "")
+            if _PLUGIN_NAME not in frame and "tflm_ops/" not in frame:
+                return None  # a crash outside our kernels: the planner's
+        return line.strip()
+    return None
 
 
 class _Prober:
     """A worker process answering "does the model allocate in N bytes?"."""
 
     def __init__(self, model_bytes: bytes):
-        handle, self.path = tempfile.mkstemp(suffix=".tflite")
-        with os.fdopen(handle, "wb") as f:
-            f.write(model_bytes)
+        self.directory = Path(tempfile.mkdtemp(prefix="tflmt-probe-"))
+        self.path = self.directory / "model.tflite"
+        self.path.write_bytes(model_bytes)
+        self.stderr_path = self.directory / "stderr.txt"
         self.process: subprocess.Popen | None = None
+        self._stderr = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tflm_train._arena_probe", str(self.path)]
+
+    def _environment(self) -> dict[str, str]:
+        # The interpreter redirects fd 2 while it prepares (runtime.py collects
+        # TFLM's messages there), which would swallow a sanitizer report: have
+        # the sanitizers write it to files we read instead. Harmless otherwise.
+        # abort_on_error: a sanitized worker always dies by a signal, as an
+        # unsanitized one does, never with a plain exit code.
+        env = dict(os.environ, TFLMT_PROBE_DIR=str(self.directory))
+        extra = f"log_path={self.directory / 'sanitizer'}:abort_on_error=1"
+        for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            env[name] = ":".join(filter(None, [env.get(name, ""), extra]))
+        return env
 
     def _start(self) -> subprocess.Popen:
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = open(self.stderr_path, "wb")  # a file: a pipe could fill and block
         return subprocess.Popen(
-            [sys.executable, "-m", "tflm_train._arena_probe", self.path],
+            self.command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
             text=True,
+            env=self._environment(),
         )
 
+    def _sanitizer_report(self) -> str | None:
+        # ASan honours log_path; UBSan's report is in what the worker's
+        # runtime captured from fd 2 (see _arena_probe.keep_native_stderr_on_crash).
+        reports = sorted(self.directory.glob("sanitizer*")) + sorted(self.directory.glob("native-stderr-*"))
+        texts = [p.read_text(errors="replace") for p in reports]
+        if self.stderr_path.exists():
+            texts.append(self.stderr_path.read_text(errors="replace"))
+        for report in reports:  # inspected: a later crash must not find them again
+            report.unlink()
+        for text in texts:
+            line = sanitizer_line(text)
+            if line is not None:
+                return line
+        return None
+
+    def _worker_error(self) -> str:
+        lines = [l for l in self.stderr_path.read_text(errors="replace").splitlines() if l.strip()]
+        return lines[-1].strip() if lines else "no message"
+
+    def ask(self, arena: int, invoke: bool = False) -> tuple[bool, str]:
+        """(allocates [and invokes], why not) from a live worker; raises
+        WorkerCrashed or SanitizerReport when the worker dies on this question."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = self._start()
+        try:
+            self.process.stdin.write(f"{arena}{' invoke' if invoke else ''}\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline().rstrip("\n")
+        except BrokenPipeError:
+            answer = ""
+        if answer[:1] in ("0", "1"):
+            return answer[:1] == "1", answer[2:]
+        self.process.wait()
+        report = self._sanitizer_report()
+        if report is not None:
+            raise SanitizerReport(f"sanitizer report while preparing the model in a {arena}-byte arena: {report}")
+        if self.process.returncode is not None and self.process.returncode > 0:
+            # Python itself failed (not a crash in C++): the model did not load.
+            raise InterpreterError(f"the arena probe could not load the model ({self._worker_error()})")
+        raise WorkerCrashed(self.process.returncode)
+
     def fits(self, arena: int) -> bool:
-        for _ in range(2):
-            if self.process is None or self.process.poll() is not None:
-                self.process = self._start()
-            try:
-                self.process.stdin.write(f"{arena}\n")
-                self.process.stdin.flush()
-                answer = self.process.stdout.readline().strip()
-            except BrokenPipeError:
-                answer = ""
-            if answer in ("0", "1"):
-                return answer == "1"
-            self.process.wait()
-            if self.process.returncode not in (None, 0) and self.process.returncode < 0:
-                return False  # crashed in the planner: too small
-        raise InterpreterError("the arena probe could not load the model")
+        try:
+            return self.ask(arena)[0]
+        except WorkerCrashed:
+            return False  # crashed in the planner: too small
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.stdin.close()
             self.process.wait()
-        os.unlink(self.path)
+        if self._stderr is not None:
+            self._stderr.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def smallest_arena(model_bytes: bytes) -> int:
@@ -87,5 +193,32 @@ def smallest_arena(model_bytes: bytes) -> int:
             else:
                 low = middle
         return high
+    finally:
+        prober.close()
+
+
+def check_prepares(model_bytes: bytes, arena_size: int = _LARGEST) -> None:
+    """Raises ModelError unless the stock TFLM interpreter prepares the model
+    and invokes it once (every input zero) without crashing.
+
+    Runs in a worker process, in an arena large enough for any model this
+    tool handles (pages the planner does not touch cost nothing). A crash or
+    a refusal means the model itself is broken: a .tflite whose flatbuffer
+    parses and passes every structural check can still make TFLM's planner
+    or a stock kernel crash (seen: the memory planner, MEAN, CONV_2D with a
+    zero stride or dilation), and a converted model keeps those operators.
+    """
+    prober = _Prober(model_bytes)
+    try:
+        try:
+            works, why = prober.ask(arena_size, invoke=True)
+        except WorkerCrashed as crash:
+            raise ModelError(
+                f"the TFLM interpreter crashes ({crash}) on this model: corrupt .tflite"
+            ) from None
+        except InterpreterError as exc:
+            raise ModelError(f"the TFLM interpreter cannot load this model: {exc}") from None
+        if not works:
+            raise ModelError(f"the TFLM interpreter cannot run this model: {why}")
     finally:
         prober.close()
