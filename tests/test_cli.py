@@ -84,6 +84,7 @@ def test_convert_options_and_c_array(workdir):
     assert "alignas(16) const unsigned char adam[]" in text and "ADAM_INPUT_MODE" in text
 
 
+@pytest.mark.tf
 def test_convert_recompute_choice_is_reported(workdir):
     import cnn_models
 
@@ -132,8 +133,10 @@ def test_fit_progress_and_text_output(converted):
     assert "accuracy on" in result.stdout and "training memory" in result.stdout
 
 
+@pytest.mark.tf
 def test_regression_model_reports_mse(workdir):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     inputs = tf.keras.Input((8,))
     outputs = tf.keras.layers.Dense(8)(tf.keras.layers.Dense(4, activation="relu")(inputs))
     model = workdir / "autoencoder.tflite"
@@ -178,8 +181,10 @@ def test_missing_file():
     assert_user_error(run("inspect", "/nonexistent/model.tflite"), "cannot read")
 
 
+@pytest.mark.tf
 def test_unsupported_op_on_the_backprop_path(workdir):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     inputs = tf.keras.Input((6,))
     hidden = tf.keras.layers.Dense(8, name="first")(inputs)
     outputs = tf.keras.layers.Dense(3, name="last")(tf.keras.layers.LeakyReLU(0.1)(hidden))

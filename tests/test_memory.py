@@ -25,6 +25,7 @@ def ds_cnn():
     return cnn_models.ds_cnn_s().int8_model
 
 
+@pytest.mark.tf
 def test_ds_cnn_lora_trains_in_little_more_than_inference_memory(ds_cnn):
     """The issue's target: training arena <= 1.3 x (inference arena + state)."""
     result = convert(ds_cnn, ConvertConfig(method="lora", targets="last:2"))
@@ -32,6 +33,7 @@ def test_ds_cnn_lora_trains_in_little_more_than_inference_memory(ds_cnn):
     assert training <= 1.3 * (inference + result.metadata["state"]["bytes"]), (inference, training)
 
 
+@pytest.mark.tf
 def test_global_pool_gradient_is_never_spread_out(ds_cnn):
     model = Model.from_bytes(convert(ds_cnn, ConvertConfig(method="lora", targets="last:2")).model)
     kinds = [model.op_type(op) for op in model.operators]
@@ -41,6 +43,7 @@ def test_global_pool_gradient_is_never_spread_out(ds_cnn):
     assert max(int(np.prod(model.shape(t))) for t in grads) < 125 * 64
 
 
+@pytest.mark.tf
 def test_bias_only_backward_keeps_no_layer_input_alive(ds_cnn):
     result = convert(ds_cnn, ConvertConfig(method="bias", targets="last:10"))
     model = Model.from_bytes(result.model)
@@ -94,6 +97,7 @@ def test_activation_mask_gives_the_same_gradients_as_the_output():
         np.testing.assert_array_equal(stored, masked)
 
 
+@pytest.mark.tf
 def test_sparse_update_picks_layers_within_the_budget(ds_cnn):
     biases_only = smallest_arena(convert(ds_cnn, ConvertConfig(method="sparse")).model)
     budget = biases_only + 12_000
@@ -118,6 +122,7 @@ def _hidden_tensors(model_bytes: bytes) -> list[str]:
             if model.tensor_name(t).endswith(("/lora_hidden", "/adapter_hidden"))]
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("method", ["lora", "adapter"])
 def test_recomputed_hidden_rows_train_like_kept_ones(ds_cnn, method):
     """The backward pass recomputing LoRA's conv_A(x) / the adapter's
@@ -163,6 +168,7 @@ def test_recomputed_hidden_rows_train_like_kept_ones(ds_cnn, method):
     np.testing.assert_allclose(body(recomputed[1]), body(kept[1]), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.tf
 def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
     # DS-CNN, LoRA on the last pointwise conv and the classifier: the peak is
     # at the pointwise conv's forward op, where its hidden rows are alive.
@@ -185,6 +191,7 @@ def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
     assert live_bytes(always.model).peak_bytes == live_bytes(auto.model).peak_bytes
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("quantized", [False, True])
 @pytest.mark.parametrize("method", ["lora", "adapter"])
 def test_recompute_on_a_dense_layer_over_time_steps(method, quantized):

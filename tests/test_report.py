@@ -25,6 +25,7 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "tflm_train.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.tf
 def test_report_numbers_are_measurements(ds_cnn, tmp_path):
     result = convert(ds_cnn, ConvertConfig(method="lora", targets="last:2", optimizer=OptimizerConfig(kind="adam")))
     measured = report(result.model)
@@ -38,6 +39,7 @@ def test_report_numbers_are_measurements(ds_cnn, tmp_path):
     assert measured.breakdown["optimizer state"] == 8 * params
 
 
+@pytest.mark.tf
 def test_report_cli_json_keys_board_and_plot(ds_cnn, tmp_path):
     model = tmp_path / "train.tflite"
     model.write_bytes(convert(ds_cnn, ConvertConfig()).model)
@@ -54,6 +56,7 @@ def test_report_cli_json_keys_board_and_plot(ds_cnn, tmp_path):
     assert table.returncode == 0 and "activations kept for backward" in table.stdout
 
 
+@pytest.mark.tf
 def test_report_refuses_a_board_that_is_too_small(tmp_path):
     big = cnn_models.mobilenet_v1_025_vww().int8_model
     model = tmp_path / "vww.tflite"
@@ -70,6 +73,7 @@ def test_boards_cover_the_issue_list():
     assert board("nano33ble").sram_bytes == 256 * 1024 and board("pico").sram_bytes == 264 * 1024
 
 
+@pytest.mark.tf
 def test_convert_for_a_board_picks_what_fits(ds_cnn, tmp_path):
     tiny = board("nano33ble")
     small = type(tiny)("test-48k", "48 KB test board", 48 * 1024, 1024 * 1024)
