@@ -102,12 +102,13 @@ def test_fit_evaluate_merge_round_trip(converted, workdir):
     fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--eval-data", str(EXAMPLE / "base_test.npz"),
                       "--epochs", "4", "--lr", "0.02", "--state-out", str(state), "--plot", str(plot))
     new_writer, original_style = fitted["eval"]
-    assert new_writer["data"] == TEST and new_writer["metric_after"] > new_writer["metric_before"]
+    # Floors: measured +0.19 accuracy on the new writer, loss 1.59 -> 0.72.
+    assert new_writer["data"] == TEST and new_writer["metric_after"] >= new_writer["metric_before"] + 0.12
     assert original_style["metric_before"] > 0.9  # the base model reads the original style well
     assert {"steps", "loss_first", "loss_last", "metric", "metric_before", "metric_after"} <= fitted.keys()
     assert fitted["steps"] == 4 * 64 and fitted["metric"] == "accuracy"
-    assert fitted["loss_last"] < fitted["loss_first"]
-    assert fitted["metric_after"] > fitted["metric_before"]
+    assert fitted["loss_last"] <= 0.6 * fitted["loss_first"]
+    assert fitted["metric_after"] >= fitted["metric_before"] + 0.1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     original = run_json("evaluate", MODEL, "--data", TEST)
@@ -115,7 +116,7 @@ def test_fit_evaluate_merge_round_trip(converted, workdir):
     without_state = run_json("evaluate", converted, "--data", TEST)
     assert original == without_state  # a fresh conversion predicts as the original
     assert with_state["metric"] == "accuracy" and with_state["n"] == original["n"]
-    assert with_state["value"] > original["value"]
+    assert with_state["value"] >= original["value"] + 0.12
 
     merged = workdir / "merged.tflite"
     run_json("merge", converted, "--state", str(state), "-o", str(merged))

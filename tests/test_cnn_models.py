@@ -113,6 +113,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("method", ["lora", "bias", "adapter"])
 def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
@@ -134,6 +135,7 @@ def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
     assert after < before
 
 
+@pytest.mark.slow
 def test_fc_autoencoder_int8_reconstruction_improves():
     built = cnn_models.fc_autoencoder(trained=True)
     trainable = TrainableModel(convert(built.int8_model, ConvertConfig(method="lora", targets="last:2")).model)

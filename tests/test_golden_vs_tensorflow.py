@@ -28,7 +28,9 @@ def make_golden():
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("group", ["kernels", "conv_kernels", "shape_kernels", "training"])
+@pytest.mark.parametrize(
+    "group", ["kernels", "conv_kernels", "shape_kernels", pytest.param("training", marks=pytest.mark.slow)]  # 40 s
+)
 def test_checked_in_golden_file_matches_tensorflow(make_golden, group):
     fresh = make_golden.generate(group)
     with np.load(golden.path_of(group), allow_pickle=False) as archive:

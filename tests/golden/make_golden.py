@@ -1,10 +1,14 @@
-"""Writes the golden vectors: inputs and TensorFlow's answers for the kernel tests.
+"""Writes the golden vectors: inputs and TensorFlow's answers for the kernel
+and training tests.
 
     python tests/golden/make_golden.py            # rewrite every tests/golden/*.npz
-    python tests/golden/make_golden.py kernels    # one group
+    python tests/golden/make_golden.py kernels    # one group (see GROUPS)
 
-Each case draws its inputs from a fixed seed, computes what TensorFlow gives
-for them (forward values, tf.GradientTape gradients) and stores both. Where a
+Each kernel case draws its inputs from a fixed seed, computes what TensorFlow
+gives for them (forward values, tf.GradientTape gradients) and stores both.
+Each training case (golden/training_cases.py) converts the bundled digits
+model and stores its initial parameters and the parameters after the same
+20 steps in TensorFlow (tf_reference.ConvertedModel, Keras optimizers). Where a
 TensorFlow gradient is taken at the output of a stock int8 TFLM kernel (an
 activation mask), that stock output is computed here with the TFLM
 interpreter and stored too; the test checks that the kernel still gives it.
