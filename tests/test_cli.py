@@ -138,6 +138,7 @@ def test_fit_progress_and_text_output(converted):
 def test_regression_model_reports_mse(workdir):
     import tensorflow as tf
 
+    tf.keras.utils.set_random_seed(0)
     inputs = tf.keras.Input((8,))
     outputs = tf.keras.layers.Dense(8)(tf.keras.layers.Dense(4, activation="relu")(inputs))
     model = workdir / "autoencoder.tflite"
@@ -148,7 +149,8 @@ def test_regression_model_reports_mse(workdir):
     out = workdir / "ae_train.tflite"
     assert run_json("convert", str(model), "-o", str(out))["loss"] == "mse"
     fitted = run_json("fit", str(out), "--data", str(data), "--epochs", "10", "--lr", "0.01")
-    assert fitted["metric"] == "mse" and fitted["metric_after"] < fitted["metric_before"]
+    # Floor: 0.66-0.87 of the starting error measured over random initializations.
+    assert fitted["metric"] == "mse" and fitted["metric_after"] <= 0.9 * fitted["metric_before"], fitted
     assert run_json("evaluate", str(model), "--data", str(data))["metric"] == "mse"
 
 

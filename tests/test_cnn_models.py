@@ -113,6 +113,24 @@ MODELS = {
 }
 
 
+# Mean loss after 4 epochs over at most this fraction of before (measured
+# ratios in brackets; bias moves least, LoRA and adapters on the smaller nets most).
+LOSS_RATIO_AT_MOST = {
+    ("ds_cnn_s", "lora"): 0.98,  # 0.961
+    ("ds_cnn_s", "bias"): 0.96,  # 0.937
+    ("ds_cnn_s", "adapter"): 0.93,  # 0.901
+    ("mobilenet_v1_025_vww", "lora"): 0.3,  # 0.185
+    ("mobilenet_v1_025_vww", "bias"): 0.98,  # 0.956
+    ("mobilenet_v1_025_vww", "adapter"): 0.55,  # 0.403
+    ("resnet8", "lora"): 0.8,  # 0.728
+    ("resnet8", "bias"): 0.98,  # 0.956
+    ("resnet8", "adapter"): 0.85,  # 0.798
+    ("tiny_conv", "lora"): 0.2,  # 0.111
+    ("tiny_conv", "bias"): 0.99,  # 0.974
+    ("tiny_conv", "adapter"): 0.2,  # 0.087
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("method", ["lora", "bias", "adapter"])
@@ -132,7 +150,7 @@ def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
         for s, l in zip(x, labels):
             trainable.train_step(s, l, 0.01)
     after = np.mean([trainable.evaluate_loss(s, l) for s, l in zip(x, labels)])
-    assert after < before
+    assert after <= LOSS_RATIO_AT_MOST[name, method] * before, (before, after)
 
 
 @pytest.mark.slow
@@ -143,8 +161,9 @@ def test_fc_autoencoder_int8_reconstruction_improves():
     x = built.sample_inputs(16, seed=5)
     shifted = (x * 0.8 + 0.1).astype(np.float32)  # a machine that sounds a little different
     before = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
+    # lr 0.1: at 0.005 the loss moved by 0.08%, too little to hold a floor to.
     for _ in range(5):
         for s in shifted:
-            trainable.train_step(s, s, 0.005)
+            trainable.train_step(s, s, 0.1)
     after = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
-    assert after < before
+    assert after <= 0.99 * before, (before, after)  # measured 0.983
