@@ -84,12 +84,11 @@ def test_convert_options_and_c_array(workdir):
     assert "alignas(16) const unsigned char adam[]" in text and "ADAM_INPUT_MODE" in text
 
 
-@pytest.mark.tf
 def test_convert_recompute_choice_is_reported(workdir):
-    import cnn_models
+    import golden
 
     model = workdir / "ds_cnn.tflite"
-    model.write_bytes(cnn_models.ds_cnn_s().int8_model)
+    model.write_bytes(golden.model("ds_cnn_s_int8"))  # cnn_models.ds_cnn_s(), checked in
     always = run_json("convert", str(model), "-o", str(workdir / "rc.tflite"), "--recompute", "always")
     never = run_json("convert", str(model), "-o", str(workdir / "keep.tflite"), "--recompute", "never")
     assert any("recomputes the hidden rows of LoRA of ds_cnn_s_1/ds_4_pw_1" in note for note in always["notes"])

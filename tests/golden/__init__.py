@@ -3,7 +3,8 @@
 make_golden.py (needs TensorFlow) computes, for every case of the kernel tests
 and the digits training tests, the inputs and what TensorFlow gives for them
 (outputs, tf.GradientTape gradients, parameters after Keras optimizer steps)
-and writes them to <group>.npz here. The tests read those files, so they run
+and writes them to <group>.npz here, with models.npz: a Keras-built .tflite
+that tests convert (DS-CNN-S int8 from tests/cnn_models.py). The tests read those files, so they run
 without TensorFlow; test_golden_vs_tensorflow.py (marked `tf`) regenerates
 every file in memory and checks that the checked-in one still matches.
 
@@ -48,3 +49,8 @@ def case_ids(group: str, kind: str) -> list[str]:
 
 def case(group: str, kind: str, case_id: str) -> dict[str, np.ndarray]:
     return load(group)[f"{kind}/{case_id}"]
+
+
+def model(name: str) -> bytes:
+    """A checked-in .tflite that TensorFlow built (models.npz), e.g. "ds_cnn_s_int8"."""
+    return load("models")[f"model/{name}"]["tflite"].tobytes()

@@ -18,6 +18,7 @@ checked-in files and a fresh run disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import zlib
@@ -31,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 import golden  # noqa: E402
 from golden import training_cases  # noqa: E402
-from graphs import conv_geometry, int8_fully_connected_graph, stock_int8_conv  # noqa: E402
+from graphs import PADDING, conv_geometry, int8_fully_connected_graph, stock_int8_conv  # noqa: E402
 from tflm_train.converter import ops  # noqa: E402
 from tflm_train.converter.layers import same_padding  # noqa: E402
 from tflm_train.converter.model_ir import Quant  # noqa: E402
@@ -304,8 +305,6 @@ TF_ACT = {0: tf.identity, 1: tf.nn.relu, 3: tf.nn.relu6}
 
 
 def conv_case(name, kind, x_shape, out_c, kernel, stride, dilation, padding, activation, parts):
-    import dataclasses
-
     rng = np.random.default_rng(sum(map(ord, name)))
     layer = conv_geometry(kind, x_shape, out_c, kernel, stride, dilation, padding, activation)
     rank, scale = CONV_LORA_RANK, CONV_LORA_SCALE
@@ -336,8 +335,6 @@ def conv_case(name, kind, x_shape, out_c, kernel, stride, dilation, padding, act
 
 
 def conv_int8_case(kind):
-    import dataclasses
-
     rng = np.random.default_rng(int(kind) + 40)
     x_shape, out_c, rank = (1, 8, 7, 4), 8, 2
     layer = conv_geometry(kind, x_shape, out_c, (3, 3), (2, 2), (1, 1), "SAME", activation=1)
@@ -386,8 +383,8 @@ POOL_QUANT = (0.05, -4)
 def pool_case(kind, padding, kernel, stride, quantized):
     rng = np.random.default_rng(len(kind) * 10 + kernel[0] + stride[1] + quantized)
     x_shape = (2, 7, 6, 3)
-    out_h, _ = same_padding(7, kernel[0], stride[0], 1, golden_padding(padding))
-    out_w, _ = same_padding(6, kernel[1], stride[1], 1, golden_padding(padding))
+    out_h, _ = same_padding(7, kernel[0], stride[0], 1, PADDING[padding])
+    out_w, _ = same_padding(6, kernel[1], stride[1], 1, PADDING[padding])
     if quantized:
         x_q = rng.permutation(np.arange(-126, 126)).astype(np.int8).reshape(x_shape)  # 252 values, no ties
         x_real, feed = POOL_QUANT[0] * (x_q.astype(np.float32) - POOL_QUANT[1]), x_q
@@ -402,12 +399,6 @@ def pool_case(kind, padding, kernel, stride, quantized):
     dx = tape.gradient(y, variable, output_gradients=tf.constant(dy)).numpy()
     return {"x": feed, "dy": dy, "dx": dx, "kind": np.array(kind), "padding": np.array(padding),
             "kernel": np.int32(kernel), "stride": np.int32(stride), "quant": np.float32(POOL_QUANT)}
-
-
-def golden_padding(padding: str) -> int:
-    from graphs import PADDING
-
-    return PADDING[padding]
 
 
 def mean_case(axes, keep):
@@ -499,8 +490,6 @@ def shape_kernels() -> dict[str, dict[str, np.ndarray]]:
 def training_case(case, data) -> dict[str, np.ndarray]:
     """The converted digits model's initial parameters, and the same
     parameters after the case's steps with its Keras optimizer in TensorFlow."""
-    import dataclasses
-
     from tf_reference import ConvertedModel
     from tflm_train.converter import convert
     from tflm_train.converter.state_format import Header, parameters
@@ -527,7 +516,21 @@ def training() -> dict[str, dict[str, np.ndarray]]:
     return {f"train/{name}": training_case(case, data) for name, case in training_cases.TRAINING_CASES.items()}
 
 
-GROUPS = {"kernels": kernels, "conv_kernels": conv_kernels, "shape_kernels": shape_kernels, "training": training}
+# ---- models: Keras-built models the memory, report and CLI tests convert ----------------------------------
+def models() -> dict[str, dict[str, np.ndarray]]:
+    """DS-CNN-S int8 (untrained, seeded; TFLiteConverter), as bytes."""
+    import cnn_models
+
+    return {"model/ds_cnn_s_int8": {"tflite": np.frombuffer(cnn_models.ds_cnn_s().int8_model, np.uint8)}}
+
+
+GROUPS = {
+    "kernels": kernels,
+    "conv_kernels": conv_kernels,
+    "shape_kernels": shape_kernels,
+    "training": training,
+    "models": models,
+}
 
 
 def generate(group: str) -> dict[str, np.ndarray]:
