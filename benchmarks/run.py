@@ -89,7 +89,7 @@ import ctypes, gc, json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, sys.argv[1])
 import numpy as np, tensorflow as tf
-import tf_executor
+import tf_reference
 from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.state_format import Header, parameters
 from tflm_train.trainer import TrainableModel
@@ -102,19 +102,14 @@ state = TrainableModel(result.model).save_state()
 params = parameters(state, Header.unpack(state))
 x, y = built.sample_data(1, seed=3)
 x = x[:1].astype(np.float32)
-meta = result.metadata
-lora, trainable = {}, {}
-if meta["config"]["method"] == "lora":
-    lora = tf_executor.lora_from_state(meta, params, base)
-    variables = [v for a in lora.values() for v in (a.a, a.b)]
-else:  # bias / head / adapter / sparse: the same tensors on the same layers
-    trainable = tf_executor.trainable_from_state(meta, params)
-    variables = [v for own in trainable.values() for v in own.values()]
+# The same tensors on the same layers as the converted model trains.
+reference = tf_reference.ConvertedModel(base, result.metadata, params)
+variables = reference.variables
 optimizer = tf.keras.optimizers.SGD(1e-4)
 reconstruction = built.task == "reconstruction"
 def step():
     with tf.GradientTape() as tape:
-        out = tf_executor.run(base, x, lora, logits=not reconstruction, trainable=trainable)
+        out = reference.output(x, logits=not reconstruction)
         if reconstruction:
             loss = tf.reduce_mean((out - x) ** 2)
         else:

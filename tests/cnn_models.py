@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import tensorflow as tf
 
-keras = tf.keras
+from lazy_tensorflow import keras, tf  # TensorFlow loads when a model is built
 
 # Samples fed to the int8 calibrator. With 32, test inputs often fell outside
 # the calibrated ranges of the autoencoder (max error 0.9 against 0.2 at 100);

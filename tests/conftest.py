@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -8,6 +9,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 from dataclasses import dataclass
 
 import pytest
+
+# Markers (registered in pyproject.toml) for tests that need an optional
+# package: a selected test whose package is missing is an error, never a skip.
+OPTIONAL_PACKAGES = {
+    "tf": ("tensorflow", 'pip install -e ".[tf]"'),
+    "wakeword": ("pymicro_wakeword", "pip install pymicro-wakeword==2.5.0"),
+}
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected
+def pytest_collection_modifyitems(config, items):
+    for marker, (package, install) in OPTIONAL_PACKAGES.items():
+        needing = [item.nodeid for item in items if item.get_closest_marker(marker)]
+        if needing and importlib.util.find_spec(package) is None:
+            raise pytest.UsageError(
+                f"{len(needing)} selected tests (e.g. {needing[0]}) are marked '{marker}' and need {package}, "
+                f"which is not installed: {install}, or deselect them with -m 'not {marker}'"
+            )
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_only_in_tf_tests(request):
+    """A test not marked `tf` must run without TensorFlow: fail one that
+    imports it (detectable while no earlier test has imported it)."""
+    loaded_before = "tensorflow" in sys.modules
+    yield
+    if not loaded_before and "tensorflow" in sys.modules and not request.node.get_closest_marker("tf"):
+        pytest.fail("imported TensorFlow but is not marked @pytest.mark.tf", pytrace=False)
 
 
 @dataclass

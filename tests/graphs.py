@@ -2,13 +2,19 @@
 
 `Graph` builds a model whose inputs, constants and operators the test names,
 with tflm-train's own model IR, and runs it in the tflite-micro interpreter
-with our kernels (tflm_train.runtime.Interpreter).
+with our kernels (tflm_train.runtime.Interpreter). The stock int8 layers and
+the layer geometry here are shared by the kernel tests and by
+golden/make_golden.py (which records the stock kernels' int8 outputs the
+TensorFlow gradients are taken at).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
+from tflm_train.converter import ops
+from tflm_train.converter.layers import same_padding
 from tflm_train.converter.model_ir import Model, Quant
 from tflm_train.converter.state_format import HEADER_BYTES, Header
 from tflm_train.runtime import Interpreter
@@ -78,3 +84,73 @@ def relative_error(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     scale = max(np.max(np.abs(want)), 1e-30)
     return float(np.max(np.abs(got - want)) / scale)
+
+
+PADDING = {"SAME": schema.Padding.SAME, "VALID": schema.Padding.VALID}
+
+
+def conv_geometry(kind, x_shape, out_c, kernel, stride, dilation, padding: str, activation=0) -> ops.LinearLayer:
+    """The LinearLayer of a CONV_2D / DEPTHWISE_CONV_2D on input x_shape."""
+    _, h, w, c = x_shape
+    out_h, pad_top = same_padding(h, kernel[0], stride[0], dilation[0], PADDING[padding])
+    out_w, pad_left = same_padding(w, kernel[1], stride[1], dilation[1], PADDING[padding])
+    return ops.LinearLayer(
+        kind=kind,
+        in_channels=c,
+        out_channels=out_c,
+        activation=activation,
+        kernel=tuple(kernel),
+        stride=tuple(stride),
+        dilation=tuple(dilation),
+        padding=(pad_top, pad_left),
+        depth_multiplier=out_c // c if kind == ops.LinearKind.DEPTHWISE_CONV_2D else 1,
+        out_size=(out_h, out_w),
+    )
+
+
+def int8_fully_connected_graph(x_q, w_q, w_scales, bias_q, x_quant, y_quant, activation, dy):
+    """Stock int8 FULLY_CONNECTED forward, our gradient op backward."""
+    batches, in_features = x_q.shape
+    units = w_q.shape[0]
+    g = Graph()
+    tx = g.input("x", x_q.shape, np.int8, quant=x_quant)
+    tdy = g.input("dy", dy.shape)
+    tmode = g.input("mode", [1], np.int32)
+    tw = g.const("w", w_q, quant=Quant.of(w_scales, 0))
+    tb = g.const("b", bias_q, quant=Quant.of(x_quant.scale[0] * w_scales, 0))
+    ty = g.output(g.tensor("y", [batches, units], np.int8, quant=y_quant))
+    options = schema.FullyConnectedOptionsT()
+    options.fusedActivationFunction = activation
+    g.model.append_op(
+        "FULLY_CONNECTED",
+        [tx, tw, tb],
+        [ty],
+        builtin_options=options,
+        builtin_options_type=schema.BuiltinOptions.FullyConnectedOptions,
+    )
+    tdx = g.output(g.tensor("dx", x_q.shape))
+    layer = ops.LinearLayer.fully_connected(in_features, units, activation)
+    g.op(ops.FULLY_CONNECTED_GRAD, [tdy, tx, ty if activation else -1, tw, -1, tmode, -1], [tdx], layer.options())
+    return g, tx, tdy, tmode, ty, tdx
+
+
+def stock_int8_conv(kind, layer, padding: str, x_q, w_q, w_scales, bias_q, x_quant, y_quant) -> np.ndarray:
+    """The stock int8 CONV_2D / DEPTHWISE_CONV_2D on one input."""
+    y_shape = (x_q.shape[0], *layer.out_size, layer.out_channels)
+    g = Graph()
+    tx = g.input("x", x_q.shape, np.int8, quant=x_quant)
+    axis = 0 if kind == ops.LinearKind.CONV_2D else 3
+    tw = g.const("w", w_q, quant=Quant.of(w_scales, 0, axis))
+    tb = g.const("b", bias_q, quant=Quant.of(x_quant.scale[0] * w_scales, 0))
+    ty = g.output(g.tensor("y", y_shape, np.int8, quant=y_quant))
+    if kind == ops.LinearKind.CONV_2D:
+        options, name, otype = schema.Conv2DOptionsT(), "CONV_2D", schema.BuiltinOptions.Conv2DOptions
+    else:
+        options, name, otype = schema.DepthwiseConv2DOptionsT(), "DEPTHWISE_CONV_2D", schema.BuiltinOptions.DepthwiseConv2DOptions
+        options.depthMultiplier = layer.depth_multiplier
+    options.padding = PADDING[padding]
+    options.strideH, options.strideW = layer.stride
+    options.dilationHFactor, options.dilationWFactor = layer.dilation
+    options.fusedActivationFunction = layer.activation
+    g.model.append_op(name, [tx, tw, tb], [ty], builtin_options=options, builtin_options_type=otype)
+    return g.run({tx: x_q})[ty]

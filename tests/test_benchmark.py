@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# The benchmark builds its models with Keras (tests/cnn_models.py) and takes minutes.
+pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 
 def test_benchmark_reports_every_column_and_target():

@@ -85,10 +85,10 @@ def test_convert_options_and_c_array(workdir):
 
 
 def test_convert_recompute_choice_is_reported(workdir):
-    import cnn_models
+    import golden
 
     model = workdir / "ds_cnn.tflite"
-    model.write_bytes(cnn_models.ds_cnn_s().int8_model)
+    model.write_bytes(golden.model("ds_cnn_s_int8"))  # cnn_models.ds_cnn_s(), checked in
     always = run_json("convert", str(model), "-o", str(workdir / "rc.tflite"), "--recompute", "always")
     never = run_json("convert", str(model), "-o", str(workdir / "keep.tflite"), "--recompute", "never")
     assert any("recomputes the hidden rows of LoRA of ds_cnn_s_1/ds_4_pw_1" in note for note in always["notes"])
@@ -101,12 +101,13 @@ def test_fit_evaluate_merge_round_trip(converted, workdir):
     fitted = run_json("fit", converted, "--data", TRAIN, "--eval-data", TEST, "--eval-data", str(EXAMPLE / "base_test.npz"),
                       "--epochs", "4", "--lr", "0.02", "--state-out", str(state), "--plot", str(plot))
     new_writer, original_style = fitted["eval"]
-    assert new_writer["data"] == TEST and new_writer["metric_after"] > new_writer["metric_before"]
+    # Floors: measured +0.19 accuracy on the new writer, loss 1.59 -> 0.72.
+    assert new_writer["data"] == TEST and new_writer["metric_after"] >= new_writer["metric_before"] + 0.12
     assert original_style["metric_before"] > 0.9  # the base model reads the original style well
     assert {"steps", "loss_first", "loss_last", "metric", "metric_before", "metric_after"} <= fitted.keys()
     assert fitted["steps"] == 4 * 64 and fitted["metric"] == "accuracy"
-    assert fitted["loss_last"] < fitted["loss_first"]
-    assert fitted["metric_after"] > fitted["metric_before"]
+    assert fitted["loss_last"] <= 0.6 * fitted["loss_first"]
+    assert fitted["metric_after"] >= fitted["metric_before"] + 0.1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     original = run_json("evaluate", MODEL, "--data", TEST)
@@ -114,7 +115,7 @@ def test_fit_evaluate_merge_round_trip(converted, workdir):
     without_state = run_json("evaluate", converted, "--data", TEST)
     assert original == without_state  # a fresh conversion predicts as the original
     assert with_state["metric"] == "accuracy" and with_state["n"] == original["n"]
-    assert with_state["value"] > original["value"]
+    assert with_state["value"] >= original["value"] + 0.12
 
     merged = workdir / "merged.tflite"
     run_json("merge", converted, "--state", str(state), "-o", str(merged))
@@ -132,8 +133,11 @@ def test_fit_progress_and_text_output(converted):
     assert "accuracy on" in result.stdout and "training memory" in result.stdout
 
 
+@pytest.mark.tf
 def test_regression_model_reports_mse(workdir):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
     inputs = tf.keras.Input((8,))
     outputs = tf.keras.layers.Dense(8)(tf.keras.layers.Dense(4, activation="relu")(inputs))
     model = workdir / "autoencoder.tflite"
@@ -144,7 +148,8 @@ def test_regression_model_reports_mse(workdir):
     out = workdir / "ae_train.tflite"
     assert run_json("convert", str(model), "-o", str(out))["loss"] == "mse"
     fitted = run_json("fit", str(out), "--data", str(data), "--epochs", "10", "--lr", "0.01")
-    assert fitted["metric"] == "mse" and fitted["metric_after"] < fitted["metric_before"]
+    # Floor: 0.66-0.87 of the starting error measured over random initializations.
+    assert fitted["metric"] == "mse" and fitted["metric_after"] <= 0.9 * fitted["metric_before"], fitted
     assert run_json("evaluate", str(model), "--data", str(data))["metric"] == "mse"
 
 
@@ -178,8 +183,10 @@ def test_missing_file():
     assert_user_error(run("inspect", "/nonexistent/model.tflite"), "cannot read")
 
 
+@pytest.mark.tf
 def test_unsupported_op_on_the_backprop_path(workdir):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     inputs = tf.keras.Input((6,))
     hidden = tf.keras.layers.Dense(8, name="first")(inputs)
     outputs = tf.keras.layers.Dense(3, name="last")(tf.keras.layers.LeakyReLU(0.1)(hidden))

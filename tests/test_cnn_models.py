@@ -5,22 +5,22 @@ autoencoder, built with Keras in tests/cnn_models.py and converted to int8 by
 TFLiteConverter, are converted by tflm-train and trained in the TFLM
 interpreter. Gradients through whole float models (convolutions, depthwise,
 pooling, MEAN, residual ADDs) are checked against TensorFlow running the same
-graph (tests/tf_executor.py).
+graph (tests/tf_reference.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import cnn_models
-import tf_executor
 from graphs import relative_error
 from tflm_train.converter import ConvertConfig, OptimizerConfig, convert
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import HEADER_BYTES, Header
 from tflm_train.trainer import PlainModel, TrainableModel
+
+pytestmark = pytest.mark.tf  # every model here is built with Keras
 
 
 def linear_ops(model_bytes: bytes) -> list[int]:
@@ -66,21 +66,12 @@ def test_whole_model_gradients_match_tensorflow(name):
     got, params = accumulated_gradient(result, built)
     count = got.size
 
+    import tf_reference
+
     x, y = built.sample_data(1, seed=3)
-    lora = tf_executor.lora_from_state(result.metadata, params, base)
-    variables = [v for adapter in lora.values() for v in (adapter.a, adapter.b)]
-    with tf.GradientTape() as tape:
-        logits = tf_executor.run(base, x[:1].astype(np.float32), lora, logits=True)
-        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), logits)
-    grads = tape.gradient(loss, variables)
-    by_name = {}
-    for index, adapter in lora.items():
-        adapted = next(a for a in result.metadata["adapted"] if a["index"] == index)
-        by_name[f"{adapted['name']}/lora_A"], by_name[f"{adapted['name']}/lora_B"] = grads[0], grads[1]
-        grads = grads[2:]
-    want = np.zeros(count, np.float32)
-    for t in result.metadata["state"]["tensors"]:
-        want[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = by_name[t["name"]].numpy().ravel()
+    reference = tf_reference.ConvertedModel(base, result.metadata, params)
+    want = reference.flat(reference.gradients(lambda: reference.class_loss(x[0], int(y[0]))))
+    assert want.size == count
     assert np.abs(want).max() > 0
     assert relative_error(got, want) < 1e-4
 
@@ -105,17 +96,11 @@ def test_other_methods_whole_model_gradients_match_tensorflow(method):
     result = convert(base, config)
     got, params = accumulated_gradient(result, built)
 
-    trainable = tf_executor.trainable_from_state(result.metadata, params)
-    named = [((index, role), v) for index, own in trainable.items() for role, v in own.items()]
+    import tf_reference
+
     x, y = built.sample_data(1, seed=3)
-    with tf.GradientTape() as tape:
-        logits = tf_executor.run(base, x[:1].astype(np.float32), logits=True, trainable=trainable)
-        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([int(y[0])]), logits)
-    grads = dict(zip([n for n, _ in named], tape.gradient(loss, [v for _, v in named])))
-    want = np.zeros_like(got)
-    for t in result.metadata["state"]["tensors"]:
-        grad = grads[tf_executor.owner_index(result.metadata, t), t["role"]]
-        want[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = grad.numpy().ravel()
+    reference = tf_reference.ConvertedModel(base, result.metadata, params)
+    want = reference.flat(reference.gradients(lambda: reference.class_loss(x[0], int(y[0]))))
     assert np.abs(want).max() > 0
     assert relative_error(got, want) < 1e-4
 
@@ -128,6 +113,25 @@ MODELS = {
 }
 
 
+# Mean loss after 4 epochs over at most this fraction of before (measured
+# ratios in brackets; bias moves least, LoRA and adapters on the smaller nets most).
+LOSS_RATIO_AT_MOST = {
+    ("ds_cnn_s", "lora"): 0.98,  # 0.961
+    ("ds_cnn_s", "bias"): 0.96,  # 0.937
+    ("ds_cnn_s", "adapter"): 0.93,  # 0.901
+    ("mobilenet_v1_025_vww", "lora"): 0.3,  # 0.185
+    ("mobilenet_v1_025_vww", "bias"): 0.98,  # 0.956
+    ("mobilenet_v1_025_vww", "adapter"): 0.55,  # 0.403
+    ("resnet8", "lora"): 0.8,  # 0.728
+    ("resnet8", "bias"): 0.98,  # 0.956
+    ("resnet8", "adapter"): 0.85,  # 0.798
+    ("tiny_conv", "lora"): 0.2,  # 0.111
+    ("tiny_conv", "bias"): 0.99,  # 0.974
+    ("tiny_conv", "adapter"): 0.2,  # 0.087
+}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("method", ["lora", "bias", "adapter"])
 def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
@@ -146,9 +150,10 @@ def test_int8_cnn_converts_predicts_as_before_and_learns(name, method):
         for s, l in zip(x, labels):
             trainable.train_step(s, l, 0.01)
     after = np.mean([trainable.evaluate_loss(s, l) for s, l in zip(x, labels)])
-    assert after < before
+    assert after <= LOSS_RATIO_AT_MOST[name, method] * before, (before, after)
 
 
+@pytest.mark.slow
 def test_fc_autoencoder_int8_reconstruction_improves():
     built = cnn_models.fc_autoencoder(trained=True)
     trainable = TrainableModel(convert(built.int8_model, ConvertConfig(method="lora", targets="last:2")).model)
@@ -156,8 +161,9 @@ def test_fc_autoencoder_int8_reconstruction_improves():
     x = built.sample_inputs(16, seed=5)
     shifted = (x * 0.8 + 0.1).astype(np.float32)  # a machine that sounds a little different
     before = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
+    # lr 0.1: at 0.005 the loss moved by 0.08%, too little to hold a floor to.
     for _ in range(5):
         for s in shifted:
-            trainable.train_step(s, s, 0.005)
+            trainable.train_step(s, s, 0.1)
     after = np.mean([trainable.evaluate_loss(s, s) for s in shifted])
-    assert after < before
+    assert after <= 0.99 * before, (before, after)  # measured 0.983

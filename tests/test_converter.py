@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from graphs import relative_error
+from lazy_tensorflow import tf  # only the tests marked tf touch it
 from tflm_train.converter import ConversionError, ConvertConfig, OptimizerConfig, convert, methods
 from tflm_train.converter.layers import linear_target
 from tflm_train.converter.matching import match_targets
@@ -75,6 +75,7 @@ def residual_model():
     return tf.keras.Model(inputs, outputs)
 
 
+@pytest.mark.tf
 def test_everything_after_the_forward_pass_is_a_mode_gated_op():
     """Inference (mode 0) runs no backward work: every op tflm-train appends
     after the forward pass is one of ours, and ours check the mode."""
@@ -159,6 +160,7 @@ def test_layers_sharing_a_name_get_unique_names(digits):
     assert [a["index"] for a in picked.metadata["adapted"]] == [fc[1]]
 
 
+@pytest.mark.tf
 def test_default_loss_fits_the_output(digits):
     assert convert(digits.int8_model, ConvertConfig()).metadata["loss"] == "ce"
     assert convert(keras_tflite(output="linear"), ConvertConfig()).metadata["loss"] == "mse"
@@ -171,6 +173,7 @@ def test_already_converted_model_is_refused(digits):
         convert(once, ConvertConfig())
 
 
+@pytest.mark.tf
 def test_unsupported_op_on_the_backprop_path_is_named():
     inputs = tf.keras.Input((6,))
     hidden = tf.keras.layers.Dense(8, name="first")(inputs)
@@ -198,6 +201,7 @@ def path_model():
     return tf.keras.Model(inputs, outputs)
 
 
+@pytest.mark.tf
 def test_gradients_through_standalone_ops_match_tensorflow():
     keras_model = path_model()
     base = to_tflite(keras_model)
@@ -244,6 +248,7 @@ def test_gradients_through_standalone_ops_match_tensorflow():
     assert relative_error(got, want) < 1e-4
 
 
+@pytest.mark.tf
 def test_int8_model_with_float_io_trains_through_quantize_and_dequantize():
     base = to_tflite(path_model(), int8=True, float_io=True)
     model = Model.from_bytes(base)

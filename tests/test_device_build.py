@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # a CMake cross-build of every kernel: ~20 s
 FORBIDDEN = ("malloc", "calloc", "realloc", "free", "_Znwj", "_Znaj", "_ZdlPv", "_ZdaPv", "__cxa_throw",
              "__cxa_allocate_exception", "__gxx_personality_v0", "__cxa_guard_acquire", "_ZTVN10__cxxabiv")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import cnn_models
+import golden
 from tflm_train.converter import ConvertConfig, convert, ops
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.liveness import live_bytes
@@ -22,7 +23,8 @@ from tflm_train.trainer import TrainableModel
 
 @pytest.fixture(scope="module")
 def ds_cnn():
-    return cnn_models.ds_cnn_s().int8_model
+    """DS-CNN-S int8 as cnn_models.ds_cnn_s() builds it (checked in: no TensorFlow needed)."""
+    return golden.model("ds_cnn_s_int8")
 
 
 def test_ds_cnn_lora_trains_in_little_more_than_inference_memory(ds_cnn):
@@ -163,6 +165,7 @@ def test_recomputed_hidden_rows_train_like_kept_ones(ds_cnn, method):
     np.testing.assert_allclose(body(recomputed[1]), body(kept[1]), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.tf
 def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
     # DS-CNN, LoRA on the last pointwise conv and the classifier: the peak is
     # at the pointwise conv's forward op, where its hidden rows are alive.
@@ -185,6 +188,7 @@ def test_recompute_auto_only_where_the_activation_peak_drops(ds_cnn):
     assert live_bytes(always.model).peak_bytes == live_bytes(auto.model).peak_bytes
 
 
+@pytest.mark.tf
 @pytest.mark.parametrize("quantized", [False, True])
 @pytest.mark.parametrize("method", ["lora", "adapter"])
 def test_recompute_on_a_dense_layer_over_time_steps(method, quantized):

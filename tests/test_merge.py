@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from lazy_tensorflow import tf  # only the tests marked tf touch it
 from tflm_train.converter import ConversionError, ConvertConfig, convert, methods
 from tflm_train.converter.merge import merge
 from tflm_train.converter.state_format import StateError
@@ -41,6 +41,7 @@ def test_merged_model_predicts_like_the_trained_one(digits, method, kind):
     assert len(merged) < len(converted)
 
 
+@pytest.mark.tf
 def test_merged_model_runs_in_tensorflow_lite_too(digits):
     converted = convert(digits.float_model, ConvertConfig(method="lora")).model
     trained, state = trained_state(converted, digits)

@@ -87,7 +87,7 @@ def test_unknown_custom_op_is_a_clear_error_not_a_crash():
         Interpreter(model)
     # The wheel's own interpreter, given our registerer, fails cleanly too.
     plugin.library()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="failed to allocate tensors"):
         tflm_runtime.Interpreter.from_bytes(model, custom_op_registerers=[plugin.REGISTERER], arena_size=65536)
 
 

@@ -46,7 +46,6 @@ WAKE_WORDS = ["alexa", "hey_jarvis", "hey_mycroft", "okay_nabu"]
 
 
 def wake_word(name: str) -> bytes:
-    pytest.importorskip("pymicro_wakeword", reason="pip install pymicro-wakeword (in the test extra)")
     return (importlib.resources.files("pymicro_wakeword") / "models" / f"{name}.tflite").read_bytes()
 
 
@@ -61,6 +60,7 @@ def stream(model, frames: np.ndarray, train_label: float | None = None, lr: floa
     return outputs
 
 
+@pytest.mark.wakeword
 @pytest.mark.parametrize("name", WAKE_WORDS)
 def test_wake_word_bias_keeps_the_model_exact_and_streams(name):
     base = wake_word(name)
@@ -88,6 +88,7 @@ def clip(model, frame: np.ndarray, label: float | None = None, lr: float = 0.01)
     return float("nan")
 
 
+@pytest.mark.wakeword
 def test_wake_word_head_learns_a_new_sound():
     """The head (last FULLY_CONNECTED) learns to fire on one sound and not on
     another, trained clip by clip as a device would."""
@@ -102,6 +103,7 @@ def test_wake_word_head_learns_a_new_sound():
     assert clip(model, other) < 0.1
 
 
+@pytest.mark.wakeword
 def test_wake_word_conv_targets_report_the_truncated_stream_gradient():
     """A layer whose output is also written to the streaming state trains on
     the current invocation's gradient only; the converter says so."""
@@ -110,6 +112,7 @@ def test_wake_word_conv_targets_report_the_truncated_stream_gradient():
     assert any("streaming state" in note for note in result.metadata["notes"])
 
 
+@pytest.mark.wakeword
 def test_inspect_lists_resource_tensors():
     from tflm_train.inspection import describe
 

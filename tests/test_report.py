@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import cnn_models
+import golden
 from tflm_train.boards import BOARDS, board
 from tflm_train.converter import ConvertConfig, OptimizerConfig, convert
 from tflm_train.fitting_board import fit_to_board
@@ -18,7 +19,8 @@ from tflm_train.memory_report import fits, report
 
 @pytest.fixture(scope="module")
 def ds_cnn():
-    return cnn_models.ds_cnn_s().int8_model
+    """DS-CNN-S int8 as cnn_models.ds_cnn_s() builds it (checked in: no TensorFlow needed)."""
+    return golden.model("ds_cnn_s_int8")
 
 
 def run(*args):
@@ -54,6 +56,7 @@ def test_report_cli_json_keys_board_and_plot(ds_cnn, tmp_path):
     assert table.returncode == 0 and "activations kept for backward" in table.stdout
 
 
+@pytest.mark.tf
 def test_report_refuses_a_board_that_is_too_small(tmp_path):
     big = cnn_models.mobilenet_v1_025_vww().int8_model
     model = tmp_path / "vww.tflite"

@@ -120,8 +120,13 @@ def test_state_trained_with_another_lora_scale_is_refused(digits, converted):
 
 def test_same_conversion_twice_accepts_each_others_state(digits, converted):
     again = convert(digits.int8_model, ConvertConfig(method="lora", targets="last:2", seed=99)).model
-    blob = trained(again, digits.user_train, steps=3).save_state()
-    TrainableModel(converted).load_state(blob)  # same base, same layout
+    source = trained(again, digits.user_train, steps=3)
+    blob = source.save_state()
+    model = TrainableModel(converted)
+    model.load_state(blob)  # same base, same layout
+    assert model.save_state() == blob
+    for x in digits.user_test.x[:5]:
+        np.testing.assert_array_equal(model.predict(x), source.predict(x))
 
 
 def test_gradient_accumulation_updates_every_n_samples(digits):

@@ -1,11 +1,13 @@
-"""Runs a float .tflite graph in TensorFlow, with the adapters a conversion put in.
+"""A converted model's computation, rebuilt in TensorFlow: the reference for
+the training and whole-model gradient cross-checks (tests marked `tf`,
+golden/make_golden.py and benchmarks/run.py).
 
-The reference for end-to-end gradient tests on whole models: the same
-operators, the same weights (read from the .tflite), written with TensorFlow
-ops so that tf.GradientTape differentiates them. LoRA terms are added to the
-layers a converted model adapted, with the initial values of its state;
-`trainable` does the same for the other methods (biases, head or sparse
-weights, bottleneck adapters).
+`run` executes a float .tflite op by op with TensorFlow ops, reading the
+weights from the .tflite, so that tf.GradientTape differentiates it.
+`ConvertedModel` adds what a conversion made trainable, with the initial
+values of the converted model's state, as tf.Variables on the same layers
+(LoRA A/B, biases, head or sparse weights, bottleneck adapters), and trains
+them with Keras optimizers: the "same computation in TensorFlow".
 """
 
 from __future__ import annotations
@@ -22,13 +24,7 @@ from tflm_train.converter.model_ir import Model
 
 ACTIVATION = {0: tf.identity, 1: tf.nn.relu, 2: lambda v: tf.clip_by_value(v, -1.0, 1.0), 3: tf.nn.relu6, 4: tf.tanh}
 PADDING = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
-
-
-class Lora:
-    """LoRA variables for one layer: A and B as in the state layout."""
-
-    def __init__(self, a: np.ndarray, b: np.ndarray, scale: float):
-        self.a, self.b, self.scale = tf.Variable(a), tf.Variable(b), scale
+LINEAR_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def _conv(layer: ops.LinearLayer, x, kernel_tflite, padding: str):
@@ -45,17 +41,16 @@ def _parsed(model_bytes: bytes) -> tuple[Model, dict]:
     """The model and its linear layers, read once: a timed eager step should
     cost TensorFlow's work, not the .tflite parse."""
     model = Model.from_bytes(model_bytes)
-    kinds = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
-    return model, {i: linear_target(model, i) for i, op in enumerate(model.operators) if model.op_type(op) in kinds}
+    return model, {i: linear_target(model, i) for i, op in enumerate(model.operators) if model.op_type(op) in LINEAR_OPS}
 
 
-def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, logits: bool = False,
-        trainable: dict[int, dict[str, tf.Variable]] | None = None):
+def run(model_bytes: bytes, x: np.ndarray, trainable: dict[int, dict[str, tf.Variable]] | None = None,
+        lora_scale: float = 0.0, logits: bool = False):
     """Output 0 of the float model for input x (with batch dim), in TF; with
     logits=True, the input of a final SOFTMAX instead. `trainable` maps an
-    operator index to variables by state role (trainable_from_state)."""
+    operator index to variables by state role (weight, bias, lora_A, lora_B,
+    adapter_*), which replace or extend that layer."""
     model, targets = _parsed(model_bytes)
-    lora = lora or {}
     trainable = trainable or {}
     values = {int(model.main.inputs[0]): tf.constant(x)}
 
@@ -70,29 +65,29 @@ def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, 
         out = model.outputs_of(op)[0]
         options = op.builtinOptions
         act = ACTIVATION[getattr(options, "fusedActivationFunction", 0) if options is not None else 0]
-        if kind in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"):
+        if kind in LINEAR_OPS:
             target = targets[index]
             layer = target.layer
             xin = value(inputs[0])
             own = trainable.get(index, {})
             weights = own.get("weight", tf.constant(target.weights_real))
             bias = own.get("bias", tf.constant(target.bias_real) if target.bias_real is not None else 0.0)
-            adapter = lora.get(index)
+            lora = "lora_A" in own
             if kind == "FULLY_CONNECTED":
                 flat = tf.reshape(xin, [-1, layer.in_channels])
                 z = tf.matmul(flat, weights, transpose_b=True) + bias
-                if adapter:
-                    hidden = tf.matmul(flat, adapter.a, transpose_b=True)
-                    z = z + adapter.scale * tf.matmul(hidden, adapter.b, transpose_b=True)
+                if lora:
+                    hidden = tf.matmul(flat, own["lora_A"], transpose_b=True)
+                    z = z + lora_scale * tf.matmul(hidden, own["lora_B"], transpose_b=True)
             else:
                 padding = PADDING[options.padding]
-                if adapter and kind == "DEPTHWISE_CONV_2D":
-                    delta = adapter.scale * tf.matmul(adapter.b, adapter.a)  # [out, taps]
+                if lora and kind == "DEPTHWISE_CONV_2D":
+                    delta = lora_scale * tf.matmul(own["lora_B"], own["lora_A"])  # [out, taps]
                     weights = weights + tf.reshape(tf.transpose(delta), layer.weight_shape())
                 z = _conv(layer, xin, weights, padding) + bias
-                if adapter and kind == "CONV_2D":
-                    hidden = _conv(layer, xin, adapter.a, padding)
-                    z = z + adapter.scale * tf.einsum("nhwr,or->nhwo", hidden, adapter.b)
+                if lora and kind == "CONV_2D":
+                    hidden = _conv(layer, xin, own["lora_A"], padding)
+                    z = z + lora_scale * tf.einsum("nhwr,or->nhwo", hidden, own["lora_B"])
             y = act(z)
             if "adapter_down" in own:  # y + U relu(D y + bd) + bu, per position
                 flat = tf.reshape(y, [-1, layer.out_channels])
@@ -129,21 +124,6 @@ def run(model_bytes: bytes, x: np.ndarray, lora: dict[int, Lora] | None = None, 
     return values[int(model.main.outputs[0])]
 
 
-def lora_from_state(metadata: dict, params: np.ndarray, base_bytes: bytes) -> dict[int, Lora]:
-    """LoRA variables keyed by operator index, from a converted model's state."""
-    tensors = {t["name"]: t for t in metadata["state"]["tensors"]}
-    scale = metadata["config"]["lora_alpha"] / metadata["config"]["r"]
-    result = {}
-    for adapted in metadata["adapted"]:
-        a, b = tensors[f"{adapted['name']}/lora_A"], tensors[f"{adapted['name']}/lora_B"]
-
-        def take(t):
-            return params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
-
-        result[adapted["index"]] = Lora(take(a), take(b), scale)
-    return result
-
-
 def owner_index(metadata: dict, tensor: dict) -> int:
     """The operator index of the adapted layer a state tensor belongs to (a
     head's tensors are filed under "<layer>/head", the others under "<layer>")."""
@@ -153,11 +133,59 @@ def owner_index(metadata: dict, tensor: dict) -> int:
     raise KeyError(tensor["name"])
 
 
-def trainable_from_state(metadata: dict, params: np.ndarray) -> dict[int, dict[str, tf.Variable]]:
-    """A converted model's trainable tensors as TF variables, keyed by the
-    operator index of the layer they belong to and by their state role."""
-    result: dict[int, dict[str, tf.Variable]] = {}
-    for t in metadata["state"]["tensors"]:
-        values = params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
-        result.setdefault(owner_index(metadata, t), {})[t["role"]] = tf.Variable(values)
-    return result
+class ConvertedModel:
+    """What a conversion trains, in TensorFlow: the base float .tflite (run)
+    with the converted model's trainable tensors as variables, initialized
+    from its state. The only way the cross-checks build the TF model."""
+
+    def __init__(self, base_bytes: bytes, metadata: dict, params: np.ndarray):
+        """params: the converted model's state parameters (state_format.parameters)."""
+        self.base = base_bytes
+        self.metadata = metadata
+        config = metadata["config"]
+        self.lora_scale = config["lora_alpha"] / config["r"] if config.get("r") else 0.0
+        self.params = np.asarray(params, np.float32)
+        self.tensors = metadata["state"]["tensors"]  # state order
+        self.layers: dict[int, dict[str, tf.Variable]] = {}
+        self.variables: list[tf.Variable] = []
+        for t in self.tensors:
+            values = self.params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
+            variable = tf.Variable(values)
+            self.layers.setdefault(owner_index(metadata, t), {})[t["role"]] = variable
+            self.variables.append(variable)
+
+    def output(self, x: np.ndarray, logits: bool = True) -> tf.Tensor:
+        """For one batch (x with batch dim); logits=True stops before a final SOFTMAX."""
+        return run(self.base, np.asarray(x, np.float32), self.layers, self.lora_scale, logits=logits)
+
+    def class_loss(self, x: np.ndarray, label: int) -> tf.Tensor:
+        """Cross-entropy of one sample (no batch dim), as the converted model's "ce" loss."""
+        loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return loss_fn(np.array([label]), self.output(x[None]))
+
+    def gradients(self, loss_of) -> list[tf.Tensor]:
+        """Gradients of loss_of() with respect to the variables, in state order."""
+        with tf.GradientTape() as tape:
+            loss = loss_of()
+        return tape.gradient(loss, self.variables)
+
+    def train(self, xs, ys, optimizer: tf.keras.optimizers.Optimizer, accumulate: int = 1, clip: float = 0.0) -> None:
+        """Sample by sample, as TrainableModel.train_step does: the mean
+        gradient of `accumulate` samples, clipped by global norm, applied."""
+        pending = []
+        for x, y in zip(xs, ys):
+            pending.append(self.gradients(lambda: self.class_loss(x, int(y))))
+            if len(pending) == accumulate:
+                grads = [tf.add_n([g[i] for g in pending]) / accumulate for i in range(len(self.variables))]
+                if clip > 0:
+                    grads, _ = tf.clip_by_global_norm(grads, clip)
+                optimizer.apply_gradients(zip(grads, self.variables))
+                pending = []
+
+    def flat(self, values=None) -> np.ndarray:
+        """The variables (or per-variable `values`, e.g. gradients) laid out as the state's parameters."""
+        values = self.variables if values is None else values
+        out = np.zeros(self.params.size, np.float32)
+        for t, v in zip(self.tensors, values):
+            out[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = np.asarray(v).ravel()
+        return out
