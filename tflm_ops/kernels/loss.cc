@@ -34,12 +34,6 @@ constexpr int kMode = 2;
 constexpr int kLoss = 0;
 constexpr int kPredictionGrad = 1;
 
-enum class LossKind : uint8_t {
-  kSoftmaxCrossEntropy = 0,
-  kMeanSquaredError = 1,
-  kBinaryCrossEntropy = 2,
-};
-
 struct OpData {
   LossKind kind = LossKind::kSoftmaxCrossEntropy;
   ActivationQuant prediction;
@@ -48,18 +42,13 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  const bool version_ok = reader.ReadVersion();
-  const uint8_t kind = reader.U8();
-  if (!version_ok || !reader.Finished() || kind > 2) {
-    port::Log("TFLMT_LOSS: bad options");
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  data->kind = static_cast<LossKind>(kind);
-  return data;
+  return InitOpData<OpData>(
+      context, options, length, kLossOpName, kLossOptionsVersion,
+      [](OptionsReader& reader, OpData* data) {
+        const uint8_t kind = reader.U8();
+        data->kind = static_cast<LossKind>(kind);
+        return kind <= static_cast<uint8_t>(LossKind::kBinaryCrossEntropy);
+      });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {

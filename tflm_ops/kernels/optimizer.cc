@@ -19,6 +19,7 @@
 #include <cstring>
 #include <new>
 
+#include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/options.h"
 #include "kernels/training_state.h"
@@ -31,7 +32,7 @@ constexpr int kState = 0;
 constexpr int kMode = 1;
 constexpr int kLearningRate = 2;
 
-enum class Kind : uint8_t { kSgd = 0, kMomentum = 1, kAdam = 2 };
+using Kind = OptimizerKind;
 
 struct OpData {
   Kind kind = Kind::kSgd;
@@ -49,30 +50,19 @@ int SlotCount(Kind kind) {
 }
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  const bool version_ok = reader.ReadVersion();
-  const uint8_t kind = reader.U8();
-  const int accumulate = reader.I32();
-  const float clip_norm = reader.F32();
-  const float momentum = reader.F32();
-  const float beta1 = reader.F32();
-  const float beta2 = reader.F32();
-  const float epsilon = reader.F32();
-  if (!version_ok || !reader.Finished() || kind > 2 || accumulate < 1) {
-    port::Log("TFLMT_OPTIMIZER: bad options");
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  if (memory == nullptr) return nullptr;
-  OpData* data = new (memory) OpData();
-  data->kind = static_cast<Kind>(kind);
-  data->accumulate = accumulate;
-  data->clip_norm = clip_norm;
-  data->momentum = momentum;
-  data->beta1 = beta1;
-  data->beta2 = beta2;
-  data->epsilon = epsilon;
-  return data;
+  return InitOpData<OpData>(
+      context, options, length, kOptimizerOpName, kOptimizerOptionsVersion,
+      [](OptionsReader& reader, OpData* data) {
+        const uint8_t kind = reader.U8();
+        data->kind = static_cast<Kind>(kind);
+        data->accumulate = reader.I32();
+        data->clip_norm = reader.F32();
+        data->momentum = reader.F32();
+        data->beta1 = reader.F32();
+        data->beta2 = reader.F32();
+        data->epsilon = reader.F32();
+        return kind <= static_cast<uint8_t>(Kind::kAdam) && data->accumulate >= 1;
+      });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {

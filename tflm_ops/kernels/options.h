@@ -12,18 +12,14 @@
 
 namespace tflmt {
 
-// The version every op shared before each op had its own (constants.h);
-// kept for ops not yet moved to their own constant.
-constexpr uint8_t kOptionsVersion = 1;
-
 class OptionsReader {
  public:
   OptionsReader(const char* data, size_t length)
       : data_(reinterpret_cast<const uint8_t*>(data)), length_(length) {}
 
-  // True when the blob starts with the version this build understands.
+  // True when the blob starts with `expected`, the op's own options version
+  // (kernels/constants.h).
   bool ReadVersion(uint8_t expected) { return U8() == expected && ok_; }
-  bool ReadVersion() { return ReadVersion(kOptionsVersion); }
 
   uint8_t U8() {
     uint8_t v = 0;

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <new>
 
+#include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/options.h"
 #include "kernels/training_state.h"
@@ -46,13 +47,8 @@ struct OpData {
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  OptionsReader reader(options, length);
-  if (!reader.ReadVersion() || !reader.Finished()) {
-    port::Log("TFLMT_STATE: options version is not %d", kOptionsVersion);
-    return nullptr;
-  }
-  void* memory = port::AllocatePersistent(context, sizeof(OpData));
-  return memory != nullptr ? new (memory) OpData() : nullptr;
+  return InitOpData<OpData>(context, options, length, kStateOpName,
+                            kStateOptionsVersion);
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "reference/fully_connected.h"
+#include "reference/math.h"
 
 namespace tflmt {
 namespace reference {
@@ -25,10 +26,10 @@ inline float SoftmaxCrossEntropy(const ValuesRef& logits, const int32_t* labels,
     for (int c = 1; c < classes; ++c) max_logit = z[c] > max_logit ? z[c] : max_logit;
     float sum = 0.0f;
     for (int c = 0; c < classes; ++c) {
-      g[c] = std::exp(z[c] - max_logit);
+      g[c] = Exp(z[c] - max_logit);
       sum += g[c];
     }
-    total += std::log(sum) + max_logit - z[labels[b]];
+    total += Log(sum) + max_logit - z[labels[b]];
     for (int c = 0; c < classes; ++c) {
       g[c] = (g[c] / sum - (c == labels[b] ? 1.0f : 0.0f)) / batches;
     }
@@ -56,8 +57,8 @@ inline float BinaryCrossEntropy(const ValuesRef& logits, const float* target, in
   for (int i = 0; i < n; ++i) {
     const float z = logits[i];
     const float t = target[i];
-    total += (z > 0.0f ? z : 0.0f) - z * t + std::log1p(std::exp(-std::fabs(z)));
-    const float sigmoid = 1.0f / (1.0f + std::exp(-z));
+    total += (z > 0.0f ? z : 0.0f) - z * t + Log1p(Exp(-std::fabs(z)));
+    const float sigmoid = Logistic(z);
     grad[i] = (sigmoid - t) / n;
   }
   return total / n;

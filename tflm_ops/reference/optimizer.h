@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "reference/math.h"
+
 namespace tflmt {
 namespace reference {
 
@@ -103,8 +105,8 @@ inline void MomentumUpdate(float* params, const float* grads, float* velocity,
 
 // The bias-corrected step size of Adam's `step`-th update (from 1).
 inline float AdamAlpha(float lr, float beta1, float beta2, int step) {
-  const float beta1_power = std::pow(beta1, static_cast<float>(step));
-  const float beta2_power = std::pow(beta2, static_cast<float>(step));
+  const float beta1_power = Pow(beta1, static_cast<float>(step));
+  const float beta2_power = Pow(beta2, static_cast<float>(step));
   return lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
 }
 
