@@ -390,3 +390,18 @@ def test_loss_without_its_mode_input_is_refused_in_prepare(int8_lora):
             op.inputs = np.asarray(list(op.inputs[:2]) + [-1], np.int32)
     with pytest.raises(InterpreterError, match="TFLM could not prepare"):
         TrainableModel(model.to_bytes())
+
+
+def test_fit_mean_loss_leaves_out_a_skipped_sample(digits):
+    """fit() over data with one NaN sample: the sample is skipped and counted,
+    and the epoch's mean loss is over the samples that trained (not NaN)."""
+    from tflm_train import fitting
+
+    model = TrainableModel(convert(digits.int8_model, ConvertConfig(method="bias")).model)
+    x = np.asarray(digits.user_train.x[:8], np.float32).copy()
+    y = np.asarray(digits.user_train.y[:8])
+    x[3].flat[0] = np.nan
+    result = fitting.fit(model, x, y, fitting.task_of(model), epochs=1, learning_rate=0.01)
+    assert np.isfinite(result.epoch_losses[0])
+    assert sum(not np.isfinite(loss) for loss in result.losses) == 1
+    assert model.state_header().skipped_samples == 1

@@ -105,7 +105,10 @@ def fit(
             result.losses.append(loss)
             if on_step is not None:
                 on_step(len(result.losses), loss)
-        result.epoch_losses.append(float(np.mean(epoch)))
+        # A skipped sample (non-finite values) reports a NaN loss: the mean is
+        # over the samples that trained (NaN only if none did).
+        trained = [loss for loss in epoch if np.isfinite(loss)]
+        result.epoch_losses.append(float(np.mean(trained)) if trained else float("nan"))
     result.metric_after = evaluate(model, x, y, task)
     result.held_out = {name: (before[name], evaluate(model, *data, task)) for name, data in held_out.items()}
     return result
