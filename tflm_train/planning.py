@@ -23,6 +23,7 @@ from tflm_train import boards
 from tflm_train.converter import ConvertConfig, ConvertResult, methods
 from tflm_train.converter import convert as run_convert
 from tflm_train.errors import UserError
+from tflm_train.memory import check_prepares
 
 
 @dataclass
@@ -71,8 +72,12 @@ def plan_convert(
     """Converts as asked; with a board or a budget, the best measured fit.
 
     on_try gets one line per candidate measured (board fit, budget search).
+    The original is first prepared and invoked once in a guarded child
+    process: a corrupt .tflite can pass every structural check and still
+    crash the stock interpreter, and the converted model would keep that.
     """
     spec = methods.get(config.method)
+    check_prepares(model_bytes)
     if board is not None:
         try:
             profile = boards.board(board)

@@ -125,10 +125,10 @@ HEY_JARVIS_CRASH_OFFSET = 27908
 
 @pytest.fixture(scope="module")
 def hey_jarvis():
-    pytest.importorskip("pymicro_wakeword", reason="pip install pymicro-wakeword (in the test extra)")
     return (importlib.resources.files("pymicro_wakeword") / "models" / "hey_jarvis.tflite").read_bytes()
 
 
+@pytest.mark.wakeword
 def test_check_prepares_refuses_a_model_the_interpreter_crashes_on(hey_jarvis):
     from tflm_train.converter import ConvertConfig, convert
 
@@ -140,6 +140,18 @@ def test_check_prepares_refuses_a_model_the_interpreter_crashes_on(hey_jarvis):
     with pytest.raises(ModelError, match=r"the TFLM interpreter crashes \(SIGSEGV\) on this model: corrupt .tflite") as caught:
         memory.check_prepares(broken)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.wakeword
+def test_convert_refuses_a_model_the_interpreter_crashes_on(hey_jarvis, tmp_path, capsys):
+    """`tflm-train convert` prepares the original first (guarded): one line, exit 2, no output."""
+    broken = bytearray(hey_jarvis)
+    broken[HEY_JARVIS_CRASH_OFFSET:HEY_JARVIS_CRASH_OFFSET + 8] = bytes(8)
+    (tmp_path / "broken.tflite").write_bytes(bytes(broken))
+    out = tmp_path / "train.tflite"
+    code, err = _run_cli(capsys, "convert", str(tmp_path / "broken.tflite"), "-o", str(out), "--method", "head")
+    assert code == 2 and err.count("\n") == 1 and "crashes (SIGSEGV)" in err, err
+    assert not out.exists()
 
 
 def test_check_prepares_names_why_a_model_does_not_prepare(digits):
