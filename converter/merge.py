@@ -156,7 +156,10 @@ def initial_state(model: Model, info) -> bytes:
     """The full state a converted model starts from (what TFLMT_STATE builds)."""
     for t in range(len(model.tensors)):
         if model.tensor_name(t) == "tflm_train/initial_state":
-            blob = model.constant(t).tobytes()
+            values = model.constant(t)
+            if values is None:
+                raise ModelError("converted model's initial state is not a constant: the model is corrupt")
+            blob = values.tobytes()
             return blob + bytes(info.state_bytes - len(blob))
     raise ModelError("converted model has no initial state")
 

@@ -58,6 +58,10 @@ class TrainingInfo:
         return self.raw["state"]["tensors"]
 
 
+_REQUIRED_KEYS = ("loss", "classes", "output_kind", "inputs", "outputs", "forward_ops", "state", "config",
+                  "base_model_hash", "base_model_sha256")
+
+
 def training_info(model: Model) -> TrainingInfo | None:
     """The model's tflm-train metadata, or None for a model never converted."""
     payload = model.metadata(METADATA_NAME)
@@ -72,4 +76,7 @@ def training_info(model: Model) -> TrainingInfo | None:
             f"model was converted by a tflm-train with metadata format {raw.get('format')}; "
             f"this one reads {METADATA_FORMAT}: convert it again"
         )
+    missing = [key for key in _REQUIRED_KEYS if key not in raw]
+    if missing or not isinstance(raw.get("state"), dict) or not isinstance(raw.get("inputs"), dict):
+        raise ModelError(f"the model's tflm_train metadata is corrupt (missing {', '.join(missing) or 'fields'})")
     return TrainingInfo(raw)

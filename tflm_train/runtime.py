@@ -128,7 +128,9 @@ class Interpreter:
                     arena_size=arena_size,
                 )
                 failure = None
-            except (RuntimeError, ValueError) as exc:
+            except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
+                # The wheel's Python wrapper reads the model's options itself and
+                # raises AttributeError/TypeError on some corrupt ones.
                 failure = exc
         if failure is not None:
             lines = self._stderr.take_lines()

@@ -72,6 +72,14 @@ class PlainModel:
         self.interpreter = Interpreter(model_bytes, arena_size)
         self.input_details = self.interpreter.input_details(0)
         self.output_details = self.interpreter.output_details(0)
+        # One sample per invocation, as on a device: x and y carry a batch of 1.
+        for role, details in (("input", self.input_details), ("output", self.output_details)):
+            shape = [int(d) for d in details["shape"]]
+            if len(shape) < 1 or shape[0] != 1:
+                raise ModelError(
+                    f"the model's {role} 0 has shape {shape}: tflm-train runs models whose first input and "
+                    "output have a batch dimension of 1"
+                )
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
