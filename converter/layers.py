@@ -88,13 +88,30 @@ def linear_target(model: Model, index: int) -> LinearTarget:
         raise ConversionError(f"operator {index} is {op_type}, not a FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D")
     kind = LINEAR_OPS[op_type]
     inputs = model.inputs_of(op)
+    outputs = model.outputs_of(op)
+    if len(inputs) < 2 or inputs[0] < 0 or inputs[1] < 0 or not outputs:
+        raise ConversionError(f"operator {index}: {op_type} needs an input, weights and an output (the model is corrupt)")
     x, weights = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else -1
-    y = model.outputs_of(op)[0]
+    y = outputs[0]
     options = op.builtinOptions
+    expected_options = {
+        ops.LinearKind.FULLY_CONNECTED: schema.FullyConnectedOptionsT,
+        ops.LinearKind.CONV_2D: schema.Conv2DOptionsT,
+        ops.LinearKind.DEPTHWISE_CONV_2D: schema.DepthwiseConv2DOptionsT,
+    }[kind]
+    if options is not None and not isinstance(options, expected_options):
+        raise ConversionError(f"operator {index}: {op_type} carries another operator's options (the model is corrupt)")
+    if options is None and kind != ops.LinearKind.FULLY_CONNECTED:
+        raise ConversionError(f"operator {index}: {op_type} has no options (the model is corrupt)")
     weight_values = model.constant(weights)
     if weight_values is None:
         raise ConversionError(f"operator {index}: {op_type} weights are not constant")
+    expected_rank = 2 if kind == ops.LinearKind.FULLY_CONNECTED else 4
+    if weight_values.ndim != expected_rank:
+        raise ConversionError(
+            f"operator {index}: {op_type} weights have rank {weight_values.ndim}, not {expected_rank} (the model is corrupt)"
+        )
     if weight_values.dtype not in (np.float32, np.int8):
         raise ConversionError(f"operator {index}: {weight_values.dtype} weights are not supported (float32 and int8 are)")
     activation = int(options.fusedActivationFunction) if options is not None else 0

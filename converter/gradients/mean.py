@@ -26,7 +26,10 @@ def mean(bw: Backward, step: Step) -> None:
     axes = model.constant(axes_tensor)
     if axes is None:
         raise ConversionError("MEAN with computed axes has no gradient in tflm-train")
-    reduced = sorted({int(a) % len(shape) for a in np.atleast_1d(axes)})
+    axes = np.asarray(axes).reshape(-1)
+    if not np.issubdtype(axes.dtype, np.integer) or len(shape) == 0:
+        raise ConversionError("MEAN's axes must be constant integers (the model is corrupt)")
+    reduced = sorted({int(a) % len(shape) for a in axes})
     if len(shape) == 4 and reduced == [1, 2] and bw.pools_a_linear_layer(step.op, x):
         bw.pooled[x] = step.dy
         return
