@@ -28,8 +28,6 @@
 
 #include "motions_data.h"
 
-namespace {
-
 const uint8_t kRecordPin = 2;
 const uint8_t kLabelPin = 3;
 const char* const kActivities[] = {"standing", "walking", "running", "badminton"};
@@ -53,19 +51,19 @@ const float kAccelToArchive = 9.80665f;
 const float kGyroToArchive = 3.14159265f / 180.0f;
 
 const size_t kArenaBytes = 40 * 1024;
-alignas(16) uint8_t g_arena[kArenaBytes];
-TflmTrainer g_trainer;
-TflmTrainStorage g_storage;
+alignas(16) static uint8_t g_arena[kArenaBytes];
+static TflmTrainer g_trainer;
+static TflmTrainStorage g_storage;
 // The saved adapter passes through here (Adam state: 12,480 B).
 const size_t kStateCapacity = 16 * 1024;
-alignas(4) uint8_t g_state[kStateCapacity];
+alignas(4) static uint8_t g_state[kStateCapacity];
 
-float g_windows[kMaxWindows][kSteps * kChannels];
-int32_t g_labels[kMaxWindows];
-size_t g_window_count = 0;
-int g_label = 0;
+static float g_windows[kMaxWindows][kSteps * kChannels];
+static int32_t g_labels[kMaxWindows];
+static size_t g_window_count = 0;
+static int g_label = 0;
 
-bool Pressed(uint8_t pin) {
+static bool Pressed(uint8_t pin) {
   if (digitalRead(pin) != LOW) return false;
   delay(30);  // debounce
   while (digitalRead(pin) == LOW) {
@@ -73,12 +71,12 @@ bool Pressed(uint8_t pin) {
   return true;
 }
 
-void PrintLabel() {
+static void PrintLabel() {
   Serial.print("label: ");
   Serial.println(kActivities[g_label]);
 }
 
-void Record() {
+static void Record() {
   if (g_window_count == kMaxWindows) {
     Serial.println("no room for another window (press 'x' to start over)");
     return;
@@ -105,7 +103,7 @@ void Record() {
   Serial.println(static_cast<unsigned long>(g_window_count));
 }
 
-void LoadDemo() {
+static void LoadDemo() {
   g_window_count = kDemoWindowCount < kMaxWindows ? kDemoWindowCount : kMaxWindows;
   for (size_t w = 0; w < g_window_count; ++w) {
     memcpy(g_windows[w], &kDemoWindows[w * kSteps * kChannels], sizeof(g_windows[w]));
@@ -116,7 +114,7 @@ void LoadDemo() {
   Serial.println(" demo windows");
 }
 
-void ReportAccuracy() {
+static void ReportAccuracy() {
   if (g_window_count == 0) {
     Serial.println("no windows recorded");
     return;
@@ -139,7 +137,7 @@ void ReportAccuracy() {
   Serial.println("%)");
 }
 
-void SaveAdapter() {
+static void SaveAdapter() {
   const size_t bytes = g_trainer.stateBytes();
   if (!g_trainer.saveState(g_state, kStateCapacity) || !g_storage.save(g_state, bytes)) {
     Serial.println("could not save the adapter");
@@ -150,7 +148,7 @@ void SaveAdapter() {
   Serial.println(" B)");
 }
 
-void Train() {
+static void Train() {
   if (g_window_count == 0) {
     Serial.println("record some windows first");
     return;
@@ -177,7 +175,7 @@ void Train() {
   SaveAdapter();
 }
 
-void Forget() {
+static void Forget() {
   g_trainer.reset();
   g_storage.erase();
   g_window_count = 0;
@@ -186,7 +184,7 @@ void Forget() {
 
 // A saved adapter is only trusted once the model has checked it (model hash,
 // layout, CRC) on its first invocation.
-void RestoreAdapter() {
+static void RestoreAdapter() {
   const size_t bytes = g_trainer.stateBytes();
   if (!g_storage.load(g_state, bytes)) {
     Serial.println("no saved adapter: base model");
@@ -202,12 +200,10 @@ void RestoreAdapter() {
   }
 }
 
-void Halt(const char* what) {
+static void Halt(const char* what) {
   Serial.println(what);
   for (;;) delay(1000);
 }
-
-}  // namespace
 
 void setup() {
   Serial.begin(115200);

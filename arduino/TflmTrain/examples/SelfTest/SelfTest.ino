@@ -10,32 +10,28 @@
 
 #include "self_test_data.h"
 
-namespace {
-
 const size_t kArenaBytes = 16 * 1024;
-alignas(16) uint8_t g_arena[kArenaBytes];
-TflmTrainer g_trainer;
+alignas(16) static uint8_t g_arena[kArenaBytes];
+static TflmTrainer g_trainer;
 
-uint32_t FloatBits(float value) {
+static uint32_t FloatBits(float value) {
   uint32_t bits;
   memcpy(&bits, &value, sizeof(bits));
   return bits;
 }
 
-float BitsFloat(uint32_t bits) {
+static float BitsFloat(uint32_t bits) {
   float value;
   memcpy(&value, &bits, sizeof(value));
   return value;
 }
 
-void Halt(const char* what) {
+static void Halt(const char* what) {
   Serial.print("SelfTest: ");
   Serial.println(what);
   Serial.println(g_trainer.errorMessage());
   for (;;) delay(1000);
 }
-
-}  // namespace
 
 void setup() {
   Serial.begin(115200);
