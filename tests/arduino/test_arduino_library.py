@@ -45,6 +45,12 @@ def _tflm_args() -> list[str]:
     return [f"-DTFLM_DIR={tflm}", f"-DTFLMT_EXTRA_INCLUDE_DIRS={extra}"]
 
 
+def _build_dir(tmp_path: Path, name: str) -> Path:
+    """TFLMT_ARDUINO_BUILD_DIR keeps TFLM's objects between runs (it takes a while to build)."""
+    keep = os.environ.get("TFLMT_ARDUINO_BUILD_DIR")
+    return Path(keep) / name if keep else tmp_path / name
+
+
 def _build(library: Path, build: Path, *args: str) -> None:
     configure = subprocess.run(["cmake", "-S", str(ROOT / "arduino"), "-B", str(build),
                                 f"-DTFLMT_ARDUINO_LIBRARY={library}", *args], capture_output=True, text=True)
@@ -108,7 +114,7 @@ def test_sketches_compile_for_cortex_m4_without_tflm(library, tmp_path):
 def test_sketches_link_for_cortex_m4_with_tflm(library, tmp_path):
     _require_arm_gcc()
     args = _tflm_args()
-    build = tmp_path / "m4-tflm"
+    build = _build_dir(tmp_path, "m4-tflm")
     _build(library, build, "--toolchain", str(TOOLCHAIN), *args)
     for sketch in ("SelfTest", "MotionPersonalize"):
         elf = build / sketch
@@ -119,7 +125,7 @@ def test_sketches_link_for_cortex_m4_with_tflm(library, tmp_path):
 
 
 def _host_build(library: Path, tmp_path: Path) -> Path:
-    build = tmp_path / "host-tflm"
+    build = _build_dir(tmp_path, "host-tflm")
     _build(library, build, *_tflm_args())
     return build
 
