@@ -32,6 +32,9 @@ __attribute__((noreturn)) void Default_Handler(void) {
   }
 }
 
+/* Handlers a program may define (SysTick_Handler: firmware/trainer's timer). */
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
 __attribute__((noreturn)) void Reset_Handler(void) {
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
   /* CPACR: full access to coprocessors 10 and 11 (FPU, and MVE on M55). */
@@ -65,5 +68,5 @@ void (*const g_vectors[16])(void) = {
     Default_Handler, /* DebugMonitor */
     0,
     Default_Handler, /* PendSV */
-    Default_Handler, /* SysTick */
+    SysTick_Handler,
 };
