@@ -461,8 +461,10 @@ def merge(model_path: str, state_path: str, output_path: str, as_json: bool) -> 
 @click.argument("model_path", metavar="MODEL")
 @click.option("--board", default=None, help="Check the fit: " + ", ".join(__import__("tflm_train.boards", fromlist=["BOARDS"]).BOARDS) + ".")
 @click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
+@click.option("--target", "device_core", type=click.Choice(["cortex-m4", "cortex-m55"]), default=None,
+              help="Also measure on this core under QEMU: 32-bit arena, instructions (needs TFLM_DIR).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
+def report(model_path: str, board: str | None, plot: str | None, as_json: bool, device_core: str | None = None) -> None:
     """Training and inference memory of a converted MODEL, measured in TFLM."""
     from tflm_train import boards
     from tflm_train.report import fits, plot_breakdown
@@ -482,6 +484,13 @@ def report(model_path: str, board: str | None, plot: str | None, as_json: bool) 
                             "flash_bytes": profile.flash_bytes, "fits": not problems}
     if plot:
         plot_breakdown(result, plot, title=Path(model_path).name)
+    if device_core:  # tflm_train/device_run.py
+        from tflm_train import device_run, qemu
+
+        try:
+            payload["device"] = device_run.device_report(_read(model_path), device_core, None)
+        except qemu.DeviceError as exc:
+            raise UserError(str(exc)) from None
     if as_json:
         emit_json(payload)
     else:
@@ -511,6 +520,8 @@ def report(model_path: str, board: str | None, plot: str | None, as_json: bool) 
                 console.print(f"fits {profile.description}: {headroom:,} bytes of SRAM left for the firmware")
         if plot:
             console.print(f"plot saved to {plot}")
+        for line in device_run.device_report_lines(payload["device"]) if device_core else []:
+            console.print(line)
     if problems:
         raise UserError("; ".join(problems))
 
@@ -644,4 +655,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
