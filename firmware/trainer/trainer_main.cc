@@ -78,6 +78,10 @@ void StartTicks() {
   kSysTick[1] = 0x00FFFFFFu;  // RVR: reload value
   kSysTick[2] = 0;            // CVR: clear
   kSysTick[0] = 7;            // CSR: core clock, interrupt, enable
+  // Cleared to 0, the counter reloads on the first tick (without counting a
+  // wrap): start measuring after that.
+  while (kSysTick[2] == 0) {
+  }
 }
 
 uint64_t Ticks() {
