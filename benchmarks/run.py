@@ -17,6 +17,10 @@ method, all in one run, on this machine:
                  first step) above the resident memory at that moment, tracing
                  included, in a fresh process per mode: what the steps add on
                  top of TensorFlow's own baseline (hundreds of MB, not counted)
+With TFLM_DIR set (a tflite-micro checkout), each row is also measured on
+Cortex-M4 under QEMU (firmware/trainer): instructions of one inference of the
+converted model (mode 0) and one training step (-icount: instructions, not
+cycles), and the smallest 32-bit arena.
 Times are medians of --repeats steps after a warm-up; the two sides of a ratio
 (inference and training step, TFLM forward and our backward kernel) are timed
 alternately, so that both see the same machine load. Targets from the issue
@@ -264,6 +268,12 @@ def main() -> int:
                               file=sys.stderr, flush=True)
                     row[f"tf_{mode}_ms"] = measured["ms"]
                     row[f"tf_{mode}_peak_mb"] = measured["peak_mb"]
+            if os.environ.get("TFLM_DIR"):  # on Cortex-M4 under QEMU (tflm_train/device_run.py)
+                from tflm_train.device_run import device_report
+
+                m4 = device_report(result.model, "cortex-m4", None)
+                row.update({f"m4_{k}": m4[k] for k in ("infer_instructions", "train_step_instructions",
+                                                       "train_to_infer", "smallest_arena_bytes")})
             rows.append(row)
             if not args.json:
                 print(f"  measured {name} / {method}", file=sys.stderr, flush=True)
@@ -285,6 +295,9 @@ def check_targets(rows: list[dict], kernels: list[dict]) -> list[dict]:
                        "value": lora["arena_over_inference_plus_state"], "limit": 1.3})
         checks.append({"target": "DS-CNN LoRA: train step <= 2.5 x inference", "value": lora["train_over_inference"],
                        "limit": 2.5})
+    if lora and "m4_train_to_infer" in lora:
+        checks.append({"target": "DS-CNN LoRA on Cortex-M4: train step <= 1.3 x inference (instructions)",
+                       "value": lora["m4_train_to_infer"], "limit": 1.3})
     if head:
         checks.append({"target": "DS-CNN head: train step <= 1.5 x inference", "value": head["train_over_inference"],
                        "limit": 1.5})
@@ -307,6 +320,15 @@ def print_table(rows, kernels, targets) -> None:
               f"{r['arena_over_inference']:6.2f} {r['arena_over_live_peak']:6.2f} "
               f"{r.get('tf_eager_ms', float('nan')):11.2f} {r.get('tf_eager_peak_mb', float('nan')):6.1f} "
               f"{r.get('tf_function_ms', float('nan')):9.2f} {r.get('tf_function_peak_mb', float('nan')):6.1f}")
+    if any("m4_train_to_infer" in r for r in rows):
+        print()
+        print("Cortex-M4 under QEMU (instructions, not cycles; inference = the converted model in mode 0; "
+              "arena = smallest that allocates, 32-bit)")
+        print(f"{'model':22} {'method':8} {'infer instr':>14} {'train instr':>14} {'ratio':>6} {'arena':>9}")
+        for r in rows:
+            if "m4_train_to_infer" in r:
+                print(f"{r['model']:22} {r['method']:8} {r['m4_infer_instructions']:14,} "
+                      f"{r['m4_train_step_instructions']:14,} {r['m4_train_to_infer']:6.2f} {r['m4_smallest_arena_bytes']:9,}")
     print()
     print(f"{'kernel shape':45} {'TFLM forward ns/MAC':>20} {'our backward ns/MAC':>20}")
     for k in kernels:

@@ -489,13 +489,22 @@ def run_report(model_bytes: bytes, board: str | None):
 @click.argument("model_path", metavar="MODEL")
 @click.option("--board", default=None, help="Check the fit: " + ", ".join(BOARDS) + ".")
 @click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
+@click.option("--target", "device_core", type=click.Choice(["cortex-m4", "cortex-m55"]), default=None,
+              help="Also measure on this core under QEMU: 32-bit arena, instructions (needs TFLM_DIR).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(model_path: str, board: str | None, plot: str | None, as_json: bool) -> None:
+def report(model_path: str, board: str | None, plot: str | None, as_json: bool, device_core: str | None) -> None:
     """Training and inference memory of a converted MODEL, measured in TFLM."""
     from tflm_train.memory_report import breakdown_png
 
     result, payload, profile, problems = run_report(_read(model_path), board)
-    if plot:
+    if device_core:  # tflm_train/device_run.py
+        from tflm_train import device_run, qemu
+
+        try:
+            payload["device"] = device_run.device_report(_read(model_path), device_core, None)
+        except qemu.DeviceError as exc:
+            raise UserError(str(exc)) from None
+    if plot:  # only now that every measurement succeeded
         write_all({plot: breakdown_png(result, title=Path(model_path).name)})
     if as_json:
         emit_json(payload)
@@ -526,6 +535,8 @@ def report(model_path: str, board: str | None, plot: str | None, as_json: bool) 
                 console.print(f"fits {profile.description}: {headroom:,} bytes of SRAM left for the firmware")
         if plot:
             console.print(f"plot saved to {plot}")
+        for line in device_run.device_report_lines(payload["device"]) if device_core else []:
+            console.print(line)
     if problems:
         raise UserError("; ".join(problems))
 
@@ -557,6 +568,73 @@ def demo(out_dir: str, as_json: bool) -> None:
     from tflm_train.demo import run_demo
 
     run_demo(Path(out_dir), as_json=as_json, console=None if as_json else _console())
+
+
+# ---- device: QEMU runs and host_trainer data (tflm_train/device_run.py) -----------------------
+@cli.group()
+def device() -> None:
+    """Train on Cortex-M under QEMU; write data files for firmware."""
+
+
+@device.command("run")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--data", "data_path", required=True, help=".npz with x and y (samples train in file order).")
+@click.option("--target", "core", type=click.Choice(["cortex-m4", "cortex-m3", "cortex-m55"]), default="cortex-m4",
+              show_default=True, help="Core (QEMU board mps2-an386, mps2-an385, mps3-an547).")
+@click.option("--steps", type=int, default=None, help="Training steps.  [default: one per sample]")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
+@click.option("--tflm-dir", default=None, help="tflite-micro checkout.  [default: $TFLM_DIR]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def device_run_command(model_path: str, data_path: str, core: str, steps: int | None, lr: float,
+                       tflm_dir: str | None, as_json: bool) -> None:
+    """Train a converted MODEL on a Cortex-M core in QEMU and compare every
+    step with the same training in the TFLM x86 interpreter."""
+    from tflm_train.device_run import device_run
+    from tflm_train.qemu import DeviceError
+
+    try:
+        result = device_run(_read(model_path), data_path, core, steps, lr, tflm_dir)
+    except DeviceError as exc:
+        raise UserError(str(exc)) from None
+    payload = result.to_json()
+    if as_json:
+        emit_json(payload)
+    else:
+        from rich.table import Table
+
+        console = _console()
+        table = Table(title=f"{model_path} on {core} (QEMU {payload['board']}) vs x86", title_justify="left")
+        for column in ("step", "x86 loss", "device loss", "bits", "instructions"):
+            table.add_column(column, justify="right")
+        for i, (a, b) in enumerate(zip(result.host_losses, result.device.losses)):
+            same = "same" if i not in result.differing_losses else "[red]differ[/red]"
+            table.add_row(str(i), f"{a:.9g}", f"{b:.9g}", same, f"{result.device.step_instructions[i]:,}")
+        console.print(table)
+        state = "identical" if result.state_identical else \
+            f"[red]differs[/red] (max |difference| {payload['max_state_difference']:.3g})"
+        console.print(f"final state: {state}; CRC-32 {payload['state_crc32']} on the device, "
+                      f"{payload['host_state_crc32']} on x86")
+        console.print(f"arena used (32-bit): {payload['arena_used_bytes']:,} bytes; smallest arena that allocates: "
+                      f"{payload['smallest_arena_bytes']:,} bytes")
+        console.print(f"one inference: {payload['infer_instructions']:,} instructions; mean training step: "
+                      f"{sum(result.device.step_instructions) // max(1, len(result.device.step_instructions)):,} "
+                      "instructions (QEMU -icount: instructions, not cycles)")
+    if not result.identical:
+        raise UserError(f"{core} differs from x86: {len(result.differing_losses)} of {result.steps} losses, "
+                        f"state {'identical' if result.state_identical else 'different'}")
+
+
+@device.command("data")
+@click.argument("data_path", metavar="DATA")
+@click.option("--model", "model_path", required=True, help="Converted model the data is for (checks shapes).")
+@click.option("-o", "--output", "output_path", required=True, help="TMTD file to write (host_trainer's format).")
+def device_data_command(data_path: str, model_path: str, output_path: str) -> None:
+    """Write DATA (.npz) as the TMTD file tflm_ops/examples/host_trainer reads."""
+    from tflm_train.device_run import load_training_data, write_tmtd
+
+    data = load_training_data(_read(model_path), data_path)
+    _write(output_path, write_tmtd(data))
+    click.echo(f"wrote {output_path}: {len(data)} samples of {data.x.shape[1]} values")
 
 
 def main(argv: list[str] | None = None) -> int:

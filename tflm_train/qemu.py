@@ -1,0 +1,97 @@
+"""Builds firmware/ for a Cortex-M core and runs it under qemu-system-arm.
+
+Used by the kernel-runner test (tests/device/) and `tflm-train device`. The
+firmware sources live in the source checkout (firmware/, tflm_ops/), not in
+the installed package: these helpers need a clone of the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE_DIR = ROOT / "firmware"
+TOOLCHAIN_DIR = ROOT / "tflm_ops" / "cmake"
+
+
+@dataclass(frozen=True)
+class Core:
+    name: str  # cortex-m4, ...; also the toolchain file's name
+    board: str  # QEMU machine (-M)
+    description: str
+
+    @property
+    def toolchain(self) -> Path:
+        return TOOLCHAIN_DIR / f"{self.name}.cmake"
+
+
+CORES = {
+    "cortex-m4": Core("cortex-m4", "mps2-an386", "Cortex-M4F, single-precision FPU"),
+    "cortex-m3": Core("cortex-m3", "mps2-an385", "Cortex-M3, no FPU (software float)"),
+    "cortex-m55": Core("cortex-m55", "mps3-an547", "Cortex-M55, FPU + MVE"),
+}
+
+
+class DeviceError(RuntimeError):
+    """A tool is missing, or a build or QEMU run failed (message says which)."""
+
+
+def missing_tools(cross: bool = True) -> list[str]:
+    tools = ["cmake", "g++"] + (["arm-none-eabi-g++", "qemu-system-arm"] if cross else [])
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def _run(command: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise DeviceError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    return result
+
+
+def build(build_dir: Path, core: Core | None, targets: list[str], definitions: dict[str, str] | None = None,
+          source_dir: Path = FIRMWARE_DIR) -> Path:
+    """Configures (once) and builds firmware/ for `core` (None: the host)."""
+    if not FIRMWARE_DIR.is_dir():
+        raise DeviceError(f"{FIRMWARE_DIR} not found: device builds need a clone of the tflm-train repository")
+    build_dir = Path(build_dir)
+    command = ["cmake", "-S", str(source_dir), "-B", str(build_dir)]
+    if core is not None:
+        command += ["--toolchain", str(core.toolchain)]
+    command += [f"-D{k}={v}" for k, v in (definitions or {}).items()]
+    _run(command, f"cmake configure ({core.name if core else 'host'})")
+    _run(["cmake", "--build", str(build_dir), "-j", str(os.cpu_count() or 2), "--target", *targets],
+         f"build of {', '.join(targets)} ({core.name if core else 'host'})")
+    return build_dir
+
+
+def run_qemu(core: Core, elf: Path, cwd: Path, icount: bool = False, timeout: float = 600) -> str:
+    """Runs `elf` on core's board; semihosting files resolve against `cwd`.
+
+    With `icount`, QEMU's virtual clock advances one nanosecond per executed
+    instruction (-icount shift=0): time read by the firmware is an
+    instruction count, deterministic, and not a cycle count.
+    """
+    command = ["qemu-system-arm", "-M", core.board, "-nographic", "-monitor", "none", "-serial", "none",
+               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+    if icount:
+        command[1:1] = ["-icount", "shift=0"]
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"QEMU ({core.board}) did not finish within {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise DeviceError(f"QEMU ({core.board}) exited with {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def text_bytes(elf_or_archive: Path) -> int:
+    """Total .text (flash) of an ELF file or static library (arm-none-eabi-size)."""
+    out = _run(["arm-none-eabi-size", "-t", str(elf_or_archive)], "arm-none-eabi-size").stdout
+    last = out.strip().splitlines()[-1]
+    return int(re.split(r"\s+", last.strip())[0])
