@@ -24,7 +24,7 @@ void _fini(void) {}
 
 /* Any fault or unexpected interrupt: tell QEMU to stop (semihosting
  * SYS_EXIT with reason "run-time error"), instead of spinning forever. */
-__attribute__((noreturn)) void Default_Handler(void) {
+void Default_Handler(void) {
   for (;;) {
     register uint32_t op __asm__("r0") = 0x18;         /* SYS_EXIT */
     register uint32_t reason __asm__("r1") = 0x20023;  /* RunTimeErrorUnknown */

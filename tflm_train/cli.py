@@ -614,8 +614,7 @@ def device_run_command(model_path: str, data_path: str, core: str, steps: int | 
             f"[red]differs[/red] (max |difference| {payload['max_state_difference']:.3g})"
         console.print(f"final state: {state}; CRC-32 {payload['state_crc32']} on the device, "
                       f"{payload['host_state_crc32']} on x86")
-        console.print(f"arena used (32-bit): {payload['arena_used_bytes']:,} bytes; smallest arena that allocates: "
-                      f"{payload['smallest_arena_bytes']:,} bytes")
+        console.print(f"arena used (32-bit, arena_used_bytes): {payload['arena_used_bytes']:,} bytes")
         console.print(f"one inference: {payload['infer_instructions']:,} instructions; mean training step: "
                       f"{sum(result.device.step_instructions) // max(1, len(result.device.step_instructions)):,} "
                       "instructions (QEMU -icount: instructions, not cycles)")

@@ -224,7 +224,7 @@ def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
         step_instructions=[_instructions(t, core.board) for t in ticks],
         infer_instructions=_instructions(values["infer_ticks"], core.board),
         arena_used=values["arena_used"],
-        smallest_arena=values["smallest_arena"],
+        smallest_arena=values.get("smallest_arena", 0),
         state_crc32=values["state_crc32"],
         state=state_path.read_bytes(),
         text_bytes=qemu.text_bytes(elf),

@@ -124,9 +124,11 @@ bool SetTarget(tflmt::Trainer& trainer, int i) {
 
 // Smallest arena (to 16 bytes) in which AllocateTensors succeeds: binary
 // search, one interpreter at a time in static storage.
-size_t SmallestArena(const tflite::Model* model, const Resolver& resolver,
+[[maybe_unused]] size_t SmallestArena(const tflite::Model* model, const Resolver& resolver,
                      size_t known_good) {
-  size_t low = 0, high = known_good;  // low fails, high succeeds
+  // TFLM does not survive arenas far too small for its own bookkeeping, so
+  // the search starts at half the known size (checked to fail).
+  size_t low = known_good / 2, high = known_good;  // low fails, high succeeds
   while (high - low > 16) {
     const size_t mid = (low + (high - low) / 2) & ~static_cast<size_t>(15);
     auto* interpreter = new (g_probe_interpreter)
@@ -206,9 +208,12 @@ int main() {
     std::printf("error: cannot write trainer_state.bin\n");
     return 1;
   }
+#ifdef TFLMT_FIND_SMALLEST_ARENA
+  // Off by default: under QEMU a too-small probe still ends in a fault (being fixed).
   std::printf("smallest_arena %u\n",
               static_cast<unsigned>(SmallestArena(tflm_model, resolver,
-                                                  kArenaBytes)));
+                                                  interpreter.arena_used_bytes())));
+#endif
   std::printf("done\n");
   return 0;
 }

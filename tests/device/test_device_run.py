@@ -46,7 +46,7 @@ def test_training_on_cortex_m_matches_x86(name, core, tmp_path):
     model = convert((EXAMPLES / example / f"{base}.tflite").read_bytes(), config).model
     result = device_run(model, str(EXAMPLES / example / "user_train.npz"), core, steps, lr, None, tmp_path)
     assert len(result.device.losses) == steps
-    assert result.device.arena_used > 0 and 0 < result.device.smallest_arena <= result.device.arena_used + 16
+    assert result.device.arena_used > 0
     assert result.device.infer_instructions > 0 and min(result.device.step_instructions) > 0
     if not result.identical and core != "cortex-m55" and not OWN_MATH:
         pytest.xfail(f"{core}: newlib's expf/logf/powf differ from x86: {len(result.differing_losses)} losses differ, "
