@@ -291,6 +291,6 @@ def test_check_prepares_refuses_a_model_the_wheel_wrapper_raises_on():
     from pathlib import Path
 
     broken = (Path(__file__).parent / "regressions" / "runtime-wheel-attribute-error.bin").read_bytes()
-    with pytest.raises(ModelError, match=r"cannot load this model: .*AttributeError: .*sharedName") as caught:
+    with pytest.raises(ModelError, match=r"cannot (load|run) this model: .*sharedName") as caught:
         memory.check_prepares(broken)
     assert "\n" not in str(caught.value)
