@@ -632,7 +632,7 @@ def device_data_command(data_path: str, model_path: str, output_path: str) -> No
     from tflm_train.device_run import load_training_data, write_tmtd
 
     data = load_training_data(_read(model_path), data_path)
-    _write(output_path, write_tmtd(data))
+    write_all({output_path: write_tmtd(data)})
     click.echo(f"wrote {output_path}: {len(data)} samples of {data.x.shape[1]} values")
 
 
