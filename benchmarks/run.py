@@ -45,7 +45,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 
 from tflm_train.converter import ConvertConfig, convert  # noqa: E402
-from tflm_train.converter.model_ir import Model  # noqa: E402
 from tflm_train.converter.liveness import live_bytes  # noqa: E402
 from tflm_train.memory import smallest_arena  # noqa: E402
 from tflm_train.trainer import PlainModel, TrainableModel, quantize  # noqa: E402

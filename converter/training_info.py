@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tflm_train.converter.convert import METADATA_FORMAT, METADATA_NAME
 from tflm_train.converter.model_ir import Model, ModelError
-from tflm_train.converter.state_format import Header, StateLayout
+from tflm_train.converter.state_format import Header
 
 
 @dataclass

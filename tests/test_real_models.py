@@ -14,7 +14,7 @@ import importlib.resources
 import numpy as np
 import pytest
 
-from tflm_train.converter import ConversionError, ConvertConfig, convert
+from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.model_ir import Model
 from tflm_train.trainer import PlainModel, TrainableModel
 
