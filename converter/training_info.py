@@ -60,6 +60,7 @@ class TrainingInfo:
 
 _REQUIRED_KEYS = ("loss", "classes", "output_kind", "inputs", "outputs", "forward_ops", "state", "config",
                   "base_model_hash", "base_model_sha256")
+_REQUIRED_STATE_KEYS = ("bytes", "param_count", "optimizer_slots", "layout_hash", "tensors")
 
 
 def training_info(model: Model) -> TrainingInfo | None:
@@ -77,6 +78,9 @@ def training_info(model: Model) -> TrainingInfo | None:
             f"this one reads {METADATA_FORMAT}: convert it again"
         )
     missing = [key for key in _REQUIRED_KEYS if key not in raw]
-    if missing or not isinstance(raw.get("state"), dict) or not isinstance(raw.get("inputs"), dict):
+    state = raw.get("state")
+    if not missing and isinstance(state, dict):
+        missing = [f"state.{key}" for key in _REQUIRED_STATE_KEYS if key not in state]
+    if missing or not isinstance(state, dict) or not isinstance(raw.get("inputs"), dict):
         raise ModelError(f"the model's tflm_train metadata is corrupt (missing {', '.join(missing) or 'fields'})")
     return TrainingInfo(raw)
