@@ -293,3 +293,20 @@ def test_check_prepares_refuses_a_model_the_wheel_wrapper_raises_on():
     with pytest.raises(ModelError, match=r"cannot (load|run) this model: .*sharedName") as caught:
         memory.check_prepares(broken)
     assert "\n" not in str(caught.value)
+
+
+# ---- corrupt converted models that crash stock TFLM kernels -----------------------------------
+@pytest.mark.parametrize("case", ["tflm-mean-prepare-segv", "tflm-conv-eval-sigfpe"])
+def test_fit_and_evaluate_refuse_a_model_that_crashes_stock_kernels(case, tmp_path, capsys):
+    """Stock MEAN / CONV_2D crash on these corrupt converted models (TFLM is not
+    ours to patch): the CLI runs the model once in a guarded child first, so the
+    user gets one line and exit 2, never a SIGSEGV / SIGFPE."""
+    from pathlib import Path
+
+    model = tmp_path / "broken.tflite"
+    model.write_bytes((Path(__file__).parent / "regressions" / f"{case}.bin").read_bytes())
+    data = Path(__file__).resolve().parents[2] / "tflm_train" / "examples" / "basic_motions" / "user_test.npz"
+    for command in (["evaluate", str(model), "--data", str(data)],
+                    ["fit", str(model), "--data", str(data), "--epochs", "1"]):
+        code, err = _run_cli(capsys, *command)
+        assert code == 2 and err.count("\n") == 1 and "the TFLM interpreter" in err, (command, err)
