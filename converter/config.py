@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+import numpy as np
+
 from tflm_train.converter import methods
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter import ops
@@ -17,11 +19,13 @@ LossName = Literal["ce", "mse", "bce"]
 OptimizerName = Literal["sgd", "momentum", "adam"]
 RecomputeMode = Literal["auto", "always", "never"]
 HeadMode = Literal["replace", "append"]
+RegularizerName = Literal["none", "l2sp", "ewc"]
 
 LOSSES: tuple[str, ...] = get_args(LossName)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 RECOMPUTE_MODES: tuple[str, ...] = get_args(RecomputeMode)
 HEAD_MODES: tuple[str, ...] = get_args(HeadMode)
+REGULARIZERS: tuple[str, ...] = get_args(RegularizerName)
 
 
 @dataclass
@@ -43,6 +47,15 @@ class ConvertConfig:
     recompute  auto | always | never: whether the backward pass recomputes the
                hidden rows of LoRA and adapters instead of keeping them (auto:
                where that lowers the step's activation peak; converter/recompute.py)
+    regularizer none | l2sp | ewc: a penalty pulling the trainable parameters
+               toward their initial values w0, against forgetting (l2sp:
+               reg_lambda/2 |w - w0|^2; ewc: reg_lambda/2 sum F_i (w_i - w0_i)^2,
+               F the Fisher diagonal that convert(fisher=...) receives, see
+               tflm_train/continual.py); carried by the optimizer op
+    reg_lambda the penalty's strength (>= 0)
+    fisher     ewc: the Fisher diagonal, one float per trainable parameter in
+               state order (tflm_train.continual.fisher_diagonal computes it
+               from base-task data); stored in the model as a constant
     """
 
     method: MethodName = "lora"
@@ -56,6 +69,9 @@ class ConvertConfig:
     seed: int = 0
     sparse_weights: str = ""
     recompute: RecomputeMode = "auto"
+    regularizer: RegularizerName = "none"
+    reg_lambda: float = 0.0
+    fisher: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -80,6 +96,14 @@ class ConvertConfig:
             raise ConversionError("head mode must be 'replace' or 'append'")
         if self.recompute not in RECOMPUTE_MODES:
             raise ConversionError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}")
+        if self.regularizer not in REGULARIZERS:
+            raise ConversionError(f"--regularizer must be one of {', '.join(REGULARIZERS)}")
+        if not (self.reg_lambda >= 0 and self.reg_lambda < float("inf")):
+            raise ConversionError("--reg-lambda must be a finite value >= 0")
+        if self.regularizer != "none" and self.reg_lambda == 0:
+            raise ConversionError(f"--regularizer {self.regularizer} needs --reg-lambda > 0")
+        if self.regularizer == "none" and self.reg_lambda != 0:
+            raise ConversionError("--reg-lambda needs --regularizer l2sp or ewc")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -101,4 +125,6 @@ class ConvertConfig:
             "seed": self.seed,
             "sparse_weights": self.sparse_weights,
             "recompute": self.recompute,
+            "regularizer": self.regularizer,
+            "reg_lambda": self.reg_lambda,
         }

@@ -115,6 +115,14 @@ class OptimizerKind(IntEnum):
     ADAM = 2
 
 
+class RegularizerKind(IntEnum):
+    """TFLMT_OPTIMIZER's penalty toward the starting parameters (options version 2)."""
+
+    NONE = 0
+    L2SP = 1  # lambda/2 |w - w0|^2
+    EWC = 2  # lambda/2 sum F_i (w_i - w0_i)^2, F the Fisher diagonal in the model
+
+
 class PoolKind(IntEnum):
     AVERAGE = 0
     MAX = 1
@@ -135,6 +143,9 @@ class GradFlag(IntFlag):
 
 # The names the command line and configs use for the kinds above.
 LOSS_KINDS = {"ce": LossKind.SOFTMAX_CROSS_ENTROPY, "mse": LossKind.MEAN_SQUARED_ERROR, "bce": LossKind.BINARY_CROSS_ENTROPY}
+REGULARIZER_KINDS = {"none": RegularizerKind.NONE, "l2sp": RegularizerKind.L2SP, "ewc": RegularizerKind.EWC}
+# TFLMT_OPTIMIZER options carrying a regularizer (C++ kOptimizerRegularizedVersion).
+OPTIMIZER_REGULARIZED_VERSION = 2
 OPTIMIZER_KINDS = {"sgd": OptimizerKind.SGD, "momentum": OptimizerKind.MOMENTUM, "adam": OptimizerKind.ADAM}
 POOL_KINDS = {"average": PoolKind.AVERAGE, "max": PoolKind.MAX}
 BROADCAST_KINDS = {"add": BroadcastKind.ADD, "subtract": BroadcastKind.SUBTRACT, "multiply": BroadcastKind.MULTIPLY}

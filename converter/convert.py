@@ -41,6 +41,13 @@ class ConvertResult:
 
 
 def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
+    fisher = config.fisher
+    if (fisher is not None) != (config.regularizer == "ewc"):
+        raise ConversionError(
+            "--regularizer ewc needs base-task data for its Fisher diagonal (--retain-data)"
+            if fisher is None
+            else "a Fisher diagonal is used by --regularizer ewc only"
+        )
     model = Model.from_bytes(model_bytes)
     if model.metadata(METADATA_NAME) is not None:
         raise ConversionError("this model was already converted by tflm-train")
@@ -103,7 +110,14 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
             "the adapted layers also feed the model's streaming state (ASSIGN_VARIABLE): their gradient "
             "covers the current invocation; earlier frames held in the state count as constants"
         )
-    model.append_op(ops.OPTIMIZER, [state, mode, learning_rate], [], custom_options=config.optimizer.options())
+    optimizer_op = main.operators[
+        model.append_op(
+            ops.OPTIMIZER,
+            [state, mode, learning_rate],
+            [],
+            custom_options=config.optimizer.options(config.regularizer, config.reg_lambda),
+        )
+    ]
 
     # The state, and the guard that fills it from the initial values in flash.
     base_hash = model_hash(model_bytes)
@@ -112,6 +126,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "tflm_train/initial_state", [len(initial)], np.uint8, data=np.frombuffer(initial, np.uint8)
     )
     model.tensors[state].shape = np.asarray([layout.state_bytes], dtype=np.int32)
+    regularizer = _add_regularizer_inputs(model, optimizer_op, config, layout, initial_tensor, fisher)
+    if regularizer is not None:
+        penalty = "|w - w0|^2" if config.regularizer == "l2sp" else "sum F (w - w0)^2 (EWC)"
+        rw.notes.append(
+            f"the optimizer adds the gradient of {config.reg_lambda:g}/2 {penalty}: w0 is the initial state, "
+            "in the model; the penalty pulls the adapters back toward it in every update"
+        )
     # The state op also reads the mode and the float inputs: a sample with NaN/inf
     # values is turned into mode SKIP before any other op runs (counted, not trained on).
     float_inputs = [t for t in original_inputs if model.dtype(t) == np.float32]
@@ -146,5 +167,29 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "adapted": rw.adapted,
         "notes": rw.notes,
     }
+    if regularizer is not None:
+        metadata["regularizer"] = regularizer
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
     return ConvertResult(model.to_bytes(), metadata)
+
+
+def _add_regularizer_inputs(model: Model, optimizer_op, config: ConvertConfig, layout, initial_tensor, fisher):
+    """Gives the optimizer op w0 (the initial state: header, then the initial
+    parameters; no extra bytes) and, for EWC, the Fisher diagonal as a float32
+    constant. Returns the metadata entry, or None without a regularizer."""
+    if config.regularizer == "none":
+        return None
+    inputs = [initial_tensor]
+    entry = {"kind": config.regularizer, "lambda": config.reg_lambda, "anchor": "initial_state"}
+    if config.regularizer == "ewc":
+        fisher = np.asarray(fisher, dtype=np.float32).reshape(-1)
+        if fisher.size != layout.param_count:
+            raise ConversionError(
+                f"the Fisher diagonal has {fisher.size} values, the model trains {layout.param_count} parameters"
+            )
+        if not (np.isfinite(fisher).all() and (fisher >= 0).all()):
+            raise ConversionError("the Fisher diagonal must hold finite values >= 0")
+        inputs.append(model.add_tensor("tflm_train/fisher", [fisher.size], np.float32, data=fisher))
+        entry.update(fisher_bytes=4 * fisher.size, fisher_mean=float(fisher.mean()), fisher_max=float(fisher.max()))
+    optimizer_op.inputs = np.concatenate([np.asarray(optimizer_op.inputs, np.int32), np.asarray(inputs, np.int32)])
+    return entry

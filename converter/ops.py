@@ -34,7 +34,9 @@ from tflm_train.converter.constants import (  # noqa: F401 - re-exported
     MEAN_GRAD,
     OPTIMIZER,
     OPTIMIZER_KINDS,
+    OPTIMIZER_REGULARIZED_VERSION,
     OPTIONS_VERSIONS,
+    REGULARIZER_KINDS,
     POOL_GRAD,
     POOL_KINDS,
     SOFTMAX_GRAD,
@@ -47,6 +49,7 @@ from tflm_train.converter.constants import (  # noqa: F401 - re-exported
     Mode,
     OptimizerKind,
     PoolKind,
+    RegularizerKind,
 )
 
 _LINEAR_OPS = {
@@ -242,10 +245,10 @@ class OptimizerConfig:
     beta2: float = 0.999
     epsilon: float = 1e-7
 
-    def options(self) -> bytes:
-        return struct.pack(
-            "<BBifffff",
-            OPTIONS_VERSIONS[OPTIMIZER],
+    def options(self, regularizer: str = "none", reg_lambda: float = 0.0) -> bytes:
+        """Version 1; with a regularizer (l2sp, ewc) version 2, which appends
+        its kind and lambda."""
+        fields = (
             OPTIMIZER_KINDS[self.kind],
             self.accumulate,
             self.clip_norm,
@@ -253,6 +256,11 @@ class OptimizerConfig:
             self.beta1,
             self.beta2,
             self.epsilon,
+        )
+        if regularizer == "none":
+            return struct.pack("<BBifffff", OPTIONS_VERSIONS[OPTIMIZER], *fields)
+        return struct.pack(
+            "<BBifffffBf", OPTIMIZER_REGULARIZED_VERSION, *fields, REGULARIZER_KINDS[regularizer], reg_lambda
         )
 
 

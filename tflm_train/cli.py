@@ -26,7 +26,7 @@ import click
 from tflm_train import __version__
 from tflm_train.boards import BOARDS
 from tflm_train.converter import methods
-from tflm_train.converter.config import LOSSES, OPTIMIZERS, RECOMPUTE_MODES, HEAD_MODES
+from tflm_train.converter.config import LOSSES, OPTIMIZERS, RECOMPUTE_MODES, HEAD_MODES, REGULARIZERS
 from tflm_train.errors import TflmTrainError, UserError
 from tflm_train.outputs import strict_json, write_all
 
@@ -160,6 +160,16 @@ def _shape(shape: list[int]) -> str:
     "(auto: where that lowers the activation peak).",
 )
 @click.option("--board", default=None, help="Pick targets and rank (or layers) so that training fits this board's SRAM.")
+@click.option(
+    "--regularizer", type=click.Choice(REGULARIZERS), default="none", show_default=True,
+    help="Against forgetting: pull the trainable parameters toward their initial values (l2sp), weighted by "
+    "the base task's Fisher diagonal (ewc, needs --retain-data). Applied by the optimizer op, on the device too.",
+)
+@click.option("--reg-lambda", type=float, default=0.0, show_default=True, help="The regularizer's strength.")
+@click.option(
+    "--retain-data", "retain_path", default=None,
+    help="--regularizer ewc: base-task .npz (x, y) the Fisher diagonal is computed from.",
+)
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
@@ -181,6 +191,9 @@ def convert(
     sparse_weights: str,
     recompute: str,
     board: str | None,
+    regularizer: str,
+    reg_lambda: float,
+    retain_path: str | None,
     c_array: str | None,
     as_json: bool,
 ) -> None:
@@ -204,11 +217,15 @@ def convert(
         optimizer=OptimizerConfig(kind=optimizer, accumulate=accumulate, clip_norm=clip, momentum=momentum),
         seed=seed,
         recompute=recompute,
+        regularizer=regularizer,
+        reg_lambda=reg_lambda,
         **fields,
     )
+    model_bytes = _read(model_path)
+    fisher_note = _ewc_fisher(model_bytes, config, retain_path, board, budget_bytes)
     console = None if as_json else _console()
     plan = plan_convert(
-        _read(model_path), config, board=board, budget_bytes=budget_bytes,
+        model_bytes, config, board=board, budget_bytes=budget_bytes,
         on_try=None if console is None else (lambda line: console.print(f"  {line}")),
     )
     files = {output_path: plan.result.model}
@@ -216,10 +233,36 @@ def convert(
         files[c_array] = c_header(plan.result.model, plan.result.metadata, Path(output_path).stem).encode()
     write_all(files)
     summary = {"output": output_path, **plan.summary()}
+    if "regularizer" in plan.result.metadata:
+        summary["regularizer"] = plan.result.metadata["regularizer"]
+    if fisher_note is not None:
+        summary["notes"] = [fisher_note] + list(summary.get("notes", []))
     if as_json:
         emit_json(summary)
     else:
         _render_convert(console, plan, summary, output_path, c_array)
+
+
+def _ewc_fisher(model_bytes: bytes, config, retain_path: str | None, board: str | None, budget_bytes: int | None):
+    """For --regularizer ewc: computes the Fisher diagonal into config.fisher
+    (measured in the interpreter, tflm_train/continual.py); returns a note."""
+    if config.regularizer != "ewc":
+        if retain_path is not None:
+            raise UserError("--retain-data is the Fisher data of --regularizer ewc (fit has its own --retain-data)")
+        return None
+    if retain_path is None:
+        raise UserError("--regularizer ewc needs --retain-data D.npz: base-task samples for its Fisher diagonal")
+    if board is not None or budget_bytes is not None:
+        raise UserError("--regularizer ewc fixes the adapters before the board fit: use --targets and --rank with it")
+    from tflm_train import continual
+    from tflm_train.memory import check_prepares
+
+    check_prepares(model_bytes)  # a corrupt model can crash stock kernels: find out in a child first
+    config.fisher, samples = continual.fisher_from_npz(model_bytes, config, retain_path)
+    return (
+        f"EWC: Fisher diagonal from {samples} samples of {retain_path} (mean {float(config.fisher.mean()):.3g}, "
+        f"max {float(config.fisher.max()):.3g}), stored in the model ({4 * config.fisher.size:,} bytes of flash)"
+    )
 
 
 def _render_convert(console, plan, summary: dict, output_path: str, c_array: str | None) -> None:
@@ -250,11 +293,22 @@ class FitRun:
     samples: int
     epochs: int
     held_out: list[str] = field(default_factory=list)
+    retain: str | None = None  # --retain-data: the original task's file
+
+
+@dataclass
+class ContinualOptions:
+    """fit's options against forgetting (tflm_train/continual.py)."""
+
+    retain_path: str | None = None  # original-task .npz: metric before / after
+    replay_path: str | None = None  # original-task .npz offered to the replay buffer
+    replay_bytes: int | None = None  # the buffer's byte budget
+    replay_every: int = 1  # one replayed sample per this many new ones
 
 
 def run_fit(
     model_bytes: bytes, data_path: str, eval_paths, epochs: int, lr: float, state_in: bytes | None, seed: int,
-    on_step=None, on_start=None, warn=None,
+    on_step=None, on_start=None, warn=None, continual: ContinualOptions | None = None,
 ) -> FitRun:
     """Trains a converted model on an .npz through the interpreter (no output written)."""
     from tflm_train import fitting
@@ -278,9 +332,14 @@ def run_fit(
     task = fitting.task_of(model)
     x, y = fitting.prepare(model, load_npz(data_path), task, data_path)
     held_out = {path: fitting.prepare(model, load_npz(path), task, path) for path in eval_paths}
+    continual = continual or ContinualOptions()
+    if continual.retain_path is not None:
+        held_out[continual.retain_path] = fitting.prepare(model, load_npz(continual.retain_path), task,
+                                                          continual.retain_path)
+    replay = _replay_buffer(model, task, continual, seed)
     if on_start is not None:
         on_start(epochs * len(x))
-    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step)
+    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step, replay=replay)
     header = model.state_header()
     payload = {
         "steps": result.steps,
@@ -295,12 +354,37 @@ def run_fit(
         "arena_bytes": smallest_arena(model_bytes),
         "state_bytes": model.info.state_bytes,
     }
-    if held_out:
+    evals = {path: scores for path, scores in result.held_out.items() if path in eval_paths}
+    if evals:
         payload["eval"] = [
-            {"data": path, "metric_before": before, "metric_after": after}
-            for path, (before, after) in result.held_out.items()
+            {"data": path, "metric_before": before, "metric_after": after} for path, (before, after) in evals.items()
         ]
-    return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths))
+    if continual.retain_path is not None:
+        before, after = result.held_out[continual.retain_path]
+        # Forgetting: how much the original task lost (accuracy: points; mse: how much it rose).
+        payload["retain"] = {"data": continual.retain_path, "metric_before": before, "metric_after": after,
+                             "forgetting": before - after if result.metric == "accuracy" else after - before}
+    if replay is not None:
+        payload["replay"] = {"data": continual.replay_path, "budget_bytes": continual.replay_bytes,
+                             "bytes": replay.bytes_used, "record_bytes": replay.record_bytes,
+                             "capacity": replay.capacity, "held": replay.count, "offered": replay.seen,
+                             "every": replay.every, "steps": result.replay_steps}
+    return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths), continual.retain_path)
+
+
+def _replay_buffer(model, task, options: ContinualOptions, seed: int):
+    """The replay buffer --replay-data asks for, filled (or None)."""
+    if options.replay_path is None:
+        if options.replay_bytes is not None or options.replay_every != 1:
+            raise UserError("--replay-bytes and --replay-every need --replay-data")
+        return None
+    if options.replay_bytes is None:
+        raise UserError("--replay-data needs --replay-bytes N: the replay buffer's byte budget")
+    from tflm_train import continual, fitting
+    from tflm_train.data import load_npz
+
+    x, y = fitting.prepare(model, load_npz(options.replay_path), task, options.replay_path)
+    return continual.fill_replay(model, x, y, options.replay_bytes, options.replay_every, seed=seed)
 
 
 @cli.command()
@@ -313,8 +397,19 @@ def run_fit(
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (a model input).")
 @click.option("--state-in", default=None, help="Start from this saved state.")
 @click.option("--state-out", default=None, help="Save the trained state here.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the sample order.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the sample order (and the replay buffer).")
 @click.option("--plot", default=None, help="Write the loss curve and metrics as a PNG.")
+@click.option(
+    "--retain-data", "retain_path", default=None,
+    help="Original-task .npz: its metric before and after, i.e. what fine-tuning made the model forget.",
+)
+@click.option(
+    "--replay-data", "replay_path", default=None,
+    help="Original-task .npz offered to a replay buffer (reservoir sampling, as device/replay.h does); "
+    "replayed samples train between the new ones.",
+)
+@click.option("--replay-bytes", type=int, default=None, help="The replay buffer's byte budget (int8 records for an int8 model).")
+@click.option("--replay-every", type=int, default=1, show_default=True, help="One replayed sample per this many new ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fit(
     model_path: str,
@@ -326,18 +421,23 @@ def fit(
     state_out: str | None,
     seed: int,
     plot: str | None,
+    retain_path: str | None,
+    replay_path: str | None,
+    replay_bytes: int | None,
+    replay_every: int,
     as_json: bool,
 ) -> None:
     """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
     model_bytes = _read(model_path)
     initial = _read(state_in) if state_in else None
+    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every)
 
     def warn(message: str) -> None:
         click.echo(f"tflm-train: warning: {model_path} {message}", err=True)
 
     arguments = (model_bytes, data_path, eval_paths, epochs, lr, initial, seed)
     if as_json or not sys.stderr.isatty():
-        run = run_fit(*arguments, warn=warn)
+        run = run_fit(*arguments, warn=warn, continual=continual)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -352,7 +452,7 @@ def fit(
         ) as progress:
             bar = progress.add_task("fit", total=None, loss=float("nan"))
             run = run_fit(
-                *arguments, warn=warn,
+                *arguments, warn=warn, continual=continual,
                 on_start=lambda total: progress.update(bar, total=total),
                 on_step=lambda step, loss: progress.update(bar, completed=step, loss=loss),
             )
@@ -381,7 +481,19 @@ def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plo
     )
     console.print(_metric_line(result.metric, result.metric_before, result.metric_after, data_path))
     for path, (before, after) in result.held_out.items():
-        console.print(_metric_line(result.metric, before, after, path))
+        if path != run.retain:
+            console.print(_metric_line(result.metric, before, after, path))
+    if "retain" in payload:
+        retain = payload["retain"]
+        console.print(_metric_line(result.metric, retain["metric_before"], retain["metric_after"], run.retain)
+                      + " (original task: " + _forgetting(result.metric, retain["forgetting"]) + ")")
+    if "replay" in payload:
+        replay = payload["replay"]
+        console.print(
+            f"replay buffer: {replay['held']} of {replay['offered']} original-task samples in {replay['bytes']:,} "
+            f"bytes ({replay['record_bytes']} per sample), {replay['steps']} replayed steps (one per "
+            f"{replay['every']} new)"
+        )
     console.print(
         f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
         f"training state {payload['state_bytes']:,}"
@@ -395,6 +507,12 @@ def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plo
         console.print(f"state saved to {state_out}")
     if plot:
         console.print(f"plot saved to {plot}")
+
+
+def _forgetting(metric: str, forgetting: float) -> str:
+    if metric == "accuracy":
+        return f"forgot {100 * forgetting:.1f} points" if forgetting > 0 else f"gained {-100 * forgetting:.1f} points"
+    return f"mse rose by {forgetting:.5g}" if forgetting > 0 else f"mse fell by {-forgetting:.5g}"
 
 
 def _metric_line(metric: str, before: float, after: float, where: str) -> str:

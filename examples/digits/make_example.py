@@ -11,6 +11,9 @@ tflm_train/examples/digits/ (a few tens of KB, committed):
   user_train.npz      64 of the new writer's digits, to fine-tune on
   user_test.npz       held-out digits of the new writer
   base_test.npz       held-out digits in the original style (forgetting check)
+  base_retain.npz     300 of the base model's own training digits: the
+                      original-task samples a device ships with, for replay
+                      and EWC (`--retain-only` writes just this file, no TF)
 
 Regenerate (needs TensorFlow and scikit-learn; pip install -e .[examples]):
   python examples/digits/make_example.py
@@ -41,16 +44,36 @@ def new_writer_style(images: np.ndarray) -> np.ndarray:
     return np.asarray(styled, np.float32).reshape(-1, 64)
 
 
-def main() -> None:
-    import tensorflow as tf
+RETAIN = 300  # base-training digits shipped for replay / EWC (the representative set)
 
-    tf.keras.utils.set_random_seed(SEED)
+
+def splits():
+    """(x, y, base_train, base_test, user) indices, the same on every run."""
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)  # [0, 1]
     y = digits.target.astype(np.int32)
     order = np.random.default_rng(SEED).permutation(len(x))
     base_idx, user_idx = order[:1200], order[1200:]
-    base_train, base_test = base_idx[:1000], base_idx[1000:]
+    return digits, x, y, base_idx[:1000], base_idx[1000:], user_idx
+
+
+def write_retain(x, y, base_train) -> None:
+    """Original-task samples the model was trained on: never the base_test digits."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(OUT / "base_retain.npz", x=x[base_train[:RETAIN]], y=y[base_train[:RETAIN]])
+
+
+def main() -> None:
+    import sys
+
+    digits, x, y, base_train, base_test, user_idx = splits()
+    write_retain(x, y, base_train)
+    if "--retain-only" in sys.argv[1:]:
+        print(f"wrote {OUT / 'base_retain.npz'}")
+        return
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(SEED)
     user_x = new_writer_style(digits.data[user_idx]) / 16.0
     user_y = y[user_idx]
 

@@ -110,6 +110,20 @@ size_t Trainer::OutputCount() const {
   return ready_ ? ElementCount(interpreter_.output(0)) : 0;
 }
 
+size_t Trainer::InputBytes() const {
+  return ready_ ? interpreter_.input(0)->bytes : 0;
+}
+
+TfLiteStatus Trainer::SetInputBytes(const void* bytes, size_t size) {
+  if (!ready_ || bytes == nullptr || size != InputBytes()) return kTfLiteError;
+  TfLiteTensor* x = interpreter_.input(0);
+  std::memcpy(x->data.raw, bytes, size);
+  // Float inputs are checked like SetInput's; quantized bytes are values.
+  input_not_finite_ =
+      x->type == kTfLiteFloat32 && !AllFinite(x->data.f, size / sizeof(float));
+  return kTfLiteOk;
+}
+
 TfLiteStatus Trainer::SetInput(const float* real_values) {
   if (!ready_) return kTfLiteError;
   TfLiteTensor* x = interpreter_.input(0);

@@ -58,6 +58,11 @@ class Trainer {
 
   // Real values into input 0, quantized for an int8/int16 input.
   TfLiteStatus SetInput(const float* real_values);
+  // Input 0's bytes as the tensor holds them (int8 values for an int8
+  // model): a sample stored that way, e.g. by tflmt::ReplayBuffer
+  // (device/replay.h). `size` must be InputBytes().
+  TfLiteStatus SetInputBytes(const void* bytes, size_t size);
+  size_t InputBytes() const;
   // Cross-entropy target: the class of a one-sample model.
   TfLiteStatus SetLabel(int32_t label);
   // MSE / binary cross-entropy target: as many values as output 0.

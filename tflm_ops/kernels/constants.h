@@ -51,6 +51,9 @@ constexpr uint8_t kActivationGradOptionsVersion = 1;
 constexpr uint8_t kSoftmaxGradOptionsVersion = 1;
 constexpr uint8_t kLossOptionsVersion = 1;
 constexpr uint8_t kOptimizerOptionsVersion = 1;
+// TFLMT_OPTIMIZER options with a regularizer toward the starting point
+// (kind and lambda appended); version 1 blobs stay valid.
+constexpr uint8_t kOptimizerRegularizedVersion = 2;
 constexpr uint8_t kAddGradsOptionsVersion = 1;
 constexpr uint8_t kPoolGradOptionsVersion = 1;
 constexpr uint8_t kMeanGradOptionsVersion = 1;
@@ -78,6 +81,11 @@ enum class LossKind : uint8_t {
 
 // TFLMT_OPTIMIZER options: which update rule.
 enum class OptimizerKind : uint8_t { kSgd = 0, kMomentum = 1, kAdam = 2 };
+
+// TFLMT_OPTIMIZER options (version 2): the penalty toward the starting
+// parameters w0. kL2Sp: lambda/2 |w - w0|^2; kEwc: lambda/2 sum F_i (w_i -
+// w0_i)^2 with a Fisher diagonal F from the model.
+enum class RegularizerKind : uint8_t { kNone = 0, kL2Sp = 1, kEwc = 2 };
 
 // TFLMT_POOL_GRAD options: which pool.
 enum class PoolKind : uint8_t { kAverage = 0, kMax = 1 };

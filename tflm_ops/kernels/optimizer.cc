@@ -13,7 +13,17 @@
 // The state's checksum is not maintained here: it is sealed on export
 // (kernels/training_state.h).
 //
-// Inputs:  0 state, 1 mode, 2 learning rate (float32 [1])
+// With a regularizer (options version 2) the update also pulls the
+// parameters back toward their starting values w0, against forgetting:
+// L2-SP adds lambda (w - w0) to the mean gradient, EWC lambda F (w - w0)
+// with a Fisher diagonal F computed at conversion from base-task data. w0 is
+// the model's initial state (the parameters the conversion made, in flash)
+// and F a constant tensor, so neither costs RAM and neither changes when a
+// device saves, commits or rolls back its state.
+//
+// Inputs:  0 state, 1 mode, 2 learning rate (float32 [1]);
+//          regularized: 3 initial state (uint8 constant: header, then w0),
+//          4 Fisher diagonal (float32 [P] constant; EWC only)
 // Outputs: none
 #include <cmath>
 #include <cstring>
@@ -31,6 +41,8 @@ namespace {
 constexpr int kState = 0;
 constexpr int kMode = 1;
 constexpr int kLearningRate = 2;
+constexpr int kAnchor = 3;
+constexpr int kFisher = 4;
 
 using Kind = OptimizerKind;
 
@@ -42,7 +54,11 @@ struct OpData {
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float epsilon = 1e-7f;
+  RegularizerKind regularizer = RegularizerKind::kNone;
+  float reg_lambda = 0.0f;
   size_t state_bytes = 0;
+  const float* anchor = nullptr;  // w0, in the model's initial state (flash)
+  const float* fisher = nullptr;  // EWC's F (flash)
 };
 
 int SlotCount(Kind kind) {
@@ -50,9 +66,14 @@ int SlotCount(Kind kind) {
 }
 
 void* Init(port::Context* context, const char* options, size_t length) {
+  // Version 2 appends the regularizer to version 1's fields.
+  const bool regularized = options != nullptr && length > 0 &&
+                           static_cast<uint8_t>(options[0]) ==
+                               kOptimizerRegularizedVersion;
   return InitOpData<OpData>(
-      context, options, length, kOptimizerOpName, kOptimizerOptionsVersion,
-      [](OptionsReader& reader, OpData* data) {
+      context, options, length, kOptimizerOpName,
+      regularized ? kOptimizerRegularizedVersion : kOptimizerOptionsVersion,
+      [regularized](OptionsReader& reader, OpData* data) {
         const uint8_t kind = reader.U8();
         data->kind = static_cast<Kind>(kind);
         data->accumulate = reader.I32();
@@ -61,15 +82,62 @@ void* Init(port::Context* context, const char* options, size_t length) {
         data->beta1 = reader.F32();
         data->beta2 = reader.F32();
         data->epsilon = reader.F32();
-        return kind <= static_cast<uint8_t>(Kind::kAdam) && data->accumulate >= 1;
+        uint8_t regularizer = 0;
+        if (regularized) {
+          regularizer = reader.U8();
+          data->regularizer = static_cast<RegularizerKind>(regularizer);
+          data->reg_lambda = reader.F32();
+        }
+        return kind <= static_cast<uint8_t>(Kind::kAdam) &&
+               data->accumulate >= 1 &&
+               regularizer <= static_cast<uint8_t>(RegularizerKind::kEwc) &&
+               data->reg_lambda >= 0.0f && std::isfinite(data->reg_lambda);
       });
+}
+
+// w0 is read from the initial state, which must hold a header and the same
+// number of parameters the state has room for; F must have one value per
+// parameter.
+port::Status PrepareRegularizer(port::Context* context, port::Node* node,
+                                const port::TensorInfo& state, OpData* data) {
+  port::TensorInfo anchor;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, kAnchor, &anchor));
+  TFLMT_ENSURE_MSG(anchor.type == port::DataType::kUInt8 &&
+                       anchor.constant_data != nullptr &&
+                       anchor.bytes >= state::kHeaderBytes,
+                   "TFLMT_OPTIMIZER: w0 must be the model's initial state");
+  const uint8_t* initial = static_cast<const uint8_t*>(anchor.constant_data);
+  const uint64_t params = state::LoadU32(initial, state::kParamCountOffset);
+  TFLMT_ENSURE_MSG(
+      std::memcmp(initial, state::kMagic, 4) == 0 &&
+          anchor.bytes >= state::kHeaderBytes + 4 * params &&
+          state.bytes >= state::kHeaderBytes + 8 * params,
+      "TFLMT_OPTIMIZER: the initial state does not hold w0 for this state");
+  data->anchor = reinterpret_cast<const float*>(initial + state::kHeaderBytes);
+  if (data->regularizer == RegularizerKind::kEwc) {
+    port::TensorInfo fisher;
+    TFLMT_ENSURE_OK(port::InputInfo(context, node, kFisher, &fisher));
+    TFLMT_ENSURE_MSG(fisher.type == port::DataType::kFloat32 &&
+                         fisher.constant_data != nullptr &&
+                         static_cast<uint64_t>(fisher.FlatSize()) == params,
+                     "TFLMT_OPTIMIZER: the Fisher diagonal must be a float32 "
+                     "constant with one value per parameter");
+    data->fisher = static_cast<const float*>(fisher.constant_data);
+  }
+  return port::Status::kOk;
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_OPTIMIZER: bad options");
-  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 0,
-                   "TFLMT_OPTIMIZER: takes state, mode and learning rate");
+  const int regularizer_inputs =
+      data->regularizer == RegularizerKind::kNone
+          ? 0
+          : (data->regularizer == RegularizerKind::kEwc ? 2 : 1);
+  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 + regularizer_inputs &&
+                       port::NumOutputs(node) == 0,
+                   "TFLMT_OPTIMIZER: takes state, mode and learning rate "
+                   "(and w0, F for a regularizer)");
   port::TensorInfo state, mode, learning_rate;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kState, &state));
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
@@ -83,6 +151,9 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                        learning_rate.FlatSize() == 1,
                    "TFLMT_OPTIMIZER: learning rate must be float32 [1]");
   data->state_bytes = state.bytes;
+  if (regularizer_inputs > 0) {
+    TFLMT_ENSURE_OK(PrepareRegularizer(context, node, state, data));
+  }
   return port::Status::kOk;
 }
 
@@ -157,6 +228,13 @@ port::Status Eval(port::Context* context, port::Node* node) {
     return port::Status::kOk;
   }
 
+  if (data.regularizer != RegularizerKind::kNone) {
+    // The grads hold a sum over `accumulate` samples: scale the penalty's
+    // gradient the same way so that the rule's 1/N leaves lambda F (w - w0).
+    reference::AddAnchorPenaltyGradient(
+        grads, state::Params(s), data.anchor, data.fisher, params,
+        data.reg_lambda * static_cast<float>(data.accumulate));
+  }
   const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
   bool applied = false;
   if (std::isfinite(reference::SumOfSquares(grads, params))) {

@@ -7,6 +7,11 @@
 // `grad_scale` turns summed gradients into the ones to apply (1/N for N
 // accumulated samples, times the clipping factor).
 //
+// A penalty toward the starting parameters w0 (L2-SP: lambda/2 |w - w0|^2;
+// EWC: lambda/2 sum F_i (w_i - w0_i)^2) enters as its gradient, added to the
+// mean data gradient before clipping and before the rule - what
+// tf.GradientTape gives for (loss + penalty) - see AddAnchorPenaltyGradient.
+//
 // Each rule is one per-value function (`...Step`) used twice: by
 // `...UpdateIsFinite`, which computes every new value without writing and
 // tells whether all are finite, and by `...Update`, which writes them. The
@@ -151,6 +156,33 @@ inline void AdamUpdate(float* params, const float* grads, float* m, float* v,
     m[i] = next.m;
     v[i] = next.v;
   }
+}
+
+// Adds the gradient of lambda/2 sum F_i (w_i - w0_i)^2 to summed gradients:
+// grads_i += scale F_i (w_i - w0_i), with scale = lambda * N for N summed
+// samples (the rules above divide the sum by N again). `fisher` null: F = 1
+// (L2-SP).
+inline void AddAnchorPenaltyGradient(float* grads, const float* params,
+                                     const float* anchor, const float* fisher,
+                                     int n, float scale) {
+  if (fisher == nullptr) {
+    for (int i = 0; i < n; ++i) grads[i] += scale * (params[i] - anchor[i]);
+  } else {
+    for (int i = 0; i < n; ++i) {
+      grads[i] += scale * fisher[i] * (params[i] - anchor[i]);
+    }
+  }
+}
+
+// The penalty itself, lambda/2 sum F_i (w_i - w0_i)^2 (`fisher` null: F = 1).
+inline float AnchorPenalty(const float* params, const float* anchor,
+                           const float* fisher, int n, float lambda) {
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float d = params[i] - anchor[i];
+    sum += (fisher == nullptr ? 1.0f : fisher[i]) * d * d;
+  }
+  return 0.5f * lambda * sum;
 }
 
 }  // namespace reference
