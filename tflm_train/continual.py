@@ -91,13 +91,27 @@ def fisher_from_npz(model_bytes: bytes, config: ConvertConfig, path: str) -> tup
 
 
 # ---- replay buffer -----------------------------------------------------------------------------
+_DEFAULT_SEED = 0x9E3779B9
+
+
+def _mix_seed(seed: int) -> int:
+    """MurmurHash3's 32-bit finalizer over seed ^ a constant (replay.cc's
+    MixSeed): small seeds would otherwise start xorshift32 with small numbers."""
+    h = (seed ^ _DEFAULT_SEED) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h or _DEFAULT_SEED
+
+
 class XorShift32:
-    """The replay buffer's random numbers: Marsaglia's xorshift32 (13, 17, 5),
-    as tflm_ops/device/replay.cc computes them. Seed 0 is replaced (0 is a
-    fixed point)."""
+    """The replay buffer's random numbers: Marsaglia's xorshift32 (13, 17, 5)
+    from a mixed seed, as tflm_ops/device/replay.cc computes them."""
 
     def __init__(self, seed: int):
-        self.state = (seed & 0xFFFFFFFF) or 0x9E3779B9
+        self.state = _mix_seed(seed & 0xFFFFFFFF)
 
     def next(self) -> int:
         x = self.state

@@ -5,8 +5,21 @@
 namespace tflmt {
 
 namespace {
-// xorshift32 has 0 as a fixed point: a zero seed becomes this one.
+// xorshift32 has 0 as a fixed point: a state of zero becomes this one.
 constexpr uint32_t kDefaultSeed = 0x9E3779B9u;
+
+// Spreads a seed's bits over the whole word (MurmurHash3's 32-bit
+// finalizer): xorshift32 started from a small seed (1, 2, ...) would give
+// small first numbers, and the first samples offered would stay less often.
+uint32_t MixSeed(uint32_t seed) {
+  uint32_t h = seed ^ kDefaultSeed;
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h != 0 ? h : kDefaultSeed;
+}
 }  // namespace
 
 bool ReplayBuffer::Init(uint8_t* storage, size_t storage_bytes,
@@ -26,7 +39,7 @@ bool ReplayBuffer::Init(uint8_t* storage, size_t storage_bytes,
   input_bytes_ = input_bytes;
   target_bytes_ = target_bytes;
   capacity_ = storage_bytes / record;
-  rng_ = seed != 0 ? seed : kDefaultSeed;
+  rng_ = MixSeed(seed);
   replay_every_ = replay_every;
   return true;
 }

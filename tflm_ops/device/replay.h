@@ -43,7 +43,7 @@ class ReplayBuffer {
  public:
   // Uses storage[0, storage_bytes) for records of input_bytes + target_bytes.
   // False (and the buffer unusable) when not even one record fits, a size is
-  // zero or replay_every is 0. seed 0 is replaced by a fixed non-zero seed.
+  // zero or replay_every is 0. Any seed (0 too) is fine: it is mixed first.
   bool Init(uint8_t* storage, size_t storage_bytes, size_t input_bytes,
             size_t target_bytes, uint32_t seed, uint32_t replay_every);
 
