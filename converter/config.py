@@ -113,7 +113,7 @@ class ConvertConfig:
         return float(alpha) / self.r
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "method": self.method,
             "r": self.r,
             "lora_alpha": self.r if self.lora_alpha is None else self.lora_alpha,
@@ -125,6 +125,7 @@ class ConvertConfig:
             "seed": self.seed,
             "sparse_weights": self.sparse_weights,
             "recompute": self.recompute,
-            "regularizer": self.regularizer,
-            "reg_lambda": self.reg_lambda,
         }
+        if self.regularizer != "none":  # unregularized metadata stays as it was
+            out.update(regularizer=self.regularizer, reg_lambda=self.reg_lambda)
+        return out

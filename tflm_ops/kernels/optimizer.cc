@@ -46,19 +46,19 @@ constexpr int kFisher = 4;
 
 using Kind = OptimizerKind;
 
+// The regularizer sits beside `kind` and w0 / F are looked up in Eval, so
+// OpData (persistent arena) is no larger than without regularizers.
 struct OpData {
   Kind kind = Kind::kSgd;
+  RegularizerKind regularizer = RegularizerKind::kNone;
   int accumulate = 1;
   float clip_norm = 0.0f;
   float momentum = 0.0f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float epsilon = 1e-7f;
-  RegularizerKind regularizer = RegularizerKind::kNone;
   float reg_lambda = 0.0f;
   size_t state_bytes = 0;
-  const float* anchor = nullptr;  // w0, in the model's initial state (flash)
-  const float* fisher = nullptr;  // EWC's F (flash)
 };
 
 int SlotCount(Kind kind) {
@@ -99,7 +99,8 @@ void* Init(port::Context* context, const char* options, size_t length) {
 // number of parameters the state has room for; F must have one value per
 // parameter.
 port::Status PrepareRegularizer(port::Context* context, port::Node* node,
-                                const port::TensorInfo& state, OpData* data) {
+                                const port::TensorInfo& state,
+                                const OpData* data) {
   port::TensorInfo anchor;
   TFLMT_ENSURE_OK(port::InputInfo(context, node, kAnchor, &anchor));
   TFLMT_ENSURE_MSG(anchor.type == port::DataType::kUInt8 &&
@@ -113,7 +114,6 @@ port::Status PrepareRegularizer(port::Context* context, port::Node* node,
           anchor.bytes >= state::kHeaderBytes + 4 * params &&
           state.bytes >= state::kHeaderBytes + 8 * params,
       "TFLMT_OPTIMIZER: the initial state does not hold w0 for this state");
-  data->anchor = reinterpret_cast<const float*>(initial + state::kHeaderBytes);
   if (data->regularizer == RegularizerKind::kEwc) {
     port::TensorInfo fisher;
     TFLMT_ENSURE_OK(port::InputInfo(context, node, kFisher, &fisher));
@@ -122,7 +122,6 @@ port::Status PrepareRegularizer(port::Context* context, port::Node* node,
                          static_cast<uint64_t>(fisher.FlatSize()) == params,
                      "TFLMT_OPTIMIZER: the Fisher diagonal must be a float32 "
                      "constant with one value per parameter");
-    data->fisher = static_cast<const float*>(fisher.constant_data);
   }
   return port::Status::kOk;
 }
@@ -231,8 +230,15 @@ port::Status Eval(port::Context* context, port::Node* node) {
   if (data.regularizer != RegularizerKind::kNone) {
     // The grads hold a sum over `accumulate` samples: scale the penalty's
     // gradient the same way so that the rule's 1/N leaves lambda F (w - w0).
+    // w0 follows the initial state's header (16-byte aligned buffer).
+    const float* anchor = reinterpret_cast<const float*>(
+        port::Input(context, node, kAnchor).As<uint8_t>() + state::kHeaderBytes);
+    const float* fisher =
+        data.regularizer == RegularizerKind::kEwc
+            ? port::Input(context, node, kFisher).As<float>()
+            : nullptr;
     reference::AddAnchorPenaltyGradient(
-        grads, state::Params(s), data.anchor, data.fisher, params,
+        grads, state::Params(s), anchor, fisher, params,
         data.reg_lambda * static_cast<float>(data.accumulate));
   }
   const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
