@@ -510,6 +510,8 @@ def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plo
 
 
 def _forgetting(metric: str, forgetting: float) -> str:
+    if forgetting == 0:
+        return "nothing forgotten"
     if metric == "accuracy":
         return f"forgot {100 * forgetting:.1f} points" if forgetting > 0 else f"gained {-100 * forgetting:.1f} points"
     return f"mse rose by {forgetting:.5g}" if forgetting > 0 else f"mse fell by {-forgetting:.5g}"
