@@ -17,6 +17,8 @@ LossName = Literal["ce", "mse", "bce"]
 OptimizerName = Literal["sgd", "momentum", "adam"]
 RecomputeMode = Literal["auto", "always", "never"]
 HeadMode = Literal["replace", "append"]
+Arithmetic = Literal["float", "int8"]
+Rounding = Literal["stochastic", "nearest"]
 
 LOSSES: tuple[str, ...] = get_args(LossName)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
@@ -43,6 +45,9 @@ class ConvertConfig:
     recompute  auto | always | never: whether the backward pass recomputes the
                hidden rows of LoRA and adapters instead of keeping them (auto:
                where that lowers the step's activation peak; converter/recompute.py)
+    arithmetic float (float32 gradients and update) | int8 (integer training:
+               int16 LoRA, integer backward pass and SGD; converter/integer.py)
+    rounding   int8: the integer SGD's rounding, stochastic | nearest
     """
 
     method: MethodName = "lora"
@@ -56,6 +61,8 @@ class ConvertConfig:
     seed: int = 0
     sparse_weights: str = ""
     recompute: RecomputeMode = "auto"
+    arithmetic: Arithmetic = "float"
+    rounding: Rounding = "stochastic"
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -80,6 +87,12 @@ class ConvertConfig:
             raise ConversionError("head mode must be 'replace' or 'append'")
         if self.recompute not in RECOMPUTE_MODES:
             raise ConversionError(f"--recompute must be one of {', '.join(RECOMPUTE_MODES)}")
+        if self.arithmetic not in get_args(Arithmetic):
+            raise ConversionError(f"--arithmetic must be one of {', '.join(get_args(Arithmetic))}")
+        if self.rounding not in get_args(Rounding):
+            raise ConversionError(f"--rounding must be one of {', '.join(get_args(Rounding))}")
+        if self.rounding != "stochastic" and self.arithmetic == "float":
+            raise ConversionError("--rounding is an option of --arithmetic int8")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -89,7 +102,8 @@ class ConvertConfig:
         return float(alpha) / self.r
 
     def to_json(self) -> dict:
-        return {
+        extra = {} if self.arithmetic == "float" else {"arithmetic": self.arithmetic, "rounding": self.rounding}
+        return extra | {
             "method": self.method,
             "r": self.r,
             "lora_alpha": self.r if self.lora_alpha is None else self.lora_alpha,

@@ -41,6 +41,10 @@ class ConvertResult:
 
 
 def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
+    if config.arithmetic == "int8":  # integer training: its own rewrite
+        from tflm_train.converter import integer
+
+        return integer.convert(model_bytes, config)
     model = Model.from_bytes(model_bytes)
     if model.metadata(METADATA_NAME) is not None:
         raise ConversionError("this model was already converted by tflm-train")

@@ -160,6 +160,12 @@ def _shape(shape: list[int]) -> str:
     "(auto: where that lowers the activation peak).",
 )
 @click.option("--board", default=None, help="Pick targets and rank (or layers) so that training fits this board's SRAM.")
+@click.option(  # integer training (converter/integer.py)
+    "--arithmetic", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+    help="int8: integer training for FPU-less chips (LoRA on int8 FULLY_CONNECTED layers, integer SGD).",
+)
+@click.option("--rounding", type=click.Choice(["stochastic", "nearest"]), default="stochastic", show_default=True,
+              help="--arithmetic int8: rounding of the integer SGD update.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
@@ -181,6 +187,8 @@ def convert(
     sparse_weights: str,
     recompute: str,
     board: str | None,
+    arithmetic: str,
+    rounding: str,
     c_array: str | None,
     as_json: bool,
 ) -> None:
@@ -204,6 +212,8 @@ def convert(
         optimizer=OptimizerConfig(kind=optimizer, accumulate=accumulate, clip_norm=clip, momentum=momentum),
         seed=seed,
         recompute=recompute,
+        arithmetic=arithmetic,
+        rounding=rounding,
         **fields,
     )
     console = None if as_json else _console()
