@@ -15,7 +15,7 @@ tflm_ops/reference/lora_int.h) never see a float scale.
                 scale, int16 gradient (softmax - onehot) with exponent -15
   backward      int16 activation gradients with a per-tensor power-of-two
                 exponent chosen per sample; int32/int64 accumulation
-  gradients     int32 accumulators in the state, in units of s_p * 2^-16
+  gradients     int32 accumulators in the state, in units of s_p * 2^-8
                 (quantization-aware scaling: the gradient of the integer
                 parameter times s_p^-2, so integer SGD moves the real value
                 as float SGD would)
@@ -45,7 +45,7 @@ from tflm_train.converter.state_format import StateLayout
 ARITHMETICS = ("float", "int8")
 ROUNDINGS = {"nearest": 0, "stochastic": 1}
 A_STEPS = 8192  # int16 steps per kaiming bound of A
-GRAD_FRACTION_BITS = 16  # accumulator unit: s_p * 2^-16
+GRAD_FRACTION_BITS = 8  # accumulator unit: s_p * 2^-8 (reference/lora_int.h kGradFractionBits)
 LOSS_GRAD_EXPONENT = -15
 _ACTIVATIONS = {ops.Activation.NONE, ops.Activation.RELU, ops.Activation.RELU6, ops.Activation.RELU_N1_TO_1}
 

@@ -5,10 +5,10 @@
 // Representations (the converter chooses every scale; converter/integer.py):
 //  - parameters: int16 with a fixed per-tensor scale s_p (LoRA A, LoRA B);
 //  - their gradients: int32 accumulators in the state in units of
-//    s_p * 2^-16, i.e. the gradient of the real parameter already divided by
+//    s_p * 2^-8 (kGradFractionBits), i.e. the gradient of the real parameter already divided by
 //    its scale twice (quantization-aware scaling: the gradient of q = w / s_p
 //    is s_p * dL/dw; the update that matches float SGD is that times
-//    s_p^-2), so SGD on the integers is q -= lr * g * 2^-16;
+//    s_p^-2), so SGD on the integers is q -= lr * g * 2^-8;
 //  - activation gradients: int16 values v with a per-tensor power-of-two
 //    exponent e (real = v * 2^e), chosen per sample so the largest value
 //    keeps 15 bits; products are accumulated in int32 / int64.
@@ -25,6 +25,12 @@ namespace reference {
 
 // The most LoRA rank the integer kernels take (a stack array per row).
 constexpr int kMaxIntLoraRank = 32;
+// Fraction bits of a gradient accumulator below one parameter step: a
+// gradient of up to 2^23 steps per unit learning rate fits, and what is
+// finer than 2^-8 steps is below any update's resolution.
+constexpr int kGradFractionBits = 8;
+// The learning rate's fraction bits (Q24).
+constexpr int kLearningRateBits = 24;
 
 struct IntLinearShape {
   int rows = 1;  // samples (FULLY_CONNECTED batches)
@@ -240,8 +246,8 @@ inline void SoftmaxCrossEntropyInt(const int8_t* logits, const int32_t* labels,
   *loss_q16 = static_cast<uint32_t>(loss_sum / static_cast<uint64_t>(rows));
 }
 
-// Quantized SGD: q -= round(lr * g * 2^-16), lr in Q24, g in units of
-// s_p * 2^-16 (see the top). Stochastic rounding adds a uniform fraction
+// Quantized SGD: q -= round(lr * g * 2^-8), lr in Q24, g in units of
+// s_p * 2^-8 (see the top). Stochastic rounding adds a uniform fraction
 // from HashRandom(seed, step, i) before flooring (unbiased); otherwise round
 // half away from zero. Parameters stay in [-32767, 32767]; the accumulators
 // are cleared.
@@ -249,16 +255,17 @@ inline void SgdIntUpdate(int16_t* params, int32_t* grads, int count,
                          int32_t lr_q24, bool stochastic, uint32_t seed,
                          uint32_t step) {
   for (int i = 0; i < count; ++i) {
-    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-40 steps
+    constexpr int kShift = kGradFractionBits + kLearningRateBits;  // 32
+    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
     grads[i] = 0;
     if (t == 0) continue;
     int64_t change;
     if (stochastic) {
-      const int64_t fraction =
-          static_cast<int64_t>(HashRandom(seed, step, static_cast<uint32_t>(i))) << 8;
-      change = (t + fraction) >> 40;  // floor: arithmetic shift
+      // A uniform fraction in [0, 1) steps: 32 random bits.
+      const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i));
+      change = (t + fraction) >> kShift;  // floor: arithmetic shift
     } else {
-      change = RoundShift(t, 40);
+      change = RoundShift(t, kShift);
     }
     const int64_t q = static_cast<int64_t>(params[i]) - change;
     params[i] = SaturateInt16(q);

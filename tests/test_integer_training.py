@@ -1,0 +1,268 @@
+"""Integer training (`convert --arithmetic int8`): the kernels against a
+bit-exact Python integer reference (tests/int_reference.py), the integer
+gradients against TensorFlow's float gradients (tf.GradientTape) within a
+stated tolerance, and training accuracy against float training with the same
+data, sample order and schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import int_reference as ref
+from tflm_train import fitting
+from tflm_train.converter.config import ConvertConfig
+from tflm_train.converter.convert import convert
+from tflm_train.converter.errors import ConversionError
+from tflm_train.converter.ops import OptimizerConfig
+from tflm_train.converter.state_format import (
+    FLAG_INTEGER,
+    HEADER_BYTES,
+    Header,
+    StateError,
+    dequantized_parameters,
+    integer_gradients,
+    integer_parameters,
+)
+from tflm_train.data import load_npz
+from tflm_train.trainer import PlainModel, TrainableModel, quantize
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "tflm_train/examples/digits"
+MOTIONS = ROOT / "tflm_train/examples/basic_motions"
+
+
+@pytest.fixture(scope="module")
+def digits_int8() -> tuple[bytes, bytes, dict]:
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    result = convert(base, ConvertConfig(targets="last:3", arithmetic="int8"))
+    return base, result.model, result.metadata
+
+
+def _data(model, path: Path, name: str):
+    return fitting.prepare(model, load_npz(path / f"{name}.npz"), fitting.task_of(model), name)
+
+
+# ---- the fixed-point helpers ------------------------------------------------------------------
+def test_log2_table_and_helpers_match_their_definitions():
+    header = (ROOT / "tflm_ops/reference/fixed_point.h").read_text()
+    table = [int(v) for v in re.search(r"kLog2Table\[33\] = \{([^}]*)\}", header).group(1).split(",")]
+    assert table == ref.LOG2_TABLE
+    for x in (1, 2, 3, 1000, 65536, 123456789, 2**32 - 1):
+        assert abs(ref.log2_q16(x) / 65536 - math.log2(x)) < 2**-9
+    for value in (1, 65536, 3 * 65536 + 12345, 2**31 - 1):
+        real = struct.unpack("<f", struct.pack("<I", ref.float_bits_from_q16(value)))[0]
+        assert abs(real - value / 65536) <= value / 65536 * 2**-23
+    assert ref.q24_from_float(0.02) == int(0.02 * 2**24) and ref.q24_from_float(1.0) == 2**24
+
+
+# ---- conversion -------------------------------------------------------------------------------
+def test_integer_conversion_keeps_int16_parameters_with_scales(digits_int8):
+    _, converted, meta = digits_int8
+    assert meta["arithmetic"] == "int8"
+    tensors = meta["state"]["tensors"]
+    assert {t["role"] for t in tensors} == {"lora_A", "lora_B"} and len(tensors) == 6
+    assert all(t["dtype"] == "int16" and t["scale"] > 0 for t in tensors)
+    p = meta["state"]["param_count"]
+    assert meta["state"]["bytes"] == HEADER_BYTES + (2 * p + 3) // 4 * 4 + 4 * p  # int16 params + int32 accumulators
+    model = TrainableModel(converted)
+    state = model.save_state()
+    header = Header.unpack(state)
+    assert header.flags & FLAG_INTEGER
+    b = [t for t in tensors if t["role"] == "lora_B"]
+    q = integer_parameters(state, header)
+    assert all(not q[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].any() for t in b)  # B starts at zero
+
+
+def test_integer_model_first_predicts_exactly_the_original(digits_int8):
+    base, converted, _ = digits_int8
+    original, model = PlainModel(base), TrainableModel(converted)
+    x, _ = _data(model, DIGITS, "user_test")
+    for sample in x[:40]:
+        assert np.array_equal(model.predict(sample), original.predict(sample))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (dict(method="bias"), "supports --method lora"),
+        (dict(optimizer=OptimizerConfig(kind="adam")), "integer SGD"),
+        (dict(optimizer=OptimizerConfig(accumulate=4)), "integer SGD"),
+        (dict(loss="mse"), "cross-entropy"),
+        (dict(r=64), "rank up to 32"),
+    ],
+)
+def test_unsupported_integer_options_are_refused(config, message):
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    with pytest.raises(ConversionError, match=message):
+        convert(base, ConvertConfig(arithmetic="int8", **config))
+
+
+def test_integer_training_through_a_conv_layer_is_refused():
+    base = (MOTIONS / "model_int8.tflite").read_bytes()
+    with pytest.raises(ConversionError, match="FULLY_CONNECTED"):
+        convert(base, ConvertConfig(arithmetic="int8", targets="last:2"))
+
+
+def test_cli_refuses_another_method_in_one_line(tmp_path):
+    out = tmp_path / "out.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"), "-o", str(out),
+         "--arithmetic", "int8", "--method", "bias"], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "supports --method lora" in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_cli_converts_with_integer_arithmetic(tmp_path):
+    out = tmp_path / "out.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"), "-o", str(out),
+         "--arithmetic", "int8", "--rounding", "nearest", "--json"], capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert any("integer arithmetic" in note for note in json.loads(result.stdout)["notes"])
+    assert TrainableModel(out.read_bytes()).info.raw["config"]["rounding"] == "nearest"
+
+
+# ---- the kernels, bit for bit -----------------------------------------------------------------
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+def test_integer_steps_are_bit_exact_with_the_reference(rounding):
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    converted = convert(base, ConvertConfig(targets="last:3", arithmetic="int8", rounding=rounding, seed=3)).model
+    model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
+    x, y = _data(model, DIGITS, "user_train")
+    state = model.save_state()
+    changed = 0
+    for step in range(24):  # enough steps for B to move, so every LoRA term counts
+        x_q = quantize(x[step][None], model.input_details)
+        expected, loss_bits = graph.step(state, x_q, int(y[step]), 0.05)
+        loss = model.train_step(x[step], int(y[step]), 0.05)
+        state = model.save_state()
+        header = Header.unpack(state)
+        assert struct.pack("<f", loss) == struct.pack("<I", loss_bits), f"loss differs at step {step}"
+        assert header.step == step + 1
+        assert np.array_equal(integer_parameters(state, header), integer_parameters(expected, header)), step
+        assert not integer_gradients(state, header).any()  # the update cleared the accumulators
+        changed = np.count_nonzero(integer_parameters(state, header))
+    assert changed > 0.9 * Header.unpack(state).param_count  # A and B both moved
+
+
+# ---- against TensorFlow -----------------------------------------------------------------------
+# TensorFlow differentiates the same LoRA model in float (the int8 model's
+# weights dequantized, the state's int16 parameters times their scales). Its
+# loss reads the integer forward pass's logits (straight through: the value
+# is the int8 logits', the gradient flows through TF's float logits), so the
+# comparison measures the integer backward pass: int8 hidden activations
+# (TF keeps them float; a ReLU whose int8 output is exactly zero passes no
+# gradient), int16 activation gradients, integer rounding. Per sample, the
+# whole gradient's error stays below this fraction of its norm, plus a floor
+# for gradients that vanish: a softmax output within 2^-15 of its label's
+# one-hot value is one in the integer loss (Q15), its gradient zero.
+GRADIENT_TOLERANCE = 0.08
+GRADIENT_FLOOR = 1e-3
+
+
+@pytest.mark.tf
+def test_integer_gradients_match_tensorflow(digits_int8):
+    import tensorflow as tf
+    from tf_reference import ConvertedModel
+
+    base, converted, meta = digits_int8
+    model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
+    x, y = _data(model, DIGITS, "user_train")
+    for i in range(20):  # move B away from zero first
+        model.train_step(x[i], int(y[i]), 0.05)
+    state = model.save_state()
+    header = Header.unpack(state)
+    tensors = meta["state"]["tensors"]
+    reference = ConvertedModel(base, meta, dequantized_parameters(state, header, tensors))
+    qi = model.input_details["quantization_parameters"]
+    logits_zero, logits_scale = _logits_quantization(converted)
+    errors = []
+    for i in range(20, 36):
+        x_q = quantize(x[i][None], model.input_details)
+        after, _ = graph.step(state, x_q, int(y[i]), 0.0, update=False)
+        accumulators = integer_gradients(after, header).astype(np.float64)
+        x_real = (x_q.astype(np.float32) - qi["zero_points"][0]) * qi["scales"][0]
+        z_int = (graph.logits.astype(np.float32) - logits_zero) * logits_scale
+
+        def loss():
+            z = reference.output(x_real)
+            return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+                np.array([int(y[i])]), z + tf.stop_gradient(z_int - z)
+            )
+
+        want = reference.flat(reference.gradients(loss))
+        got = np.zeros_like(accumulators)
+        for t in tensors:
+            span = slice(t["offset"], t["offset"] + int(np.prod(t["shape"])))
+            got[span] = accumulators[span] * t["scale"] * 2.0**-8  # accumulator units: s_p * 2^-8
+        error = np.linalg.norm(got - want)
+        assert error <= GRADIENT_TOLERANCE * np.linalg.norm(want) + GRADIENT_FLOOR, (i, error, np.linalg.norm(want))
+        errors.append(error / np.linalg.norm(want))
+    assert np.median(errors) < 0.02, errors  # typically well below the bound
+
+
+def _logits_quantization(converted: bytes) -> tuple[int, float]:
+    from tflm_train.converter import ops
+    from tflm_train.converter.model_ir import Model
+
+    model = Model.from_bytes(converted)
+    loss_op = next(op for op in model.operators if model.op_type(op) == ops.LOSS_INT)
+    q = model.quant(model.inputs_of(loss_op)[0])
+    return int(q.zero_point[0]), float(q.scale[0])
+
+
+# ---- training accuracy ------------------------------------------------------------------------
+def _fit_accuracy(base: bytes, config: ConvertConfig, path: Path, epochs: int, lr: float, seed: int = 0) -> float:
+    model = TrainableModel(convert(base, config).model)
+    task = fitting.task_of(model)
+    x, y = _data(model, path, "user_train")
+    fitting.fit(model, x, y, task, epochs, lr, seed=seed)
+    return fitting.evaluate(model, *_data(model, path, "user_test"), task)
+
+
+@pytest.mark.parametrize(
+    "path, targets, epochs, lr",
+    [(DIGITS, "last:3", 8, 0.02), (MOTIONS, "logits", 40, 0.03)],
+    ids=["digits", "basic_motions"],
+)
+def test_integer_training_is_within_a_point_of_float(path, targets, epochs, lr):
+    base = (path / "model_int8.tflite").read_bytes()
+    before = fitting.evaluate(PlainModel(base), *_data(PlainModel(base), path, "user_test"),
+                              fitting.Task("accuracy", classes=10))
+    accuracy = {
+        arithmetic: _fit_accuracy(base, ConvertConfig(targets=targets, arithmetic=arithmetic), path, epochs, lr)
+        for arithmetic in ("float", "int8")
+    }
+    assert accuracy["float"] > before + 0.2  # the schedule does adapt the model
+    assert accuracy["int8"] >= accuracy["float"] - 0.01, accuracy
+
+
+# ---- state ------------------------------------------------------------------------------------
+def test_integer_state_round_trips_and_corruption_is_refused(digits_int8):
+    _, converted, _ = digits_int8
+    model = TrainableModel(converted)
+    x, y = _data(model, DIGITS, "user_train")
+    for i in range(5):
+        model.train_step(x[i], int(y[i]), 0.05)
+    saved = model.save_state()
+    prediction = model.predict(x[0])
+    fresh = TrainableModel(converted)
+    fresh.load_state(saved)
+    assert np.array_equal(fresh.predict(x[0]), prediction)
+    corrupt = bytearray(saved)
+    corrupt[HEADER_BYTES + 3] ^= 0x40
+    with pytest.raises(StateError, match="checksum"):
+        fresh.load_state(bytes(corrupt))
