@@ -242,7 +242,8 @@ def convert(model_bytes: bytes, config):
                                custom_options=options)
         operators[operators.index(t.op)] = new_op
         lora[index] = (a, b, hidden, s_a, s_b)
-        adapted.append({"index": index, "name": t.short, "op": "FULLY_CONNECTED", "params": a.size + b.size})
+        adapted.append({"index": index, "name": t.short, "op": "FULLY_CONNECTED", "params": a.size + b.size,
+                        "activation": int(t.activation), "lora_a_offset": a.offset})  # for merge
     forward = list(model.operators)
     notes.append(
         f"LoRA rank {r}, scale {lora_scale:g} on {', '.join(layers[i].target.short for i in sorted(targets))}, "

@@ -250,6 +250,24 @@ def test_integer_training_is_within_a_point_of_float(path, targets, epochs, lr):
     assert accuracy["int8"] >= accuracy["float"] - 0.01, accuracy
 
 
+def test_an_integer_state_merges_into_a_plain_model(digits_int8):
+    from tflm_train.converter.merge import merge
+
+    _, converted, _ = digits_int8
+    model = TrainableModel(converted)
+    task = fitting.task_of(model)
+    x, y = _data(model, DIGITS, "user_train")
+    fitting.fit(model, x, y, task, 4, 0.02, seed=0)
+    merged = PlainModel(merge(converted, model.save_state()))
+    test = _data(model, DIGITS, "user_test")
+    trained = fitting.evaluate(model, *test, task)
+    assert abs(fitting.evaluate(merged, *test, fitting.Task("accuracy", classes=10)) - trained) < 0.02
+    # The initial state (B = 0) merges to the base model (weights requantized per channel).
+    base = PlainModel((DIGITS / "model_int8.tflite").read_bytes())
+    classes = fitting.Task("accuracy", classes=10)
+    assert abs(fitting.evaluate(PlainModel(merge(converted)), *test, classes) - fitting.evaluate(base, *test, classes)) < 0.02
+
+
 # ---- state ------------------------------------------------------------------------------------
 def test_integer_state_round_trips_and_corruption_is_refused(digits_int8):
     _, converted, _ = digits_int8
