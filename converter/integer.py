@@ -1,6 +1,7 @@
 """`convert --arithmetic int8`: integer training for FPU-less microcontrollers.
 
-LoRA on int8 FULLY_CONNECTED layers, trained with integers only. Every scale
+LoRA (--method lora) or a bias delta (--method bias) on int8 FULLY_CONNECTED
+layers, trained with integers only. Every scale
 is fixed here, at conversion, and reaches the kernels as a fixed-point
 multiplier (QMult: real = multiplier * 2^(shift - 31)); the kernels
 (tflm_ops/kernels/lora_int.cc, loss_int.cc, sgd_int.cc; math in
@@ -8,7 +9,8 @@ tflm_ops/reference/lora_int.h) never see a float scale.
 
   parameters    LoRA A and B as int16 with a fixed per-tensor scale each
                 (A: peft's kaiming bound / 2^13, so A may grow 4x; B: a range
-                from the layer's weights, see _b_scale)
+                from the layer's weights, see b_scale); a trainable bias is an
+                int16 delta on the frozen int32 bias, in 1/256 output steps
   forward       the int8 layer exactly as the stock kernel, plus the LoRA
                 term B (A (x - zx)) added in output units (B = 0: the same bytes)
   loss          softmax cross-entropy in integers: an exp table of the logits'
@@ -77,10 +79,14 @@ def exp_table(logit_scale: float) -> np.ndarray:
     return np.floor(65536.0 * np.exp(-d * float(logit_scale)) + 0.5).astype(np.int32)
 
 
+METHODS = ("lora", "bias")
+BIAS_STEPS_PER_OUTPUT_STEP = 256  # a bias delta's int16 step: 1/256 of the output's
+
+
 def _check_options(config) -> None:
-    if config.method != "lora":
+    if config.method not in METHODS:
         raise ConversionError(
-            f"--arithmetic int8 supports --method lora (integer LoRA on int8 FULLY_CONNECTED layers), not {config.method}"
+            f"--arithmetic int8 supports --method lora or bias (on int8 FULLY_CONNECTED layers), not {config.method}"
         )
     opt = config.optimizer
     if opt.kind != "sgd" or opt.accumulate != 1 or opt.clip_norm != 0:
@@ -180,6 +186,35 @@ class _Layer:
         return reach / 32767.0
 
 
+class _Trainable:
+    """What one target layer trains: LoRA (rank > 0) or a bias delta."""
+
+    rank = 0
+    a = b = bias = None  # state entries
+    hidden = -1
+    s_a = s_b = s_bias = 0.0
+
+    @property
+    def a_offset(self) -> int:
+        return self.a.offset if self.a else 0
+
+    @property
+    def b_offset(self) -> int:
+        return self.b.offset if self.b else 0
+
+    @property
+    def bias_offset(self) -> int:
+        return self.bias.offset if self.bias else -1
+
+    @property
+    def first_offset(self) -> int:
+        return self.a_offset if self.rank else self.bias_offset
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in (self.a, self.b, self.bias) if e is not None)
+
+
 def _i32s(*values: int) -> bytes:
     return b"".join(int(v).to_bytes(4, "little", signed=True) for v in values)
 
@@ -217,37 +252,50 @@ def convert(model_bytes: bytes, config):
     r, lora_scale = config.r, config.lora_scale
     layout = StateLayout(
         optimizer="sgd",
-        semantics={"method": "lora", "lora_scale": lora_scale, "head_mode": config.head_mode, "arithmetic": "int8"},
+        semantics={"method": config.method, "lora_scale": lora_scale, "head_mode": config.head_mode,
+                   "arithmetic": "int8"},
         integer=True,
     )
     state = model.add_tensor("tflm_train/state", [1], np.uint8, is_variable=True)
     operators = main.operators
     notes, adapted = [], []
-    lora = {}  # chain index -> (A entry, B entry, hidden tensor)
+    trains = {}  # chain index -> _Trainable
+    use_lora = config.method == "lora"
     for index in sorted(targets):
         layer, t = layers[index], layers[index].target
-        a_real = kaiming_uniform(rng, (r, t.in_features))
-        s_a = (1.0 / math.sqrt(t.in_features)) / A_STEPS
-        s_b = layer.b_scale(r, lora_scale)
-        a = layout.add_int16(f"{t.short}/lora_A", "lora_A", t.short, np.round(a_real / s_a), s_a)
-        b = layout.add_int16(f"{t.short}/lora_B", "lora_B", t.short, np.zeros((t.units, r)), s_b)
-        hidden = model.add_tensor(f"{t.name}/lora_hidden_int", [layer.rows, r], np.int32)
+        tr = _Trainable()
+        outputs = [t.y]
+        if use_lora:
+            a_real = kaiming_uniform(rng, (r, t.in_features))
+            tr.s_a = (1.0 / math.sqrt(t.in_features)) / A_STEPS
+            tr.s_b = layer.b_scale(r, lora_scale)
+            tr.a = layout.add_int16(f"{t.short}/lora_A", "lora_A", t.short, np.round(a_real / tr.s_a), tr.s_a)
+            tr.b = layout.add_int16(f"{t.short}/lora_B", "lora_B", t.short, np.zeros((t.units, r)), tr.s_b)
+            tr.rank = r
+            tr.hidden = model.add_tensor(f"{t.name}/lora_hidden_int", [layer.rows, r], np.int32)
+            outputs.append(tr.hidden)
+        else:
+            tr.s_bias = layer.sy / BIAS_STEPS_PER_OUTPUT_STEP
+            tr.bias = layout.add_int16(f"{t.short}/bias_delta", "bias_delta", t.short, np.zeros(t.units), tr.s_bias)
         requant = model.add_tensor(f"{t.name}/requant", [t.units, 2], np.int32, data=layer.requant.reshape(t.units, 2))
-        delta = _qmult(lora_scale * s_b * s_a * layer.sx / layer.sy)
+        delta = _qmult(lora_scale * tr.s_b * tr.s_a * layer.sx / layer.sy) if use_lora else (0, 0)
+        bias_out = _qmult(tr.s_bias / layer.sy) if tr.bias else (0, 0)
         options = bytes([ops.OPTIONS_VERSIONS[ops.FULLY_CONNECTED_INT]]) + _i32s(
-            layer.rows, t.in_features, t.units, r, a.offset, b.offset,
-            layer.zx, layer.zy, layer.act_min, layer.act_max, *delta,
+            layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
+            layer.zx, layer.zy, layer.act_min, layer.act_max, *delta, *bias_out,
         )
-        new_op = model.make_op(ops.FULLY_CONNECTED_INT, [t.x, t.weights, t.bias, state, requant], [t.y, hidden],
+        new_op = model.make_op(ops.FULLY_CONNECTED_INT, [t.x, t.weights, t.bias, state, requant], outputs,
                                custom_options=options)
         operators[operators.index(t.op)] = new_op
-        lora[index] = (a, b, hidden, s_a, s_b)
-        adapted.append({"index": index, "name": t.short, "op": "FULLY_CONNECTED", "params": a.size + b.size,
-                        "activation": int(t.activation), "lora_a_offset": a.offset})  # for merge
+        trains[index] = tr
+        adapted.append({"index": index, "name": t.short, "op": "FULLY_CONNECTED", "params": tr.size,
+                        "activation": int(t.activation), "first_offset": tr.first_offset})  # for merge
     forward = list(model.operators)
+    chosen = ", ".join(layers[i].target.short for i in sorted(targets))
+    what = f"LoRA rank {r}, scale {lora_scale:g}" if use_lora else "bias-only (an int16 delta on the frozen bias)"
     notes.append(
-        f"LoRA rank {r}, scale {lora_scale:g} on {', '.join(layers[i].target.short for i in sorted(targets))}, "
-        "integer arithmetic (int16 parameters, int32 accumulators, integer SGD with stochastic rounding)"
+        f"{what} on {chosen}, integer arithmetic (int16 parameters, int32 accumulators, "
+        f"integer SGD with {config.rounding} rounding)"
     )
     notes.append(loss_note)
 
@@ -265,15 +313,18 @@ def convert(model_bytes: bytes, config):
     for index in reversed(chain):
         layer, t = layers[index], layers[index].target
         ratios = model.add_tensor(f"{t.name}/weight_ratios", [t.units], np.int32, data=layer.ratios)
-        rank, a_off, b_off, grad_a, grad_b, dx_lora = 0, 0, 0, (0, 0), (0, 0), (0, 0)
+        tr = trains.get(index, _Trainable())
+        grad_a, grad_b, grad_bias, dx_lora = (0, 0), (0, 0), (0, 0), (0, 0)
         x_in, state_in, hidden_in = -1, -1, -1
-        if index in lora:
-            a, b, hidden, s_a, s_b = lora[index]
-            rank, a_off, b_off = r, a.offset, b.offset
-            grad_b = _qmult(lora_scale * s_a * layer.sx / (s_b * 2.0**-GRAD_FRACTION_BITS))
-            grad_a = _qmult(lora_scale * s_b * layer.sx / (s_a * 2.0**-GRAD_FRACTION_BITS))
-            dx_lora = _qmult(lora_scale * s_a * s_b / 2.0**layer.dx_base)
-            x_in, state_in, hidden_in = t.x, state, hidden
+        unit = 2.0**-GRAD_FRACTION_BITS  # an accumulator counts this many parameter steps
+        if tr.rank:
+            grad_b = _qmult(lora_scale * tr.s_a * layer.sx / (tr.s_b * unit))
+            grad_a = _qmult(lora_scale * tr.s_b * layer.sx / (tr.s_a * unit))
+            dx_lora = _qmult(lora_scale * tr.s_a * tr.s_b / 2.0**layer.dx_base)
+            x_in, state_in, hidden_in = t.x, state, tr.hidden
+        if tr.bias:
+            grad_bias = _qmult(1.0 / (tr.s_bias * unit))
+            state_in = state
         dx_weights = _qmult(layer.sw_max / 2.0**layer.dx_base)
         pass_min, pass_max = layer.pass_range()
         outputs = []
@@ -282,8 +333,8 @@ def convert(model_bytes: bytes, config):
             dx_exp = model.add_tensor(model.tensor_name(t.x) + "/grad_exponent", [1], np.int32)
             outputs = [dx, dx_exp]
         options = bytes([ops.OPTIONS_VERSIONS[ops.FULLY_CONNECTED_INT_GRAD]]) + _i32s(
-            layer.rows, t.in_features, t.units, rank, a_off, b_off, layer.zx, pass_min, pass_max,
-            *grad_a, *grad_b, *dx_weights, *dx_lora, layer.dx_base,
+            layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
+            layer.zx, pass_min, pass_max, *grad_bias, *grad_a, *grad_b, *dx_weights, *dx_lora, layer.dx_base,
         )
         y_in = t.y if t.activation != ops.Activation.NONE else -1
         model.append_op(ops.FULLY_CONNECTED_INT_GRAD,

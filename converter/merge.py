@@ -165,14 +165,26 @@ def initial_state(model: Model, info) -> bytes:
     raise ModelError("converted model has no initial state")
 
 
-def _integer_layer(op, metadata: dict) -> ops.LinearLayer:
-    """An integer LoRA layer (converter/integer.py) as the LinearLayer it folds like."""
-    _rows, fan_in, units, rank, a_offset, b_offset = np.frombuffer(bytes(op.customOptions)[1:25], "<i4")
-    activations = {entry["lora_a_offset"]: entry["activation"] for entry in metadata["adapted"]}
+def _integer_layer(model: Model, op, metadata: dict, params: np.ndarray) -> ops.LinearLayer:
+    """An integer layer (converter/integer.py) as the LinearLayer it folds
+    like. Its trainable bias is a delta: the full bias (frozen + delta) is
+    written into `params` at the delta's place."""
+    rows_fan_units = np.frombuffer(bytes(op.customOptions)[1:29], "<i4")
+    _rows, fan_in, units, rank, a_offset, b_offset, bias_offset = (int(v) for v in rows_fan_units)
+    first = a_offset if rank else bias_offset
+    activation = {entry["first_offset"]: entry["activation"] for entry in metadata["adapted"]}[first]
+    if bias_offset >= 0:
+        x, weights, bias = model.inputs_of(op)[:3]
+        frozen = np.zeros(units)
+        if bias >= 0:
+            frozen = model.constant(bias).astype(np.float64) * (
+                float(model.quant(x).scale[0]) * model.quant(weights).scale.astype(np.float64))
+        params[bias_offset : bias_offset + units] += frozen
     config = metadata["config"]
     return ops.LinearLayer.fully_connected(
-        int(fan_in), int(units), activations[int(a_offset)], lora_rank=int(rank), lora_a_offset=int(a_offset),
-        lora_b_offset=int(b_offset), lora_scale=config["lora_alpha"] / config["r"],
+        fan_in, units, activation, lora_rank=rank, lora_a_offset=a_offset if rank else -1,
+        lora_b_offset=b_offset if rank else -1, lora_scale=config["lora_alpha"] / config["r"],
+        bias_offset=bias_offset,
     )
 
 
@@ -205,7 +217,7 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
         if kind in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
             merged_ops.extend(folder.fold(op))
         elif kind == ops.FULLY_CONNECTED_INT:
-            merged_ops.extend(folder.fold(op, _integer_layer(op, info.raw)))
+            merged_ops.extend(folder.fold(op, _integer_layer(model, op, info.raw, folder.params)))
         elif kind == ops.ADAPTER and drop_adapters:
             # y' = y + U a + bu without the adapter: readers of y' read y.
             source, adapted = model.inputs_of(op)[0], model.outputs_of(op)[0]

@@ -125,7 +125,8 @@ def _truncdiv(a: int, b: int) -> int:
 
 
 # ---- the layer math (reference/lora_int.h) ----------------------------------------------
-def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max, rank=0, a=None, b=None, delta=(0, 0)):
+def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max, rank=0, a=None, b=None, delta=(0, 0),
+               bias_delta=None, bias_out=(0, 0)):
     """y (int8) and the LoRA hidden rows (int32)."""
     y = np.zeros((rows, out), np.int8)
     hidden = np.zeros((rows, rank), np.int32)
@@ -136,6 +137,8 @@ def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max,
         for o in range(out):
             acc = (int(bias[o]) if bias is not None else 0) + sum(int(w[o, k]) * xr[k] for k in range(fan_in))
             v = stock_requantize(acc, int(requant[o, 0]), int(requant[o, 1])) + zy
+            if bias_delta is not None:
+                v += rescale(int(bias_delta[o]), *bias_out)
             if rank:
                 v += rescale(sum(int(b[o, j]) * h[j] for j in range(rank)), *delta)
             y[row, o] = min(max(v, act_min), act_max)
@@ -143,8 +146,9 @@ def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max,
 
 
 def fc_backward(rows, fan_in, out, dy, dy_exp, y, x, w, ratios, zx, pass_min, pass_max, qa, qb, qdw, qdl, dx_base,
-                rank=0, a=None, b=None, hidden=None, grad_a=None, grad_b=None, want_dx=True):
-    """Adds into grad_a / grad_b (int lists, in place); returns (dx, exponent) or None."""
+                rank=0, a=None, b=None, hidden=None, grad_a=None, grad_b=None, want_dx=True, qbias=(0, 0),
+                grad_bias=None):
+    """Adds into grad_a / grad_b / grad_bias (int lists, in place); returns (dx, exponent) or None."""
     wide = [[0] * fan_in for _ in range(rows)]
     for row in range(rows):
         dh = [0] * rank
@@ -154,6 +158,8 @@ def fc_backward(rows, fan_in, out, dy, dy_exp, y, x, w, ratios, zx, pass_min, pa
             g = int(dy[row, o])
             if g == 0:
                 continue
+            if grad_bias is not None:
+                grad_bias[o] = sat(grad_bias[o] + rescale(g, *qbias, dy_exp), 32)
             for j in range(rank):
                 i = o * rank + j
                 grad_b[i] = sat(grad_b[i] + rescale(g * int(hidden[row, j]), *qb, dy_exp), 32)
@@ -237,6 +243,7 @@ class IntegerGraph:
         grad_offset = HEADER_BYTES + (2 * p + 3) // 4 * 4
         grads = list(np.frombuffer(state, "<i4", count=p, offset=grad_offset).astype(int))
         values = {int(model.main.inputs[0]): np.asarray(x_q)}
+        self.values = values  # every tensor of the last step, by index
         loss_bits = None
         for op in model.operators:
             kind = model.op_type(op)
@@ -253,13 +260,17 @@ class IntegerGraph:
                 values[outs[0]], _ = fc_forward(x.shape[0], w.shape[1], w.shape[0], x, w, self._const(ins[2]),
                                                 requant, int(qx.zero_point[0]), zy, act_min, 127)
             elif kind == ops.FULLY_CONNECTED_INT:
-                rows, fan_in, out, rank, a_off, b_off, zx, zy, lo, hi, dm, ds = _options(op, 12)
+                rows, fan_in, out, rank, a_off, b_off, bias_off, zx, zy, lo, hi, dm, ds, bm, bs = _options(op, 15)
                 a = np.array(params[a_off : a_off + rank * fan_in]).reshape(rank, fan_in)
                 b = np.array(params[b_off : b_off + out * rank]).reshape(out, rank)
+                bias_delta = params[bias_off : bias_off + out] if bias_off >= 0 else None
                 x = values[ins[0]].reshape(rows, fan_in)
                 y, h = fc_forward(rows, fan_in, out, x, self._const(ins[1]), self._const(ins[2]),
-                                  self._const(ins[4]).reshape(out, 2), zx, zy, lo, hi, rank, a, b, (dm, ds))
-                values[outs[0]], values[outs[1]] = y, h
+                                  self._const(ins[4]).reshape(out, 2), zx, zy, lo, hi, rank, a, b, (dm, ds),
+                                  bias_delta, (bm, bs))
+                values[outs[0]] = y
+                if rank:
+                    values[outs[1]] = h
             elif kind == ops.LOSS_INT:
                 rows, classes = _options(op, 2)
                 logits = values[ins[0]].reshape(rows, classes)
@@ -268,9 +279,10 @@ class IntegerGraph:
                 values[outs[1]], values[outs[2]] = grad, -15
                 loss_bits = float_bits_from_q16(loss_q16)
             elif kind == ops.FULLY_CONNECTED_INT_GRAD:
-                o = _options(op, 18)
-                rows, fan_in, out, rank, a_off, b_off, zx, pmin, pmax = o[:9]
-                qa, qb, qdw, qdl, base = o[9:11], o[11:13], o[13:15], o[15:17], o[17]
+                o = _options(op, 21)
+                rows, fan_in, out, rank, a_off, b_off, bias_off, zx, pmin, pmax = o[:10]
+                qbias, qa, qb, qdw, qdl, base = o[10:12], o[12:14], o[14:16], o[16:18], o[18:20], o[20]
+                gbias = grads[bias_off : bias_off + out] if bias_off >= 0 else None
                 a = np.array(params[a_off : a_off + rank * fan_in]).reshape(rank, fan_in)
                 b = np.array(params[b_off : b_off + out * rank]).reshape(out, rank)
                 ga, gb = grads[a_off : a_off + rank * fan_in], grads[b_off : b_off + out * rank]
@@ -279,9 +291,12 @@ class IntegerGraph:
                 hidden = values[ins[7]] if ins[7] >= 0 else None
                 result = fc_backward(rows, fan_in, out, values[ins[0]].reshape(rows, out), values[ins[1]], y, x,
                                      self._const(ins[4]), self._const(ins[8]), zx, pmin, pmax, qa, qb, qdw, qdl, base,
-                                     rank, a, b, hidden, ga, gb, want_dx=bool(outs))
-                grads[a_off : a_off + len(ga)] = ga
-                grads[b_off : b_off + len(gb)] = gb
+                                     rank, a, b, hidden, ga, gb, want_dx=bool(outs), qbias=qbias, grad_bias=gbias)
+                if rank:
+                    grads[a_off : a_off + len(ga)] = ga
+                    grads[b_off : b_off + len(gb)] = gb
+                if gbias is not None:
+                    grads[bias_off : bias_off + out] = gbias
                 if outs:
                     values[outs[0]], values[outs[1]] = result
             elif kind == ops.SGD_INT and update:

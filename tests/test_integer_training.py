@@ -93,7 +93,7 @@ def test_integer_model_first_predicts_exactly_the_original(digits_int8):
 @pytest.mark.parametrize(
     "config, message",
     [
-        (dict(method="bias"), "supports --method lora"),
+        (dict(method="adapter"), "supports --method lora or bias"),
         (dict(optimizer=OptimizerConfig(kind="adam")), "integer SGD"),
         (dict(optimizer=OptimizerConfig(accumulate=4)), "integer SGD"),
         (dict(loss="mse"), "cross-entropy"),
@@ -116,11 +116,11 @@ def test_cli_refuses_another_method_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     result = subprocess.run(
         [sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"), "-o", str(out),
-         "--arithmetic", "int8", "--method", "bias"], capture_output=True, text=True, timeout=300,
+         "--arithmetic", "int8", "--method", "head"], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "supports --method lora" in lines[0] and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "supports --method lora or bias" in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
 
 
@@ -136,10 +136,11 @@ def test_cli_converts_with_integer_arithmetic(tmp_path):
 
 
 # ---- the kernels, bit for bit -----------------------------------------------------------------
-@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-def test_integer_steps_are_bit_exact_with_the_reference(rounding):
+@pytest.mark.parametrize("method, rounding", [("lora", "stochastic"), ("lora", "nearest"), ("bias", "stochastic")])
+def test_integer_steps_are_bit_exact_with_the_reference(method, rounding):
     base = (DIGITS / "model_int8.tflite").read_bytes()
-    converted = convert(base, ConvertConfig(targets="last:3", arithmetic="int8", rounding=rounding, seed=3)).model
+    config = ConvertConfig(method=method, targets="last:3", arithmetic="int8", rounding=rounding, seed=3)
+    converted = convert(base, config).model
     model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
     x, y = _data(model, DIGITS, "user_train")
     state = model.save_state()
@@ -155,73 +156,98 @@ def test_integer_steps_are_bit_exact_with_the_reference(rounding):
         assert np.array_equal(integer_parameters(state, header), integer_parameters(expected, header)), step
         assert not integer_gradients(state, header).any()  # the update cleared the accumulators
         changed = np.count_nonzero(integer_parameters(state, header))
-    assert changed > 0.9 * Header.unpack(state).param_count  # A and B both moved
+    assert changed > 0.75 * Header.unpack(state).param_count  # A and B (or the biases) moved
 
 
 # ---- against TensorFlow -----------------------------------------------------------------------
-# TensorFlow differentiates the same LoRA model in float (the int8 model's
-# weights dequantized, the state's int16 parameters times their scales). Its
-# loss reads the integer forward pass's logits (straight through: the value
-# is the int8 logits', the gradient flows through TF's float logits), so the
-# comparison measures the integer backward pass: int8 hidden activations
-# (TF keeps them float; a ReLU whose int8 output is exactly zero passes no
-# gradient), int16 activation gradients, integer rounding. Per sample, the
+# TensorFlow differentiates the same layers in float (the int8 model's weights
+# and biases dequantized, the state's int16 parameters times their scales),
+# fed the integer forward pass: each layer's output takes the value of the
+# int8 output (straight through) and its ReLU mask, so the comparison
+# measures the integer backward pass alone: int16 activation gradients with
+# per-tensor exponents, rounding into int32 accumulators. Per sample, the
 # whole gradient's error stays below this fraction of its norm, plus a floor
-# for gradients that vanish: a softmax output within 2^-15 of its label's
-# one-hot value is one in the integer loss (Q15), its gradient zero.
-GRADIENT_TOLERANCE = 0.08
+# for vanishing gradients: a softmax output within 2^-15 of its one-hot
+# value is one in the integer loss (Q15), its gradient zero.
+GRADIENT_TOLERANCE = 0.01
 GRADIENT_FLOOR = 1e-3
 
 
-@pytest.mark.tf
-def test_integer_gradients_match_tensorflow(digits_int8):
+def _tensorflow_gradients(base: bytes, meta: dict, params: np.ndarray, values: dict, label: int) -> np.ndarray:
+    """dLoss/dparameters in float for the digits MLP, every FULLY_CONNECTED
+    fed the integer step's activations (`values`: int tensors by index)."""
     import tensorflow as tf
-    from tf_reference import ConvertedModel
 
-    base, converted, meta = digits_int8
+    from tflm_train.converter.layers import linear_target
+    from tflm_train.converter.model_ir import Model
+
+    model = Model.from_bytes(base)
+    scale = meta["config"]["lora_alpha"] / meta["config"]["r"]
+    by_layer: dict[str, dict] = {}
+    variables = []
+    for t in meta["state"]["tensors"]:
+        span = slice(t["offset"], t["offset"] + int(np.prod(t["shape"])))
+        variable = tf.Variable(params[span].reshape(t["shape"]).astype(np.float32))
+        by_layer.setdefault(t["layer"], {})[t["role"]] = variable
+        variables.append(variable)
+    names = {a["index"]: a["name"] for a in meta["adapted"]}
+
+    def real(tensor: int) -> np.ndarray:
+        q = model.quant(tensor)
+        return ((values[tensor].astype(np.float64) - int(q.zero_point[0])) * float(q.scale[0])).astype(np.float32)
+
+    with tf.GradientTape() as tape:
+        out = None
+        for index, op in enumerate(model.operators):
+            if model.op_type(op) != "FULLY_CONNECTED":
+                continue
+            t = linear_target(model, index)
+            x = tf.constant(real(t.x).reshape(-1, t.in_features)) if out is None else out
+            z = tf.matmul(x, t.weights_real, transpose_b=True) + t.bias_real
+            own = by_layer.get(names.get(index), {})
+            if "lora_A" in own:
+                z += scale * tf.matmul(tf.matmul(x, own["lora_A"], transpose_b=True), own["lora_B"], transpose_b=True)
+            if "bias_delta" in own:
+                z += own["bias_delta"]
+            y_int = real(t.y).reshape(z.shape)
+            mask = (values[t.y].reshape(z.shape) > int(model.quant(t.y).zero_point[0])) if t.activation else 1.0
+            gated = z * tf.cast(mask, tf.float32)
+            out = gated + tf.stop_gradient(y_int - gated)
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([label]), out)
+    grads = tape.gradient(loss, variables)
+    flat = np.zeros(params.size, np.float32)
+    for t, g in zip(meta["state"]["tensors"], grads):
+        flat[t["offset"] : t["offset"] + int(np.prod(t["shape"]))] = np.asarray(g).ravel()
+    return flat
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("method", ["lora", "bias"])
+def test_integer_gradients_match_tensorflow(method):
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    result = convert(base, ConvertConfig(method=method, targets="last:3", arithmetic="int8"))
+    converted, meta = result.model, result.metadata
     model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
     x, y = _data(model, DIGITS, "user_train")
-    for i in range(20):  # move B away from zero first
+    for i in range(20):  # move the parameters away from their start first
         model.train_step(x[i], int(y[i]), 0.05)
     state = model.save_state()
     header = Header.unpack(state)
     tensors = meta["state"]["tensors"]
-    reference = ConvertedModel(base, meta, dequantized_parameters(state, header, tensors))
-    qi = model.input_details["quantization_parameters"]
-    logits_zero, logits_scale = _logits_quantization(converted)
+    params = dequantized_parameters(state, header, tensors)
     errors = []
-    for i in range(20, 36):
-        x_q = quantize(x[i][None], model.input_details)
-        after, _ = graph.step(state, x_q, int(y[i]), 0.0, update=False)
+    for i in range(20, 40):
+        after, _ = graph.step(state, quantize(x[i][None], model.input_details), int(y[i]), 0.0, update=False)
         accumulators = integer_gradients(after, header).astype(np.float64)
-        x_real = (x_q.astype(np.float32) - qi["zero_points"][0]) * qi["scales"][0]
-        z_int = (graph.logits.astype(np.float32) - logits_zero) * logits_scale
-
-        def loss():
-            z = reference.output(x_real)
-            return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-                np.array([int(y[i])]), z + tf.stop_gradient(z_int - z)
-            )
-
-        want = reference.flat(reference.gradients(loss))
         got = np.zeros_like(accumulators)
         for t in tensors:
             span = slice(t["offset"], t["offset"] + int(np.prod(t["shape"])))
             got[span] = accumulators[span] * t["scale"] * 2.0**-8  # accumulator units: s_p * 2^-8
+        want = _tensorflow_gradients(base, meta, params, graph.values, int(y[i]))
         error = np.linalg.norm(got - want)
         assert error <= GRADIENT_TOLERANCE * np.linalg.norm(want) + GRADIENT_FLOOR, (i, error, np.linalg.norm(want))
         errors.append(error / np.linalg.norm(want))
-    assert np.median(errors) < 0.02, errors  # typically well below the bound
-
-
-def _logits_quantization(converted: bytes) -> tuple[int, float]:
-    from tflm_train.converter import ops
-    from tflm_train.converter.model_ir import Model
-
-    model = Model.from_bytes(converted)
-    loss_op = next(op for op in model.operators if model.op_type(op) == ops.LOSS_INT)
-    q = model.quant(model.inputs_of(loss_op)[0])
-    return int(q.zero_point[0]), float(q.scale[0])
+    assert np.median(errors) < 0.001, errors  # typically ~1e-4
 
 
 # ---- training accuracy ------------------------------------------------------------------------
@@ -234,30 +260,35 @@ def _fit_accuracy(base: bytes, config: ConvertConfig, path: Path, epochs: int, l
 
 
 @pytest.mark.parametrize(
-    "path, targets, epochs, lr",
-    [(DIGITS, "last:3", 8, 0.02), (MOTIONS, "logits", 40, 0.03)],
-    ids=["digits", "basic_motions"],
+    "path, method, targets, epochs, lr, gain",
+    [(DIGITS, "lora", "last:3", 8, 0.02, 0.2), (MOTIONS, "lora", "logits", 40, 0.03, 0.2),
+     (DIGITS, "bias", "last:3", 8, 0.05, 0.1)],
+    ids=["digits_lora", "basic_motions_lora", "digits_bias"],
 )
-def test_integer_training_is_within_a_point_of_float(path, targets, epochs, lr):
+def test_integer_training_is_within_a_point_of_float(path, method, targets, epochs, lr, gain):
     base = (path / "model_int8.tflite").read_bytes()
     before = fitting.evaluate(PlainModel(base), *_data(PlainModel(base), path, "user_test"),
                               fitting.Task("accuracy", classes=10))
     accuracy = {
-        arithmetic: _fit_accuracy(base, ConvertConfig(targets=targets, arithmetic=arithmetic), path, epochs, lr)
+        arithmetic: _fit_accuracy(base, ConvertConfig(method=method, targets=targets, arithmetic=arithmetic), path,
+                                  epochs, lr)
         for arithmetic in ("float", "int8")
     }
-    assert accuracy["float"] > before + 0.2  # the schedule does adapt the model
+    assert accuracy["float"] > before + gain  # the schedule does adapt the model
     assert accuracy["int8"] >= accuracy["float"] - 0.01, accuracy
 
 
-def test_an_integer_state_merges_into_a_plain_model(digits_int8):
+@pytest.mark.parametrize("method", ["lora", "bias"])
+def test_an_integer_state_merges_into_a_plain_model(method):
     from tflm_train.converter.merge import merge
 
-    _, converted, _ = digits_int8
+    converted = convert((DIGITS / "model_int8.tflite").read_bytes(),
+                        ConvertConfig(method=method, targets="last:3", arithmetic="int8")).model
     model = TrainableModel(converted)
     task = fitting.task_of(model)
     x, y = _data(model, DIGITS, "user_train")
-    fitting.fit(model, x, y, task, 4, 0.02, seed=0)
+    fitting.fit(model, x, y, task, 4, 0.05, seed=0)
+    assert fitting.evaluate(model, *_data(model, DIGITS, "user_test"), task) > 0.65  # it trained
     merged = PlainModel(merge(converted, model.save_state()))
     test = _data(model, DIGITS, "user_test")
     trained = fitting.evaluate(model, *test, task)

@@ -1,7 +1,8 @@
 // TFLMT_FULLY_CONNECTED_INT and TFLMT_FULLY_CONNECTED_INT_GRAD: an int8
-// FULLY_CONNECTED layer with an int16 LoRA (integer training, --arithmetic
-// int8), and the backward pass of any int8 FULLY_CONNECTED layer on the way
-// to the loss (with its LoRA gradients when it has one). Integers only: every
+// FULLY_CONNECTED layer with an int16 LoRA and/or an int16 trainable bias
+// delta (integer training, --arithmetic int8), and the backward pass of any
+// int8 FULLY_CONNECTED layer on the way to the loss (with the gradients of
+// what it trains). Integers only: every
 // scale arrives as a fixed-point multiplier from the converter
 // (converter/integer.py); the math is reference/lora_int.h.
 //
@@ -11,7 +12,7 @@
 // Forward outputs: 0 y (int8), 1 LoRA hidden h = A (x - zx) (int32 [rows, r])
 // Grad inputs:     0 dy (int16), 1 dy exponent (int32 [1]), 2 y (int8, or -1
 //                  without activation), 3 x (int8, or -1 without LoRA),
-//                  4 weights, 5 state (or -1 without LoRA), 6 mode,
+//                  4 weights, 5 state (or -1 when it trains nothing), 6 mode,
 //                  7 LoRA hidden (or -1), 8 weight-scale ratios (int32
 //                  constant [out], Q14)
 // Grad outputs:    0 dx (int16, optional), 1 dx exponent (int32 [1], with dx)
@@ -38,6 +39,7 @@ struct LayerOptions {
   int rank = 0;
   int a_offset = 0;  // int16 values from the start of the parameters
   int b_offset = 0;
+  int bias_offset = -1;  // -1: no trainable bias
 
   bool Read(OptionsReader& r) {
     shape.rows = r.I32();
@@ -46,16 +48,20 @@ struct LayerOptions {
     rank = r.I32();
     a_offset = r.I32();
     b_offset = r.I32();
+    bias_offset = r.I32();
     return shape.rows > 0 && shape.in > 0 && shape.out > 0 && rank >= 0 &&
            rank <= reference::kMaxIntLoraRank &&
-           (rank == 0 || (a_offset >= 0 && b_offset >= 0));
+           (rank == 0 || (a_offset >= 0 && b_offset >= 0)) && bias_offset >= -1;
   }
-  // One past the last parameter the LoRA uses.
+  bool Trains() const { return rank > 0 || bias_offset >= 0; }
+  // One past the last parameter the layer trains.
   int64_t ParamsEnd() const {
-    if (rank == 0) return 0;
+    int64_t end = bias_offset >= 0 ? bias_offset + int64_t{shape.out} : 0;
+    if (rank == 0) return end;
     const int64_t a_end = a_offset + int64_t{rank} * shape.in;
     const int64_t b_end = b_offset + int64_t{rank} * shape.out;
-    return a_end > b_end ? a_end : b_end;
+    end = a_end > end ? a_end : end;
+    return b_end > end ? b_end : end;
   }
 };
 
@@ -63,10 +69,14 @@ struct LayerOptions {
 // state whose header does not cover them: refused by the caller).
 reference::IntLora LoraIn(const LayerOptions& o, uint8_t* s) {
   reference::IntLora lora;
-  if (o.rank == 0) return lora;
-  lora.rank = o.rank;
   int16_t* params = integer_state::Params(s);
   int32_t* grads = integer_state::Grads(s);
+  if (o.bias_offset >= 0) {
+    lora.bias = params + o.bias_offset;
+    lora.grad_bias = grads + o.bias_offset;
+  }
+  if (o.rank == 0) return lora;
+  lora.rank = o.rank;
   lora.a = params + o.a_offset;
   lora.b = params + o.b_offset;
   lora.grad_a = grads + o.a_offset;
@@ -112,7 +122,8 @@ void* ForwardInit(port::Context* context, const char* options, size_t length) {
         d->params.y_zero_point = r.I32();
         d->params.act_min = r.I32();
         d->params.act_max = r.I32();
-        return ReadQMult(r, &d->params.delta) && d->params.act_min >= -128 &&
+        return ReadQMult(r, &d->params.delta) && ReadQMult(r, &d->params.bias) &&
+               d->params.act_min >= -128 &&
                d->params.act_max <= 127 && d->params.act_min <= d->params.act_max;
       });
 }
@@ -197,7 +208,8 @@ void* GradInit(port::Context* context, const char* options, size_t length) {
         p.x_zero_point = r.I32();
         p.pass_min = r.I32();
         p.pass_max = r.I32();
-        const bool ok = ReadQMult(r, &p.grad_a) && ReadQMult(r, &p.grad_b) &&
+        const bool ok = ReadQMult(r, &p.grad_bias) && ReadQMult(r, &p.grad_a) &&
+                        ReadQMult(r, &p.grad_b) &&
                         ReadQMult(r, &p.dx_weights) && ReadQMult(r, &p.dx_lora);
         p.dx_base = r.I32();
         return ok && p.dx_base > -128 && p.dx_base < 128;
@@ -227,17 +239,17 @@ port::Status GradPrepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_OK(CheckTensor(info, op, "weight-scale ratios", port::DataType::kInt32, o.shape.out));
   TFLMT_ENSURE_MSG(info.constant_data != nullptr, "%s: weight-scale ratios must be constant", op);
   data->params.channel_weight_ratio = static_cast<const int32_t*>(info.constant_data);
+  if (o.Trains()) TFLMT_ENSURE_OK(CheckState(context, node, kGradState, o, op));
   if (o.rank > 0) {
     TFLMT_ENSURE_OK(RequireInput(context, node, kGradX, op, "x", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "x", port::DataType::kInt8, rows * o.shape.in));
-    TFLMT_ENSURE_OK(CheckState(context, node, kGradState, o, op));
     TFLMT_ENSURE_OK(RequireInput(context, node, kGradHidden, op, "hidden", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "hidden", port::DataType::kInt32, rows * o.rank));
   }
   data->computes_dx = port::NumOutputs(node) == 2;
   TFLMT_ENSURE_MSG(data->computes_dx || port::NumOutputs(node) == 0,
                    "%s: outputs are dx and its exponent, or none", op);
-  TFLMT_ENSURE_MSG(data->computes_dx || o.rank > 0, "%s: computes nothing", op);
+  TFLMT_ENSURE_MSG(data->computes_dx || o.Trains(), "%s: computes nothing", op);
   if (data->computes_dx) {
     TFLMT_ENSURE_OK(RequireOutput(context, node, kDx, op, "dx", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "dx", port::DataType::kInt16, rows * o.shape.in));
@@ -253,7 +265,7 @@ port::Status GradEval(port::Context* context, port::Node* node) {
   if (!IsTraining(port::Input(context, node, kMode))) return port::Status::kOk;
   const GradData& data = *static_cast<const GradData*>(port::UserData(node));
   reference::IntLora lora;
-  if (data.layer.rank > 0) {
+  if (data.layer.Trains()) {
     uint8_t* s = port::Input(context, node, kGradState).As<uint8_t>();
     if (!StateCovers(data.layer, s)) {
       port::Log("%s: the LoRA does not fit the state", kFullyConnectedIntGradOpName);

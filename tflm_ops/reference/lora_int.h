@@ -38,14 +38,17 @@ struct IntLinearShape {
   int out = 0;
 };
 
-// A LoRA's int16 parameters and int32 gradient accumulators (in the state);
-// rank 0: no LoRA.
+// A layer's trainable int16 parameters and their int32 gradient
+// accumulators (in the state): a LoRA (rank 0: none) and a bias delta
+// (null: none) added to the frozen bias.
 struct IntLora {
   int rank = 0;
   const int16_t* a = nullptr;  // [rank, in]
   const int16_t* b = nullptr;  // [out, rank]
   int32_t* grad_a = nullptr;
   int32_t* grad_b = nullptr;
+  const int16_t* bias = nullptr;  // [out]
+  int32_t* grad_bias = nullptr;
 };
 
 struct IntForwardParams {
@@ -58,6 +61,8 @@ struct IntForwardParams {
   const int32_t* channel_requant = nullptr;
   // LoRA term B h (units s_B * s_A * s_x) -> output units, with lora_scale.
   QMult delta;
+  // Trainable bias delta (units s_bias) -> output units.
+  QMult bias;
 };
 
 // TFLM's int8 requantization (reference/quantization.h has the same
@@ -108,6 +113,7 @@ inline void FullyConnectedIntForward(const IntLinearShape& s,
       int64_t out = StockRequantize(acc, p.channel_requant[2 * o],
                                     p.channel_requant[2 * o + 1]) +
                     p.y_zero_point;
+      if (lora.bias != nullptr) out += Rescale(lora.bias[o], p.bias);
       if (lora.rank > 0) {
         int64_t delta = 0;
         for (int j = 0; j < lora.rank; ++j) {
@@ -129,6 +135,7 @@ struct IntBackwardParams {
   int32_t pass_max = 128;
   // [out]: s_w[o] / max(s_w) in Q14 (per-channel weights into one scale).
   const int32_t* channel_weight_ratio = nullptr;
+  QMult grad_bias;   // dy, times 2^e(dy) -> grad_bias units
   QMult grad_a;      // dh * (x - zx), times 2^e(dy) -> grad_a units
   QMult grad_b;      // dy * h, times 2^e(dy) -> grad_b units
   QMult dx_weights;  // W^T dy (units max(s_w) * 2^e) -> 2^(e + dx_base)
@@ -139,7 +146,7 @@ struct IntBackwardParams {
 // The largest |v| of an int16 gradient after rescaling: 2^15 - 1.
 constexpr int kGradientBits = 15;
 
-// Adds this sample's LoRA gradients into the accumulators and, when `dx` is
+// Adds this sample's LoRA and bias gradients into the accumulators and, when `dx` is
 // not null, writes the input gradient (int16) and its exponent. `scratch`
 // holds rows * in int64 values (the unscaled input gradient).
 inline void FullyConnectedIntBackward(const IntLinearShape& s,
@@ -162,6 +169,9 @@ inline void FullyConnectedIntBackward(const IntLinearShape& s,
       if (yr != nullptr && !(yr[o] > p.pass_min && yr[o] < p.pass_max)) continue;
       const int32_t g = dyr[o];
       if (g == 0) continue;
+      if (lora.grad_bias != nullptr) {
+        lora.grad_bias[o] = SaturateInt32(lora.grad_bias[o] + Rescale(g, p.grad_bias, dy_exponent));
+      }
       for (int j = 0; j < lora.rank; ++j) {
         const int64_t product = static_cast<int64_t>(g) * hidden[row * lora.rank + j];
         int32_t& acc = lora.grad_b[o * lora.rank + j];
