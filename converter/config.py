@@ -20,6 +20,8 @@ OptimizerName = Literal["sgd", "momentum", "adam"]
 RecomputeMode = Literal["auto", "always", "never"]
 HeadMode = Literal["replace", "append"]
 RegularizerName = Literal["none", "l2sp", "ewc"]
+Arithmetic = Literal["float", "int8"]
+Rounding = Literal["stochastic", "nearest"]
 
 LOSSES: tuple[str, ...] = get_args(LossName)
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
@@ -56,6 +58,9 @@ class ConvertConfig:
     fisher     ewc: the Fisher diagonal, one float per trainable parameter in
                state order (tflm_train.continual.fisher_diagonal computes it
                from base-task data); stored in the model as a constant
+    arithmetic float (float32 gradients and update) | int8 (integer training:
+               int16 LoRA, integer backward pass and SGD; converter/integer.py)
+    rounding   int8: the integer SGD's rounding, stochastic | nearest
     """
 
     method: MethodName = "lora"
@@ -72,6 +77,8 @@ class ConvertConfig:
     regularizer: RegularizerName = "none"
     reg_lambda: float = 0.0
     fisher: np.ndarray | None = field(default=None, repr=False, compare=False)
+    arithmetic: Arithmetic = "float"
+    rounding: Rounding = "stochastic"
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -104,6 +111,12 @@ class ConvertConfig:
             raise ConversionError(f"--regularizer {self.regularizer} needs --reg-lambda > 0")
         if self.regularizer == "none" and self.reg_lambda != 0:
             raise ConversionError("--reg-lambda needs --regularizer l2sp or ewc")
+        if self.arithmetic not in get_args(Arithmetic):
+            raise ConversionError(f"--arithmetic must be one of {', '.join(get_args(Arithmetic))}")
+        if self.rounding not in get_args(Rounding):
+            raise ConversionError(f"--rounding must be one of {', '.join(get_args(Rounding))}")
+        if self.rounding != "stochastic" and self.arithmetic == "float":
+            raise ConversionError("--rounding is an option of --arithmetic int8")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -113,7 +126,8 @@ class ConvertConfig:
         return float(alpha) / self.r
 
     def to_json(self) -> dict:
-        out = {
+        extra = {} if self.arithmetic == "float" else {"arithmetic": self.arithmetic, "rounding": self.rounding}
+        out = extra | {
             "method": self.method,
             "r": self.r,
             "lora_alpha": self.r if self.lora_alpha is None else self.lora_alpha,

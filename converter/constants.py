@@ -30,6 +30,11 @@ POOL_GRAD = "TFLMT_POOL_GRAD"
 MEAN_GRAD = "TFLMT_MEAN_GRAD"
 CROP = "TFLMT_CROP"
 BROADCAST_GRAD = "TFLMT_BROADCAST_GRAD"
+# Integer training (--arithmetic int8; converter/integer.py).
+FULLY_CONNECTED_INT = "TFLMT_FULLY_CONNECTED_INT"
+FULLY_CONNECTED_INT_GRAD = "TFLMT_FULLY_CONNECTED_INT_GRAD"
+LOSS_INT = "TFLMT_LOSS_INT"
+SGD_INT = "TFLMT_SGD_INT"
 
 # In the order the plugin registers them (kernels.h AllKernels).
 ALL_OPS = (
@@ -51,6 +56,10 @@ ALL_OPS = (
     MEAN_GRAD,
     CROP,
     BROADCAST_GRAD,
+    FULLY_CONNECTED_INT,
+    FULLY_CONNECTED_INT_GRAD,
+    LOSS_INT,
+    SGD_INT,
 )
 
 # ---- Options versions, one per op -------------------------------------------------------
@@ -73,6 +82,10 @@ OPTIONS_VERSIONS: dict[str, int] = {
     MEAN_GRAD: 1,
     CROP: 1,
     BROADCAST_GRAD: 1,
+    FULLY_CONNECTED_INT: 1,
+    FULLY_CONNECTED_INT_GRAD: 1,
+    LOSS_INT: 1,
+    SGD_INT: 1,
 }
 
 

@@ -48,6 +48,12 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
             if fisher is None
             else "a Fisher diagonal is used by --regularizer ewc only"
         )
+    if config.arithmetic == "int8":  # integer training: its own rewrite
+        if config.regularizer != "none":
+            raise ConversionError("--regularizer is not supported with --arithmetic int8 (float training only)")
+        from tflm_train.converter import integer
+
+        return integer.convert(model_bytes, config)
     model = Model.from_bytes(model_bytes)
     if model.metadata(METADATA_NAME) is not None:
         raise ConversionError("this model was already converted by tflm-train")

@@ -22,7 +22,7 @@ from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
 from tflm_train.converter.layers import dequantize, same_padding
 from tflm_train.converter.model_ir import Model, ModelError, Quant
-from tflm_train.converter.state_format import parameters, validate
+from tflm_train.converter.state_format import FLAG_INTEGER, dequantized_parameters, parameters, validate
 from tflm_train.converter.training_info import training_info
 
 MERGED_METADATA_NAME = "tflm_train_merged"
@@ -97,10 +97,11 @@ class _Folder:
             real = real + delta.reshape(shape)
         return real, frozen_int8
 
-    def fold(self, op) -> list:
-        """Stock operators that compute what our trainable linear `op` does."""
+    def fold(self, op, layer: ops.LinearLayer | None = None) -> list:
+        """Stock operators that compute what our trainable linear `op` does
+        (`layer`: its description when its options are not a LinearLayer's)."""
         model = self.model
-        layer = ops.LinearLayer.from_options(op.customOptions)
+        layer = layer or ops.LinearLayer.from_options(op.customOptions)
         x, weights, bias = model.inputs_of(op)[:3]
         y = model.outputs_of(op)[0]
         w_real, frozen_int8 = self._weights(layer, weights)
@@ -164,6 +165,29 @@ def initial_state(model: Model, info) -> bytes:
     raise ModelError("converted model has no initial state")
 
 
+def _integer_layer(model: Model, op, metadata: dict, params: np.ndarray) -> ops.LinearLayer:
+    """An integer layer (converter/integer.py) as the LinearLayer it folds
+    like. Its trainable bias is a delta: the full bias (frozen + delta) is
+    written into `params` at the delta's place."""
+    rows_fan_units = np.frombuffer(bytes(op.customOptions)[1:29], "<i4")
+    _rows, fan_in, units, rank, a_offset, b_offset, bias_offset = (int(v) for v in rows_fan_units)
+    first = a_offset if rank else bias_offset
+    activation = {entry["first_offset"]: entry["activation"] for entry in metadata["adapted"]}[first]
+    if bias_offset >= 0:
+        x, weights, bias = model.inputs_of(op)[:3]
+        frozen = np.zeros(units)
+        if bias >= 0:
+            frozen = model.constant(bias).astype(np.float64) * (
+                float(model.quant(x).scale[0]) * model.quant(weights).scale.astype(np.float64))
+        params[bias_offset : bias_offset + units] += frozen
+    config = metadata["config"]
+    return ops.LinearLayer.fully_connected(
+        fan_in, units, activation, lora_rank=rank, lora_a_offset=a_offset if rank else -1,
+        lora_b_offset=b_offset if rank else -1, lora_scale=config["lora_alpha"] / config["r"],
+        bias_offset=bias_offset,
+    )
+
+
 def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: bool = False) -> bytes:
     """A plain .tflite computing what the converted model does with `state`.
 
@@ -182,13 +206,18 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
         raise ConversionError(spec.merge_note)
     state = initial_state(model, info) if state is None else bytes(state)
     header = validate(state, info.expected_header(), info.state_bytes)
-    folder = _Folder(model, parameters(state, header))
+    if header.flags & FLAG_INTEGER:  # --arithmetic int8: int16 values times their scales
+        folder = _Folder(model, dequantized_parameters(state, header, info.raw["state"]["tensors"]))
+    else:
+        folder = _Folder(model, parameters(state, header))
     first, end = info.raw["forward_ops"]
     merged_ops = []
     for op in model.operators[first:end]:
         kind = model.op_type(op)
         if kind in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
             merged_ops.extend(folder.fold(op))
+        elif kind == ops.FULLY_CONNECTED_INT:
+            merged_ops.extend(folder.fold(op, _integer_layer(model, op, info.raw, folder.params)))
         elif kind == ops.ADAPTER and drop_adapters:
             # y' = y + U a + bu without the adapter: readers of y' read y.
             source, adapted = model.inputs_of(op)[0], model.outputs_of(op)[0]

@@ -8,9 +8,11 @@ describes the format for users. Little-endian throughout:
   0 magic "TMTS" | 4 u16 version | 6 u16 header bytes (64) | 8 u64 base model hash
   16 u32 layout hash | 20 u32 payload bytes | 24 u32 parameter count P
   28 u32 optimizer steps | 32 u32 samples accumulated | 36 u32 CRC-32
-  40 u32 skipped updates | 44 u32 flags (bit 0 LIVE) | 48 u32 skipped samples
+  40 u32 skipped updates | 44 u32 flags (bit 0 LIVE, bit 1 INTEGER) | 48 u32 skipped samples
   52..64 reserved (zero)
   64: P float32 parameters | P gradients | P per optimizer slot
+  (INTEGER, --arithmetic int8: P int16 parameters padded to 4 bytes | P int32
+  gradient accumulators; each tensor's entry names its dtype and scale)
 
 LIVE marks a state inside an interpreter that the TFLMT_STATE op has verified;
 while it is set the CRC is not maintained (the step pays no checksum). A
@@ -34,6 +36,7 @@ _HEADER = struct.Struct("<4sHHQIIIIIIIII")  # through the skipped-samples field
 _CRC_OFFSET = 36
 _FLAGS_OFFSET = 44
 FLAG_LIVE = 1
+FLAG_INTEGER = 2  # an integer training state (no float values in it)
 
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 
@@ -145,14 +148,24 @@ class TrainableTensor:
     role: str  # lora_A, lora_B, weight, bias, adapter_down, ...
     layer: str  # name of the layer it belongs to
     shape: tuple[int, ...]
-    offset: int  # float32 values from the start of the parameters
+    offset: int  # values (float32, or int16 in an integer state) from the start of the parameters
+    # Integer states: the parameter's type and its fixed scale (real = scale * q).
+    dtype: str = "float32"
+    scale: float | None = None
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
 
     def to_json(self) -> dict:
-        return {"name": self.name, "role": self.role, "layer": self.layer, "shape": list(self.shape), "offset": self.offset}
+        entry = {"name": self.name, "role": self.role, "layer": self.layer, "shape": list(self.shape), "offset": self.offset}
+        if self.dtype != "float32":  # float entries stay as they always were
+            entry.update(dtype=self.dtype, scale=self.scale)
+        return entry
+
+    def hash_key(self) -> list:
+        key = [self.name, list(self.shape), self.offset]
+        return key if self.dtype == "float32" else key + [self.dtype, self.scale]
 
 
 @dataclass
@@ -165,10 +178,23 @@ class StateLayout:
     semantics: dict = field(default_factory=dict)
     tensors: list[TrainableTensor] = field(default_factory=list)
     initial_values: list[np.ndarray] = field(default_factory=list)
+    # True for integer training (--arithmetic int8): int16 parameters, int32
+    # accumulators, flag INTEGER (converter/integer.py).
+    integer: bool = False
 
     def add(self, name: str, role: str, layer: str, initial: np.ndarray) -> TrainableTensor:
         initial = np.asarray(initial, dtype=np.float32)
         tensor = TrainableTensor(name, role, layer, tuple(int(d) for d in initial.shape), self.param_count)
+        self.tensors.append(tensor)
+        self.initial_values.append(initial.reshape(-1))
+        return tensor
+
+    def add_int16(self, name: str, role: str, layer: str, initial: np.ndarray, scale: float) -> TrainableTensor:
+        """An int16 parameter tensor of an integer state, with its fixed scale."""
+        initial = np.asarray(initial, dtype=np.int16)
+        tensor = TrainableTensor(
+            name, role, layer, tuple(int(d) for d in initial.shape), self.param_count, "int16", float(scale)
+        )
         self.tensors.append(tensor)
         self.initial_values.append(initial.reshape(-1))
         return tensor
@@ -183,6 +209,8 @@ class StateLayout:
 
     @property
     def payload_bytes(self) -> int:
+        if self.integer:
+            return integer_payload_bytes(self.param_count)
         return 4 * self.param_count * (2 + self.slots)
 
     @property
@@ -194,7 +222,7 @@ class StateLayout:
         description = {
             "optimizer": self.optimizer,
             "semantics": self.semantics,
-            "tensors": [(t.name, list(t.shape), t.offset) for t in self.tensors],
+            "tensors": [t.hash_key() for t in self.tensors],
         }
         return zlib.crc32(json.dumps(description, sort_keys=True).encode()) & 0xFFFFFFFF
 
@@ -204,6 +232,7 @@ class StateLayout:
             layout_hash=self.layout_hash(),
             payload_bytes=self.payload_bytes,
             param_count=self.param_count,
+            flags=FLAG_INTEGER if self.integer else 0,
         )
 
     def initial_blob(self, base_model_hash: int) -> bytes:
@@ -212,11 +241,13 @@ class StateLayout:
         The checksum covers the full state with its zero gradients and
         optimizer slots, which is what the device reconstructs from this.
         """
-        params = np.concatenate(self.initial_values) if self.initial_values else np.zeros(0, np.float32)
-        full = bytearray(self.header(base_model_hash).pack()) + params.astype("<f4").tobytes()
+        dtype = "<i2" if self.integer else "<f4"
+        params = np.concatenate(self.initial_values) if self.initial_values else np.zeros(0, dtype)
+        values = params.astype(dtype).tobytes()
+        full = bytearray(self.header(base_model_hash).pack()) + values
         full += bytes(self.state_bytes - len(full))
         seal(full)
-        return bytes(full[: HEADER_BYTES + 4 * self.param_count])
+        return bytes(full[: HEADER_BYTES + len(values)])
 
     def to_json(self) -> dict:
         return {
@@ -243,6 +274,8 @@ def validate(blob: bytes, expected: Header, state_bytes: int) -> Header:
         raise StateError(f"state is {len(blob)} bytes, this model's is {state_bytes}: truncated or corrupt")
     if header.crc != checksum(blob):
         raise StateError("state is corrupt (checksum mismatch)")
+    if header.flags & FLAG_INTEGER:
+        return header  # integers are always finite
     # Parameters and optimizer slots (not the pending gradients: the
     # optimizer drops a non-finite update) - what the kernel checks too.
     values = np.frombuffer(blob, dtype="<f4", offset=HEADER_BYTES)
@@ -253,5 +286,35 @@ def validate(blob: bytes, expected: Header, state_bytes: int) -> Header:
 
 
 def parameters(blob: bytes, header: Header) -> np.ndarray:
-    """The P float32 parameters of a (validated) state."""
+    """The P float32 parameters of a (validated) state (an integer state's
+    raw int16 values: integer_parameters / dequantized_parameters)."""
+    if header.flags & FLAG_INTEGER:
+        return integer_parameters(blob, header).astype(np.float32)
     return np.frombuffer(blob, dtype="<f4", count=header.param_count, offset=HEADER_BYTES).copy()
+
+
+def integer_payload_bytes(params: int) -> int:
+    """int16 parameters padded to 4 bytes, then int32 accumulators."""
+    return (2 * params + 3) // 4 * 4 + 4 * params
+
+
+def integer_parameters(blob: bytes, header: Header) -> np.ndarray:
+    """The P int16 parameters of an integer state."""
+    return np.frombuffer(blob, dtype="<i2", count=header.param_count, offset=HEADER_BYTES).copy()
+
+
+def integer_gradients(blob: bytes, header: Header) -> np.ndarray:
+    """The P int32 gradient accumulators of an integer state."""
+    offset = HEADER_BYTES + (2 * header.param_count + 3) // 4 * 4
+    return np.frombuffer(blob, dtype="<i4", count=header.param_count, offset=offset).copy()
+
+
+def dequantized_parameters(blob: bytes, header: Header, tensors: list[dict]) -> np.ndarray:
+    """An integer state's parameters in real units, from the layout's entries
+    (metadata "state"/"tensors", each with its offset, shape and scale)."""
+    q = integer_parameters(blob, header)
+    out = np.zeros(header.param_count, np.float32)
+    for t in tensors:
+        size = int(np.prod(t["shape"]))
+        out[t["offset"] : t["offset"] + size] = q[t["offset"] : t["offset"] + size] * np.float32(t["scale"])
+    return out

@@ -170,6 +170,12 @@ def _shape(shape: list[int]) -> str:
     "--retain-data", "retain_path", default=None,
     help="--regularizer ewc: base-task .npz (x, y) the Fisher diagonal is computed from.",
 )
+@click.option(  # integer training (converter/integer.py)
+    "--arithmetic", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+    help="int8: integer training for FPU-less chips (LoRA on int8 FULLY_CONNECTED layers, integer SGD).",
+)
+@click.option("--rounding", type=click.Choice(["stochastic", "nearest"]), default="stochastic", show_default=True,
+              help="--arithmetic int8: rounding of the integer SGD update.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
@@ -194,6 +200,8 @@ def convert(
     regularizer: str,
     reg_lambda: float,
     retain_path: str | None,
+    arithmetic: str,
+    rounding: str,
     c_array: str | None,
     as_json: bool,
 ) -> None:
@@ -219,6 +227,8 @@ def convert(
         recompute=recompute,
         regularizer=regularizer,
         reg_lambda=reg_lambda,
+        arithmetic=arithmetic,
+        rounding=rounding,
         **fields,
     )
     model_bytes = _read(model_path)

@@ -36,6 +36,11 @@ constexpr char kPoolGradOpName[] = "TFLMT_POOL_GRAD";
 constexpr char kMeanGradOpName[] = "TFLMT_MEAN_GRAD";
 constexpr char kCropOpName[] = "TFLMT_CROP";
 constexpr char kBroadcastGradOpName[] = "TFLMT_BROADCAST_GRAD";
+// Integer training (--arithmetic int8): kernels/lora_int.cc, loss_int.cc, sgd_int.cc.
+constexpr char kFullyConnectedIntOpName[] = "TFLMT_FULLY_CONNECTED_INT";
+constexpr char kFullyConnectedIntGradOpName[] = "TFLMT_FULLY_CONNECTED_INT_GRAD";
+constexpr char kLossIntOpName[] = "TFLMT_LOSS_INT";
+constexpr char kSgdIntOpName[] = "TFLMT_SGD_INT";
 
 // ---- Options versions, one per op ---------------------------------------------
 constexpr uint8_t kStateOptionsVersion = 1;
@@ -59,6 +64,10 @@ constexpr uint8_t kPoolGradOptionsVersion = 1;
 constexpr uint8_t kMeanGradOptionsVersion = 1;
 constexpr uint8_t kCropOptionsVersion = 1;
 constexpr uint8_t kBroadcastGradOptionsVersion = 1;
+constexpr uint8_t kFullyConnectedIntOptionsVersion = 1;
+constexpr uint8_t kFullyConnectedIntGradOptionsVersion = 1;
+constexpr uint8_t kLossIntOptionsVersion = 1;
+constexpr uint8_t kSgdIntOptionsVersion = 1;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

@@ -29,6 +29,10 @@ extern const port::KernelDef kPoolGradKernel;
 extern const port::KernelDef kMeanGradKernel;
 extern const port::KernelDef kCropKernel;
 extern const port::KernelDef kBroadcastGradKernel;
+extern const port::KernelDef kFullyConnectedIntKernel;
+extern const port::KernelDef kFullyConnectedIntGradKernel;
+extern const port::KernelDef kLossIntKernel;
+extern const port::KernelDef kSgdIntKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -41,7 +45,8 @@ using AllKernels = KernelList<
     &kDepthwiseConv2DGradKernel, &kAdapterKernel, &kAdapterGradKernel,
     &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
     &kOptimizerKernel, &kAddGradsKernel, &kPoolGradKernel, &kMeanGradKernel,
-    &kCropKernel, &kBroadcastGradKernel>;
+    &kCropKernel, &kBroadcastGradKernel, &kFullyConnectedIntKernel,
+    &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel>;
 
 // The mode of this invocation. Prepare has checked that the op's mode input
 // exists (CheckModeInput); a missing one reads as kInfer all the same, so a

@@ -44,6 +44,7 @@ struct OpData {
   size_t initial_bytes = 0;
   size_t state_bytes = 0;
   bool has_mode = false;
+  bool integer = false;  // kFlagInteger: no float values in the payload
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
@@ -67,14 +68,20 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                        initial.constant_data != nullptr,
                    "TFLMT_STATE: initial state must be a uint8 constant");
   const uint8_t* init = static_cast<const uint8_t*>(initial.constant_data);
+  const bool integer = initial.bytes >= state::kHeaderBytes &&
+                       (state::LoadU32(init, state::kFlagsOffset) & state::kFlagInteger) != 0;
+  // Float: parameters and their gradients fit the payload (Eval scans them).
+  // Integer: exactly int16 parameters (padded) and int32 accumulators.
+  const uint64_t payload_needed =
+      integer ? ((uint64_t{state::ParamCount(init)} * 2 + 3) & ~uint64_t{3}) +
+                    uint64_t{state::ParamCount(init)} * 4
+              : uint64_t{state::ParamCount(init)} * 8;
   TFLMT_ENSURE_MSG(
       initial.bytes >= state::kHeaderBytes && initial.bytes <= state.bytes &&
           std::memcmp(init, state::kMagic, 4) == 0 &&
           state::LoadU32(init, state::kPayloadBytesOffset) ==
               state.bytes - state::kHeaderBytes &&
-          // Parameters and their gradients fit the payload (Eval scans them).
-          uint64_t{state::ParamCount(init)} * 8 <=
-              state.bytes - state::kHeaderBytes,
+          payload_needed <= state.bytes - state::kHeaderBytes,
       "TFLMT_STATE: the model's initial state does not fit its state tensor");
   data->has_mode = inputs > kMode;
   if (data->has_mode) {
@@ -90,6 +97,7 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_MSG(sample.type == port::DataType::kFloat32,
                      "TFLMT_STATE: guarded data inputs must be float32");
   }
+  data->integer = integer;
   data->initial = init;
   data->initial_bytes = initial.bytes;
   data->state_bytes = state.bytes;
@@ -137,6 +145,7 @@ const char* PayloadProblem(const OpData& data, const uint8_t* s) {
       state::ComputeCrc(s, data.state_bytes)) {
     return "state is corrupt (checksum mismatch)";
   }
+  if (data.integer) return nullptr;  // integers are always finite
   // Parameters, then the optimizer slots after the gradients. Pending
   // gradients may legitimately hold a non-finite value: the optimizer drops
   // such an update instead of applying it.

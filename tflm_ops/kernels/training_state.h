@@ -16,7 +16,8 @@
 //       32     4  samples accumulated toward the next step
 //       36     4  CRC-32 of bytes [0, 36) followed by [40, end)
 //       40     4  updates skipped (the update would not have been finite)
-//       44     4  flags; bit 0 LIVE (see below), other bits zero
+//       44     4  flags; bit 0 LIVE (see below), bit 1 INTEGER (an integer
+//                  training state: kernels/integer_state.h), other bits zero
 //       48     4  samples skipped (non-finite or out-of-range values)
 //       52    12  reserved, zero
 //       64   4*P  parameters | 4*P gradients | 4*P per optimizer slot
@@ -62,6 +63,9 @@ constexpr size_t kFlagsOffset = 44;
 constexpr size_t kSkippedSamplesOffset = 48;
 
 constexpr uint32_t kFlagLive = 1u << 0;
+// Set by the converter in an integer state (--arithmetic int8): int16
+// parameters and int32 accumulators, no float value to check for finiteness.
+constexpr uint32_t kFlagInteger = 1u << 1;
 
 inline uint32_t LoadU32(const uint8_t* state, size_t offset) {
   uint32_t v;
