@@ -152,6 +152,109 @@ def tf_step(model: str, config: ConvertConfig, mode: str, repeats: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# ---- per-step split (digits MLP) -------------------------------------------------------------------
+DIGITS = ROOT / "tflm_train" / "examples" / "digits" / "model_int8.tflite"
+STEP_SPLIT_CONFIGS = {
+    "lora": ConvertConfig(method="lora", targets="last:2"),
+    # Every weight and bias of the MLP trains: forward, input and weight gradients.
+    "sparse (all weights)": ConvertConfig(method="sparse", sparse_weights="last:3"),
+}
+
+
+def integer_arithmetic_config(config: ConvertConfig) -> ConvertConfig | None:
+    """The same conversion with integer training (issue 17 items 2-3), or None
+    when this build has no `arithmetic` option (convert --arithmetic int8)."""
+    import dataclasses
+
+    if "arithmetic" not in {f.name for f in dataclasses.fields(ConvertConfig)}:
+        return None
+    return dataclasses.replace(config, arithmetic="int8")
+
+
+def _raw_step(model: TrainableModel, sample: np.ndarray, label) -> callable:
+    """Writes every input (as firmware does: TFLM may reuse an input's bytes
+    once read) and invokes: the step without the Python API's conversions."""
+    raw = model.interpreter._interpreter
+    feeds = [(quantize(sample[None], model.input_details), 0),
+             (quantize(np.asarray(label)[None], model._target_details), model._target),
+             (np.array([1e-4], np.float32), model._learning_rate),
+             (np.array([1], np.int32), model._mode)]  # Mode.TRAIN
+
+    def step():
+        for value, index in feeds:
+            raw.set_input(value, index)
+        raw.invoke()
+    return step
+
+
+def step_split(base: bytes, config: ConvertConfig, sample: np.ndarray, label, blocks: int, block_steps: int) -> dict:
+    """A training step split into forward / backward / optimizer / bookkeeping
+    by the plugin's per-kernel timer (tflm_train/profiling.py), next to one
+    inference of the original model timed the same way (input written,
+    Invoke). Blocks of steps alternate between the two; each number is the
+    median over blocks of the per-step mean, so both sides see the same load."""
+    from tflm_train.profiling import PARTS, profiled_interpreters, split_step
+
+    result = convert(base, config)
+    with profiled_interpreters():
+        model = TrainableModel(result.model)
+        plain = PlainModel(base)
+    train = _raw_step(model, sample, label)
+    raw_plain = plain.interpreter._interpreter
+    x = quantize(sample[None], plain.input_details)
+
+    def infer():
+        raw_plain.set_input(x, 0)
+        raw_plain.invoke()
+
+    trains, infers = [], []
+    for _ in range(blocks):
+        trains.append(split_step(train, block_steps))
+        infers.append(split_step(infer, block_steps))
+    med = statistics.median
+    row = {"config": {"method": config.method, "targets": config.targets, "sparse_weights": config.sparse_weights},
+           "trainable_params": result.metadata["state"]["param_count"],
+           "inference_us": med(s.wall_us for s in infers),
+           "step_us": med(s.wall_us for s in trains),
+           "interpreter_us": med(s.interpreter_us for s in trains)}
+    for part in PARTS:
+        row[f"{part}_us"] = med(s.parts_us[part] for s in trains)
+    row["step_over_inference"] = row["step_us"] / row["inference_us"]
+    row["bookkeeping_share"] = row["bookkeeping_us"] / row["step_us"]
+    # The Python API on top (quantizing the sample, label checks, the error
+    # capture around Invoke): what `fit` pays per sample on the host.
+    label_in = label
+
+    def api_step():
+        model.train_step(sample, label_in, 1e-4)
+    api_step()
+    row["python_train_step_us"] = med(split_step(api_step, block_steps).wall_us for _ in range(max(3, blocks // 3)))
+    return row
+
+
+def step_rows(blocks: int, block_steps: int) -> tuple[list[dict], dict]:
+    data = np.load(DIGITS.parent / "user_train.npz")
+    sample, label = data["x"][0].astype(np.float32), int(data["y"][0])
+    base = DIGITS.read_bytes()
+    rows = []
+    for name, config in STEP_SPLIT_CONFIGS.items():
+        row = step_split(base, config, sample, label, blocks, block_steps)
+        row["name"] = name
+        rows.append(row)
+    # ---- float vs integer training step (issue 17 items 2-3) ----
+    # Filled in once convert has --arithmetic int8 (ConvertConfig.arithmetic):
+    # the same LoRA conversion, float and integer, timed in alternating blocks.
+    integer = integer_arithmetic_config(STEP_SPLIT_CONFIGS["lora"])
+    if integer is None:
+        float_vs_int = {"available": False, "note": "n/a (no --arithmetic int8 in this build)"}
+    else:
+        float_row = step_split(base, STEP_SPLIT_CONFIGS["lora"], sample, label, blocks, block_steps)
+        int_row = step_split(base, integer, sample, label, blocks, block_steps)
+        float_vs_int = {"available": True, "float_step_us": float_row["step_us"], "int8_step_us": int_row["step_us"],
+                        "int8_over_float": int_row["step_us"] / float_row["step_us"]}
+    return rows, float_vs_int
+
+
 # ---- per-MAC kernel comparison ----------------------------------------------------------------------
 def kernel_comparison(repeats: int) -> list[dict]:
     """Our backward kernels against TFLM's reference forward kernels, same shapes, ns per MAC."""
