@@ -178,9 +178,16 @@ def choose_sparse(
         base_gain = before - after
         say(f"  trial: held-out loss {before:.4f} -> {after:.4f} after {trial_steps} steps")
 
-    # Measure every other part together with the base.
+    # Measure every other part together with the base, from the output back.
+    # Once a layer's parts are all over budget on their own, deeper layers are
+    # not measured: their backward pass crosses that layer and keeps more
+    # activations alive, so on the models measured so far they cost more still.
     parts: list[Part] = []
     for a in reversed(adapted):
+        previous = [p for p in parts if p.index != last]
+        if previous and all(p.note == "over budget on its own" for p in previous[-2:]):
+            say(f"deeper than {previous[-1].name}: not measured (every part of that layer is over budget)")
+            break
         for kind in ("bias", "weights"):
             if kind == "bias" and a["index"] == last:
                 continue
