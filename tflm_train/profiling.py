@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import numpy as np
+
 from tflm_train import plugin
 
 PARTS = ("forward", "backward", "optimizer", "bookkeeping")
@@ -87,11 +89,13 @@ def clear_counters() -> None:
 
 @dataclass
 class StepSplit:
-    """Median-free averages over `steps` timed invocations, in microseconds."""
+    """Medians over the timed steps, in microseconds (a median, not a mean:
+    one step preempted by another process must not move the numbers)."""
 
     wall_us: float  # the whole step as the caller sees it (inputs written, Invoke)
     parts_us: dict[str, float]  # forward / backward / optimizer / bookkeeping
     interpreter_us: float  # wall minus the kernels: dispatch, input writes, timers
+    kernels_us: float  # the sum of the kernels
     by_op_us: dict[str, float]
 
     def share(self, part: str) -> float:
@@ -100,20 +104,50 @@ class StepSplit:
 
 def split_step(step: Callable[[], None], steps: int) -> StepSplit:
     """Runs `step` (write inputs + Invoke of an interpreter built inside
-    profiled_interpreters) `steps` times after a warm-up, and splits its time."""
+    profiled_interpreters) `steps` times after a warm-up; each step's kernel
+    times are read after it (outside its timing) and split by part."""
+    lib = _library()
+    slots = lib.tflmt_profile_slots()
     step()
-    clear_counters()
-    start = time.perf_counter_ns()
-    for _ in range(steps):
+    names = read_counters_names(slots)
+    counters = np.zeros((steps + 1, slots), np.uint64)
+    walls = np.zeros(steps)
+    buffer_of = lambda row: counters[row].ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong))  # noqa: E731
+    lib.tflmt_profile_read(buffer_of(0), slots)
+    for i in range(steps):
+        start = time.perf_counter_ns()
         step()
-    wall_ns = time.perf_counter_ns() - start
-    counters = read_counters()
-    by_op = {name: ns / steps / 1e3 for name, (ns, _) in counters.items()}
-    parts = dict.fromkeys(PARTS, 0.0)
-    for name, us in by_op.items():
-        parts[part_of(name)] += us
-    wall = wall_ns / steps / 1e3
-    return StepSplit(wall_us=wall, parts_us=parts, interpreter_us=wall - sum(parts.values()), by_op_us=by_op)
+        walls[i] = time.perf_counter_ns() - start
+        lib.tflmt_profile_read(buffer_of(i + 1), slots)
+    per_step = np.diff(counters.astype(np.int64), axis=0) / 1e3  # [steps, slots] us
+    walls /= 1e3
+    by_op: dict[str, np.ndarray] = {}
+    for slot, name in names.items():
+        by_op[name] = by_op.get(name, 0) + per_step[:, slot]
+    parts = {part: np.zeros(steps) for part in PARTS}
+    for name, values in by_op.items():
+        parts[part_of(name)] = parts[part_of(name)] + values
+    kernels = sum(parts.values())
+    return StepSplit(
+        wall_us=float(np.median(walls)),
+        parts_us={part: float(np.median(values)) for part, values in parts.items()},
+        interpreter_us=float(np.median(walls - kernels)),
+        kernels_us=float(np.median(kernels)),
+        by_op_us={name: float(np.median(values)) for name, values in by_op.items() if values.any()},
+    )
 
 
-__all__ = ["PARTS", "StepSplit", "clear_counters", "part_of", "profiled_interpreters", "read_counters", "split_step"]
+def read_counters_names(slots: int) -> dict[int, str]:
+    """Slot -> op name, for the slots that have run."""
+    lib = _library()
+    builtin = _builtin_names()
+    out = {}
+    for slot in range(slots):
+        if not lib.tflmt_profile_calls(slot):
+            continue
+        custom = lib.tflmt_profile_custom_name(slot)
+        out[slot] = custom.decode() if custom else builtin.get(lib.tflmt_profile_builtin(slot), "BUILTIN")
+    return out
+
+
+__all__ = ["PARTS", "StepSplit", "clear_counters", "part_of", "profiled_interpreters", "read_counters", "read_counters_names", "split_step"]

@@ -310,6 +310,13 @@ __attribute__((visibility("default"))) unsigned long long tflmt_profile_ns(
   return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
              ? tflmt::g_profile_ns[slot] : 0;
 }
+// Copies the first `count` slots' nanosecond totals into `out` (one call per
+// step, so a step's split can be read without a call per slot).
+__attribute__((visibility("default"))) void tflmt_profile_read(
+    unsigned long long* out, int count) {
+  for (int i = 0; i < count && i < tflmt::wheel::kResolverCapacity; ++i)
+    out[i] = tflmt::g_profile_ns[i];
+}
 __attribute__((visibility("default"))) unsigned long long tflmt_profile_calls(
     int slot) {
   return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
