@@ -22,7 +22,8 @@ def _digits():
 
 def test_parts_of_a_step():
     assert part_of("TFLMT_STATE") == "bookkeeping"
-    assert part_of("TFLMT_OPTIMIZER") == "optimizer"
+    assert part_of("TFLMT_OPTIMIZER") == "optimizer" and part_of("TFLMT_SGD_INT") == "optimizer"
+    assert part_of("TFLMT_FULLY_CONNECTED_INT_GRAD") == "backward"
     assert part_of("TFLMT_CONV_2D_GRAD") == "backward" and part_of("TFLMT_ADD_GRADS") == "backward"
     assert part_of("FULLY_CONNECTED") == "forward" and part_of("TFLMT_LOSS") == "forward"
 

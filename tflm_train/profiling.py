@@ -8,7 +8,8 @@ while it is off are not touched. A training step then splits into:
 
   forward       TFLM's builtin kernels, our forward kernels, the loss
   backward      our gradient kernels (*_GRAD, ADD_GRADS, POOL_GRAD, ...)
-  optimizer     TFLMT_OPTIMIZER (the update and its finiteness guard)
+  optimizer     TFLMT_OPTIMIZER (the update and its finiteness guard), or
+                TFLMT_SGD_INT (integer training)
   bookkeeping   TFLMT_STATE (the state's checks and counters)
 
 and what the interpreter spends around the kernels is the invocation's wall
@@ -29,13 +30,15 @@ from tflm_train import plugin
 
 PARTS = ("forward", "backward", "optimizer", "bookkeeping")
 _BACKWARD = ("_GRAD", "TFLMT_ADD_GRADS")
+# The float update, and the integer one of convert --arithmetic int8.
+_OPTIMIZERS = ("TFLMT_OPTIMIZER", "TFLMT_SGD_INT")
 
 
 def part_of(op_name: str) -> str:
     """Which part of a training step an operator belongs to."""
     if op_name == "TFLMT_STATE":
         return "bookkeeping"
-    if op_name == "TFLMT_OPTIMIZER":
+    if op_name in _OPTIMIZERS:
         return "optimizer"
     if op_name.endswith(_BACKWARD[0]) or op_name == _BACKWARD[1]:
         return "backward"
