@@ -536,11 +536,15 @@ def print_table(rows, kernels, targets, steps=(), float_vs_int=None, mobilenet=(
         print()
         print("MobileNetV2 w0.35, int8 (TFLM smallest arena, bytes; lora/bias on the last 2 layers; sparse: "
               "chosen within 256 KB)")
-        print(f"{'res':>4} {'inference':>10} {'lora':>10} {'bias':>10} {'sparse<=256KB':>14}")
+        print(f"{'res':>4} {'inference':>10} {'lora':>10} {'bias':>10} {'sparse<=256KB':>14} {'trains':>22}")
         for r in mobilenet:
-            sparse = (f"{r['arena_sparse']:,}" if r["arena_sparse"] is not None else "refused")
+            if r["arena_sparse"] is not None:
+                sparse = f"{r['arena_sparse']:,}"
+                trains = f"{r['sparse_biases']} biases, {r['sparse_weights']} weights"
+            else:
+                sparse, trains = "refused", "last bias needs more"
             print(f"{r['resolution']:4} {r['arena_inference']:10,} {r['arena_lora']:10,} {r['arena_bias']:10,} "
-                  f"{sparse:>14}")
+                  f"{sparse:>14} {trains:>22}")
         print(f"paper: {PAPER}")
     print()
     for t in targets:
