@@ -91,3 +91,8 @@ def test_cli_prints_the_choice_and_its_arena(tmp_path):
                               "--data", str(DIGITS / "user_train.npz")], capture_output=True, text=True)
     assert refused.returncode == 2 and "--data ranks a sparse update" in refused.stderr + refused.stdout
     assert not (tmp_path / "x.tflite").exists()
+    both = subprocess.run([sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"),
+                           "-o", str(tmp_path / "y.tflite"), "--method", "sparse", "--budget-bytes", "9000",
+                           "--sparse-weights", "last:1"], capture_output=True, text=True)
+    assert both.returncode == 2 and "name the parts by hand" in both.stderr + both.stdout
+    assert not (tmp_path / "y.tflite").exists()
