@@ -96,3 +96,28 @@ def test_cli_prints_the_choice_and_its_arena(tmp_path):
                            "--sparse-weights", "last:1"], capture_output=True, text=True)
     assert both.returncode == 2 and "name the parts by hand" in both.stderr + both.stdout
     assert not (tmp_path / "y.tflite").exists()
+
+
+@pytest.mark.tf
+def test_some_biases_and_some_weights_train_like_tensorflow(user_data):
+    """Weights of the first layer (its bias frozen, kept in float), the bias
+    of the last, the middle layer frozen: 10 SGD steps match TensorFlow's."""
+    import tensorflow as tf
+
+    import tf_reference
+    from graphs import relative_error
+    from tflm_train.converter.state_format import Header, parameters
+
+    base = (DIGITS / "model_float.tflite").read_bytes()
+    result = convert(base, ConvertConfig(method="sparse", targets="0,2", sparse_biases="2", sparse_weights="0"))
+    model = TrainableModel(result.model)
+    initial = model.save_state()
+    reference = tf_reference.ConvertedModel(base, result.metadata, parameters(initial, Header.unpack(initial)))
+    xs, ys = user_data[0][:10], user_data[1][:10]
+    for x, y in zip(xs, ys):
+        model.train_step(x, int(y), 0.05)
+    reference.train(xs, ys, tf.keras.optimizers.SGD(0.05))
+    state = model.save_state()
+    trained = parameters(state, Header.unpack(state))
+    assert relative_error(trained, parameters(initial, Header.unpack(initial))) > 1e-3  # it moved
+    assert relative_error(trained, reference.flat()) < 1e-4
