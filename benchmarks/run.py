@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # the full table (a few minutes on 2 cores)
     python benchmarks/run.py --json          # the same as one JSON object
     python benchmarks/run.py --models ds_cnn_s --methods lora --repeats 20
+    python benchmarks/run.py --mobilenet     # + MobileNetV2 w0.35 at 96/128/160 (slow)
 
 For each reference model (tests/cnn_models.py, int8 via TFLiteConverter) and
 method, all in one run, on this machine:
@@ -21,6 +22,14 @@ With TFLM_DIR set (a tflite-micro checkout), each row is also measured on
 Cortex-M4 under QEMU (firmware/trainer): instructions of one inference of the
 converted model (mode 0) and one training step (-icount: instructions, not
 cycles), and the smallest 32-bit arena.
+Per step (digits MLP, always; fast): a training step split into forward,
+backward, optimizer and state bookkeeping by the kernel plugin's per-kernel
+timer (tflm_train/profiling.py), next to one inference, for LoRA and for
+sparse with every weight training; and the float vs integer LoRA step once
+convert has --arithmetic int8 (else the row says n/a).
+With --mobilenet: MobileNetV2 w0.35 (Keras, int8) at --mobilenet-resolutions,
+inference and training arenas (lora, bias, sparse chosen within 256 KB), next
+to the published figures of Lin et al. 2022 (minutes: not for CI).
 Times are medians of --repeats steps after a warm-up; the two sides of a ratio
 (inference and training step, TFLM forward and our backward kernel) are timed
 alternately, so that both see the same machine load. Targets from the issue
@@ -152,6 +161,161 @@ def tf_step(model: str, config: ConvertConfig, mode: str, repeats: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# ---- per-step split (digits MLP) -------------------------------------------------------------------
+DIGITS = ROOT / "tflm_train" / "examples" / "digits" / "model_int8.tflite"
+STEP_SPLIT_CONFIGS = {
+    "lora": ConvertConfig(method="lora", targets="last:2"),
+    # Every weight and bias of the MLP trains: forward, input and weight gradients.
+    "sparse (all weights)": ConvertConfig(method="sparse", sparse_weights="last:3"),
+}
+
+
+def integer_arithmetic_config(config: ConvertConfig) -> ConvertConfig | None:
+    """The same conversion with integer training (issue 17 items 2-3), or None
+    when this build has no `arithmetic` option (convert --arithmetic int8)."""
+    import dataclasses
+
+    if "arithmetic" not in {f.name for f in dataclasses.fields(ConvertConfig)}:
+        return None
+    return dataclasses.replace(config, arithmetic="int8")
+
+
+def _raw_step(model: TrainableModel, sample: np.ndarray, label) -> callable:
+    """Writes every input (as firmware does: TFLM may reuse an input's bytes
+    once read) and invokes: the step without the Python API's conversions."""
+    raw = model.interpreter._interpreter
+    feeds = [(quantize(sample[None], model.input_details), 0),
+             (quantize(np.asarray(label)[None], model._target_details), model._target),
+             (np.array([1e-4], np.float32), model._learning_rate),
+             (np.array([1], np.int32), model._mode)]  # Mode.TRAIN
+
+    def step():
+        for value, index in feeds:
+            raw.set_input(value, index)
+        raw.invoke()
+    return step
+
+
+def step_split(base: bytes, config: ConvertConfig, sample: np.ndarray, label, blocks: int, block_steps: int) -> dict:
+    """A training step split into forward / backward / optimizer / bookkeeping
+    by the plugin's per-kernel timer (tflm_train/profiling.py), next to one
+    inference of the original model timed the same way (input written,
+    Invoke). Blocks of steps alternate between the two, so both see the same
+    load; each number is the median over blocks of the per-step medians.
+    The kernels are timed inside the plugin; the rest of a step (input
+    writes through the wheel's Python binding, TFLM's dispatch) is
+    `interpreter_us`."""
+    from tflm_train.profiling import PARTS, profiled_interpreters, split_step
+
+    result = convert(base, config)
+    with profiled_interpreters():
+        model = TrainableModel(result.model)
+        plain = PlainModel(base)
+    train = _raw_step(model, sample, label)
+    raw_plain = plain.interpreter._interpreter
+    x = quantize(sample[None], plain.input_details)
+
+    def infer():
+        raw_plain.set_input(x, 0)
+        raw_plain.invoke()
+
+    trains, infers = [], []
+    for _ in range(blocks):
+        trains.append(split_step(train, block_steps))
+        infers.append(split_step(infer, block_steps))
+    med = statistics.median
+    row = {"config": {"method": config.method, "targets": config.targets, "sparse_weights": config.sparse_weights},
+           "trainable_params": result.metadata["state"]["param_count"],
+           "inference_us": med(s.wall_us for s in infers),
+           "step_us": med(s.wall_us for s in trains),
+           "interpreter_us": med(s.interpreter_us for s in trains)}
+    for part in PARTS:
+        row[f"{part}_us"] = med(s.parts_us[part] for s in trains)
+    row["step_over_inference"] = row["step_us"] / row["inference_us"]
+    # Kernels only (what a device pays; the host binding's per-input cost and
+    # the interpreter's dispatch left out): the sums of the timed kernels.
+    row["inference_kernels_us"] = med(s.kernels_us for s in infers)
+    row["step_kernels_us"] = med(s.kernels_us for s in trains)
+    row["kernels_over_inference"] = row["step_kernels_us"] / row["inference_kernels_us"]
+    row["bookkeeping_share"] = row["bookkeeping_us"] / row["step_us"]
+    # The Python API on top (quantizing the sample, label checks, the error
+    # capture around Invoke): what `fit` pays per sample on the host.
+    label_in = label
+
+    def api_step():
+        model.train_step(sample, label_in, 1e-4)
+    api_step()
+    row["python_train_step_us"] = med(split_step(api_step, block_steps).wall_us for _ in range(max(3, blocks // 3)))
+    return row
+
+
+def step_rows(blocks: int, block_steps: int) -> tuple[list[dict], dict]:
+    data = np.load(DIGITS.parent / "user_train.npz")
+    sample, label = data["x"][0].astype(np.float32), int(data["y"][0])
+    base = DIGITS.read_bytes()
+    rows = []
+    for name, config in STEP_SPLIT_CONFIGS.items():
+        row = step_split(base, config, sample, label, blocks, block_steps)
+        row["name"] = name
+        rows.append(row)
+    # ---- float vs integer training step (issue 17 items 2-3) ----
+    # Filled in once convert has --arithmetic int8 (ConvertConfig.arithmetic):
+    # the same LoRA conversion, float and integer, timed in alternating blocks.
+    integer = integer_arithmetic_config(STEP_SPLIT_CONFIGS["lora"])
+    if integer is None:
+        float_vs_int = {"available": False, "note": "n/a (no --arithmetic int8 in this build)"}
+    else:
+        float_row = step_split(base, STEP_SPLIT_CONFIGS["lora"], sample, label, blocks, block_steps)
+        int_row = step_split(base, integer, sample, label, blocks, block_steps)
+        float_vs_int = {"available": True, "float_step_us": float_row["step_us"], "int8_step_us": int_row["step_us"],
+                        "int8_over_float": int_row["step_us"] / float_row["step_us"]}
+    return rows, float_vs_int
+
+
+# ---- MobileNetV2 w0.35 at MCU resolutions (--mobilenet; heavy: Keras build + many arena probes) --------
+BUDGET_256KB = 256 * 1024
+# The reference point: the paper's measured peak memory for MbV2-w0.35 (on an MCU with
+# their Tiny Training Engine; the figure "Peak memory vs. models", also
+# figures/latency_peakmem_comparison.png in github.com/mit-han-lab/tiny-training).
+PAPER = ("Lin et al., \"On-Device Training Under 256KB Memory\", NeurIPS 2022 (arXiv:2206.15472), measured "
+         "peak memory of MbV2-w0.35 training: full update 2,939 KB, sparse update 335 KB, sparse update + "
+         "operator reordering 141 KB (their engine; training latency 8,501 ms TF-Lite full (projected), "
+         "3,448 ms TF-Lite sparse, 373 ms their engine)")
+PAPER_KB = {"full": 2939, "sparse": 335, "sparse_reordered": 141}
+
+
+def mobilenet_rows(resolutions: list[int]) -> list[dict]:
+    """Keras MobileNetV2(alpha=0.35, weights=None, 10 classes, logits out), int8
+    via TFLiteConverter with a representative set (random images: the arena
+    does not depend on the weights). Arenas: the smallest TFLM allocates in."""
+    import cnn_models
+    import tensorflow as tf
+
+    from tflm_train.converter import ConversionError
+    from tflm_train.sparse import choose_sparse
+
+    rows = []
+    for resolution in resolutions:
+        keras_model = tf.keras.applications.MobileNetV2(input_shape=(resolution, resolution, 3), alpha=0.35,
+                                                        weights=None, classes=10, classifier_activation=None)
+        representative = np.random.default_rng(0).uniform(-1, 1, (8, resolution, resolution, 3)).astype(np.float32)
+        base = cnn_models.to_tflite(keras_model, representative)
+        row = {"resolution": resolution, "arena_inference": smallest_arena(base)}
+        for method in ("lora", "bias"):
+            row[f"arena_{method}"] = smallest_arena(convert(base, METHODS[method]).model)
+        # Sparse within 256 KB: candidates among the last 6 linear layers, ranked
+        # from the output back (random data would rank nothing meaningfully).
+        try:
+            choice = choose_sparse(base, ConvertConfig(method="sparse", targets="last:6"), BUDGET_256KB)
+            row.update({"arena_sparse": choice.arena_bytes, "sparse_biases": len(choice.bias_layers),
+                        "sparse_weights": len(choice.weight_layers)})
+        except ConversionError as exc:
+            row.update({"arena_sparse": None, "sparse_refused": str(exc)})
+        rows.append(row)
+        print(f"  measured MobileNetV2-0.35 @ {resolution}", file=sys.stderr, flush=True)
+    return rows
+
+
 # ---- per-MAC kernel comparison ----------------------------------------------------------------------
 def kernel_comparison(repeats: int) -> list[dict]:
     """Our backward kernels against TFLM's reference forward kernels, same shapes, ns per MAC."""
@@ -229,6 +393,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--no-tf", action="store_true", help="Skip the TensorFlow columns.")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--step-blocks", type=int, default=15, help="Per-step split: blocks of steps (median over blocks).")
+    parser.add_argument("--step-block-steps", type=int, default=200, help="Per-step split: steps per block.")
+    parser.add_argument("--mobilenet", action="store_true",
+                        help="Also MobileNetV2 w0.35 at --mobilenet-resolutions (minutes: Keras build, arena probes).")
+    parser.add_argument("--mobilenet-resolutions", default="96,128,160")
     args = parser.parse_args()
 
     import cnn_models
@@ -277,17 +446,30 @@ def main() -> int:
             if not args.json:
                 print(f"  measured {name} / {method}", file=sys.stderr, flush=True)
     kernels = kernel_comparison(args.repeats)
-    targets = check_targets(rows, kernels)
+    steps, float_vs_int = step_rows(args.step_blocks, args.step_block_steps)
+    mobilenet = mobilenet_rows([int(r) for r in args.mobilenet_resolutions.split(",")]) if args.mobilenet else []
+    targets = check_targets(rows, kernels, steps)
     if args.json:
-        print(json.dumps({"rows": rows, "kernels": kernels, "targets": targets}))
+        print(json.dumps({"rows": rows, "kernels": kernels, "steps": steps, "float_vs_int": float_vs_int,
+                          "mobilenet": mobilenet, "paper": PAPER if mobilenet else None, "targets": targets}))
         return 0
-    print_table(rows, kernels, targets)
+    print_table(rows, kernels, targets, steps, float_vs_int, mobilenet)
     return 0
 
 
-def check_targets(rows: list[dict], kernels: list[dict]) -> list[dict]:
+def check_targets(rows: list[dict], kernels: list[dict], steps: list[dict] = ()) -> list[dict]:
     found = {(r["model"], r["method"]): r for r in rows}
     checks = []
+    split = {s["name"]: s for s in steps}
+    if "lora" in split:
+        checks.append({"target": "digits LoRA: state bookkeeping <= 5% of a step",
+                       "value": 100 * split["lora"]["bookkeeping_share"], "limit": 5.0})
+    if "sparse (all weights)" in split:
+        every = split["sparse (all weights)"]
+        checks.append({"target": "digits MLP, every weight training: step kernels <= 3.5 x inference kernels",
+                       "value": every["kernels_over_inference"], "limit": 3.5})
+        checks.append({"target": "digits MLP, every weight training: step <= 3.5 x inference (inputs written + Invoke)",
+                       "value": every["step_over_inference"], "limit": 3.5})
     lora, head = found.get(("ds_cnn_s", "lora")), found.get(("ds_cnn_s", "head"))
     if lora:
         checks.append({"target": "DS-CNN LoRA: training arena <= 1.3 x (inference arena + state)",
@@ -308,7 +490,7 @@ def check_targets(rows: list[dict], kernels: list[dict]) -> list[dict]:
     return checks
 
 
-def print_table(rows, kernels, targets) -> None:
+def print_table(rows, kernels, targets, steps=(), float_vs_int=None, mobilenet=()) -> None:
     header = (f"{'model':22} {'method':8} {'infer ms':>9} {'train ms':>9} {'ratio':>6} {'arena inf':>10} "
               f"{'arena train':>11} {'x inf':>6} {'x live':>6} {'TF eager ms':>11} {'MB':>6} {'TF fn ms':>9} {'MB':>6}")
     print(header)
@@ -332,6 +514,38 @@ def print_table(rows, kernels, targets) -> None:
     print(f"{'kernel shape':45} {'TFLM forward ns/MAC':>20} {'our backward ns/MAC':>20}")
     for k in kernels:
         print(f"{k['shape']:45} {k['tflm_forward_ns_per_mac']:20.3f} {k['ours_backward_ns_per_mac']:20.3f}")
+    if steps:
+        print()
+        print("Per step, digits MLP (us; the plugin times every kernel: tflm_train/profiling.py; inference = the "
+              "original model, input written + Invoke)")
+        print(f"{'update':22} {'params':>6} {'infer':>7} {'step':>7} {'ratio':>6} {'kern.ratio':>10} {'forward':>8} "
+              f"{'backward':>8} {'optim.':>7} {'bookkp.':>7} {'interp.':>7} {'py API':>7}")
+        for r in steps:
+            print(f"{r['name']:22} {r['trainable_params']:6,} {r['inference_us']:7.2f} {r['step_us']:7.2f} "
+                  f"{r['step_over_inference']:6.2f} {r['kernels_over_inference']:10.2f} {r['forward_us']:8.2f} "
+                  f"{r['backward_us']:8.2f} {r['optimizer_us']:7.2f} {r['bookkeeping_us']:7.2f} "
+                  f"{r['interpreter_us']:7.2f} {r['python_train_step_us']:7.1f}")
+    if float_vs_int is not None:
+        # ---- float vs integer training step (issue 17 items 2-3) ----
+        if float_vs_int["available"]:
+            print(f"float vs int8 LoRA step (digits): {float_vs_int['float_step_us']:.2f} us vs "
+                  f"{float_vs_int['int8_step_us']:.2f} us ({float_vs_int['int8_over_float']:.2f}x)")
+        else:
+            print(f"float vs int8 LoRA step (digits): {float_vs_int['note']}")
+    if mobilenet:
+        print()
+        print("MobileNetV2 w0.35, int8 (TFLM smallest arena, bytes; lora/bias on the last 2 layers; sparse: "
+              "chosen within 256 KB)")
+        print(f"{'res':>4} {'inference':>10} {'lora':>10} {'bias':>10} {'sparse<=256KB':>14} {'trains':>22}")
+        for r in mobilenet:
+            if r["arena_sparse"] is not None:
+                sparse = f"{r['arena_sparse']:,}"
+                trains = f"{r['sparse_biases']} biases, {r['sparse_weights']} weights"
+            else:
+                sparse, trains = "refused", "last bias needs more"
+            print(f"{r['resolution']:4} {r['arena_inference']:10,} {r['arena_lora']:10,} {r['arena_bias']:10,} "
+                  f"{sparse:>14} {trains:>22}")
+        print(f"paper: {PAPER}")
     print()
     for t in targets:
         print(f"{'met ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.2f} (limit {t['limit']})")

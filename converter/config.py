@@ -46,6 +46,7 @@ class ConvertConfig:
     head_mode  head: "replace" the last layer, or "append" after the output
     seed       initialization of LoRA A / adapter down-projection / new heads
     sparse_weights  sparse: target layers whose full weights also train
+    sparse_biases   sparse: target layers whose bias trains ("": every target layer)
     recompute  auto | always | never: whether the backward pass recomputes the
                hidden rows of LoRA and adapters instead of keeping them (auto:
                where that lowers the step's activation peak; converter/recompute.py)
@@ -73,6 +74,7 @@ class ConvertConfig:
     head_mode: HeadMode = "replace"
     seed: int = 0
     sparse_weights: str = ""
+    sparse_biases: str = ""
     recompute: RecomputeMode = "auto"
     regularizer: RegularizerName = "none"
     reg_lambda: float = 0.0
@@ -138,6 +140,7 @@ class ConvertConfig:
             "head_mode": self.head_mode,
             "seed": self.seed,
             "sparse_weights": self.sparse_weights,
+            "sparse_biases": self.sparse_biases,
             "recompute": self.recompute,
         }
         if self.regularizer != "none":  # unregularized metadata stays as it was

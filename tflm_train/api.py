@@ -51,16 +51,19 @@ def convert(
     board: str | None = None,
     budget_bytes: int | None = None,
     on_try: Callable[[str], None] | None = None,
+    data: tuple | None = None,
 ) -> ConvertResult:
     """Rewrites a .tflite (bytes or path) so that it trains itself.
 
     config: method, rank, targets, loss, optimizer, ... (default: LoRA rank 4
     on the last two layers). board: pick layers and rank (sparse: the layers
     whose weights train) so that the measured training arena fits that
-    board's SRAM; budget_bytes: the same for sparse, with a byte budget.
+    board's SRAM; budget_bytes: the same for sparse, with a byte budget;
+    data: (x, y) representative samples that rank sparse's parts by measured
+    contribution (tflm_train/sparse.py).
     Returns the converted model's bytes (.model) and its metadata (.metadata).
     """
-    return plan(model, config, board=board, budget_bytes=budget_bytes, on_try=on_try).result
+    return plan(model, config, board=board, budget_bytes=budget_bytes, on_try=on_try, data=data).result
 
 
 def plan(
@@ -70,10 +73,12 @@ def plan(
     board: str | None = None,
     budget_bytes: int | None = None,
     on_try: Callable[[str], None] | None = None,
+    data: tuple | None = None,
 ) -> ConvertPlan:
     """convert(), plus how the conversion was chosen (board fit, budget)."""
+    representative = None if data is None else (np.asarray(data[0]), np.asarray(data[1]))
     return plan_convert(_model_bytes(model), config or ConvertConfig(), board=board, budget_bytes=budget_bytes,
-                        on_try=on_try)
+                        on_try=on_try, data=representative)
 
 
 def _task(model: PlainModel, y: np.ndarray) -> _fitting.Task:

@@ -33,7 +33,7 @@ from tflm_train.outputs import strict_json, write_all
 EXIT_USER_ERROR = 2
 # ConvertConfig fields that are one method's own option -> their flag here.
 CLI_FLAGS = {"r": "--rank", "lora_alpha": "--alpha", "classes": "--classes", "head_mode": "--head-mode",
-             "sparse_weights": "--sparse-weights"}
+             "sparse_weights": "--sparse-weights", "sparse_biases": "--sparse-biases"}
 
 
 def _method_help() -> str:
@@ -154,6 +154,11 @@ def _shape(shape: list[int]) -> str:
     "the measured training arena fits this many bytes."
 )
 @click.option("--sparse-weights", default="", help="--method sparse: layers whose full weights train (instead of a budget).")
+# -- sparse by contribution (issue 17 item 4): which biases train, and the data that ranks the parts
+@click.option("--sparse-biases", default="", help="--method sparse: layers whose bias trains (instead of a budget).  "
+              "[default: every target layer]")
+@click.option("--data", "data_path", default=None, help="--budget-bytes: representative .npz (x, y) whose short trial "
+              "fine-tunes rank each layer's bias and weights by held-out loss gain per byte of arena.")
 @click.option(
     "--recompute", type=click.Choice(RECOMPUTE_MODES), default="auto", show_default=True,
     help="Recompute the hidden rows of LoRA and adapters in the backward pass instead of keeping them "
@@ -195,6 +200,8 @@ def convert(
     seed: int,
     budget_bytes: int | None,
     sparse_weights: str,
+    sparse_biases: str,
+    data_path: str | None,
     recompute: str,
     board: str | None,
     regularizer: str,
@@ -211,7 +218,7 @@ def convert(
     from tflm_train.planning import plan_convert
 
     fields = {"r": rank, "lora_alpha": alpha, "classes": classes, "head_mode": head_mode,
-              "sparse_weights": sparse_weights}
+              "sparse_weights": sparse_weights, "sparse_biases": sparse_biases}
     spec = methods.get(method)
     for other in methods.specs():  # in the CLI's words; ConvertConfig checks the same
         for option, neutral in other.options.items():
@@ -234,9 +241,20 @@ def convert(
     model_bytes = _read(model_path)
     fisher_note = _ewc_fisher(model_bytes, config, retain_path, board, budget_bytes)
     console = None if as_json else _console()
+    model_bytes = _read(model_path)
+    representative = None
+    if data_path is not None:
+        if (budget_bytes is None and board is None) or method != "sparse":
+            raise UserError("--data ranks a sparse update: use it with --method sparse --budget-bytes (or --board)")
+        from tflm_train.data import check_inputs, load_npz
+        from tflm_train.trainer import PlainModel
+
+        dataset = load_npz(data_path)
+        representative = (check_inputs(dataset, PlainModel(model_bytes).sample_shape, data_path), dataset.y)
     plan = plan_convert(
         model_bytes, config, board=board, budget_bytes=budget_bytes,
         on_try=None if console is None else (lambda line: console.print(f"  {line}")),
+        data=representative,
     )
     files = {output_path: plan.result.model}
     if c_array:
@@ -285,6 +303,19 @@ def _render_convert(console, plan, summary: dict, output_path: str, c_array: str
     if plan.picked is not None:
         console.print(f"for {plan.board}: picked {plan.picked}; measured training arena {plan.arena_bytes_training:,} B")
     if plan.budget_bytes is not None:
+        if plan.sparse is not None:
+            chosen = plan.sparse
+            how = ("by held-out loss gain per byte (trial fine-tunes on --data)" if chosen["ranking"] == "contribution"
+                   else "from the output back (no --data: contribution not measured)")
+            console.print(f"sparse choice, {how}:")
+            console.print(f"  biases of: {', '.join(chosen['bias_layers'])}")
+            console.print(f"  full weights of: {', '.join(chosen['weight_layers']) or 'none'}")
+            if chosen["loss_before"] is not None:
+                accuracy = ""
+                if chosen["accuracy_before"] is not None:
+                    accuracy = f", accuracy {chosen['accuracy_before']:.1%} -> {chosen['accuracy_after']:.1%}"
+                console.print(f"  trial of the choice: held-out loss {chosen['loss_before']:.4f} -> "
+                              f"{chosen['loss_after']:.4f}{accuracy}")
         console.print(
             f"measured training arena {plan.arena_bytes_training:,} B, within the {plan.budget_bytes:,}-byte budget"
         )

@@ -6,8 +6,10 @@ choice is made in one place:
                                                    whose measured training
                                                    arena fits the board's SRAM
                                                    (tflm_train/fitting_board.py)
-  --board or --budget-bytes, sparse                the layers whose full weights
-                                                   train, within the budget
+  --board or --budget-bytes, sparse                which layers' biases and
+                                                   weights train, by measured
+                                                   contribution on the user's
+                                                   data, within the budget
                                                    (tflm_train/sparse.py); the
                                                    board's SRAM is the budget
   neither                                          one conversion as configured
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from tflm_train import boards
 from tflm_train.converter import ConvertConfig, ConvertResult, methods
@@ -38,6 +42,7 @@ class ConvertPlan:
     arena_bytes_training: int | None = None
     picked: str | None = None  # board fit: e.g. "targets last:2, rank 4"
     weight_layers: list[str] = field(default_factory=list)  # budget: layers whose weights train
+    sparse: dict | None = None  # budget: the contribution analysis (SparseChoice.as_dict)
 
     def summary(self) -> dict:
         meta = self.result.metadata
@@ -59,6 +64,9 @@ class ConvertPlan:
             out["budget_bytes"] = self.budget_bytes
             out["arena_bytes_training"] = self.arena_bytes_training
             out["weight_layers"] = self.weight_layers
+        if self.sparse is not None:
+            out["bias_layers"] = self.sparse["bias_layers"]
+            out["sparse_choice"] = self.sparse
         return out
 
 
@@ -68,10 +76,13 @@ def plan_convert(
     board: str | None = None,
     budget_bytes: int | None = None,
     on_try: Callable[[str], None] | None = None,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ConvertPlan:
     """Converts as asked; with a board or a budget, the best measured fit.
 
     on_try gets one line per candidate measured (board fit, budget search).
+    data: representative (x, y) samples for the sparse budget search's
+    contribution analysis (without: parts ranked from the output back).
     The original is first prepared and invoked once in a guarded child
     process: a corrupt .tflite can pass every structural check and still
     crash the stock interpreter, and the converted model would keep that.
@@ -94,16 +105,14 @@ def plan_convert(
     if budget_bytes is not None:
         if spec.board_fits_layers:
             raise UserError("--budget-bytes chooses a sparse update: use it with --method sparse")
+        if config.sparse_weights or config.sparse_biases:
+            raise UserError("--sparse-weights / --sparse-biases name the parts by hand: not with a budget or a board")
         from tflm_train.sparse import choose_sparse
 
-        def tried(layer: str, arena: int, fits: bool) -> None:
-            if on_try is not None:
-                verdict = "fits" if fits else "over budget, left out"
-                on_try(f"+ full weights of {layer} (with those kept so far): training arena {arena:,} B ({verdict})")
-
-        choice = choose_sparse(model_bytes, config, budget_bytes, on_try=tried)
+        choice = choose_sparse(model_bytes, config, budget_bytes, on_try=on_try, data=data)
         return ConvertPlan(choice.result, config, board=board, budget_bytes=budget_bytes,
-                           arena_bytes_training=choice.arena_bytes, weight_layers=choice.weight_layers)
+                           arena_bytes_training=choice.arena_bytes, weight_layers=choice.weight_layers,
+                           sparse=choice.as_dict())
     return ConvertPlan(run_convert(model_bytes, config), config)
 
 

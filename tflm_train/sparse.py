@@ -1,19 +1,66 @@
-"""Chooses a sparse update that fits a memory budget, by measuring.
+"""Chooses a sparse update that fits a memory budget, by measured contribution.
 
-Every target layer trains its bias; then, from the last layer back, a layer's
-full weights are added if the converted model's training arena - measured in
-the TFLM interpreter (tflm_train/memory.py) - stays within the budget. Later
-layers come first: their gradients are the cheapest to reach.
+The unit of choice is a *part*: one layer's bias, or one layer's full weights.
+The last layer's bias is always trained (the cheapest useful update: its
+gradient is the loss gradient itself); if even that does not fit, the budget
+is refused. Every other part is measured twice, each time together with that
+base:
+
+  cost   the converted model's smallest training arena, measured in the TFLM
+         interpreter (tflm_train/memory.py), minus the base's
+  gain   a short trial fine-tune on the user's representative data: the
+         held-out loss before minus after `trial_steps` SGD steps on the
+         training share (the data is split in two, deterministically)
+
+Parts are then added greedily by gain per byte (parts with no measured gain
+are left out); after each addition the combination's arena is measured again
+(arenas are not additive: a deeper part also keeps more activations for the
+backward pass) and the part is kept only if it fits. This is the contribution
+analysis of Lin et al., "On-Device Training Under 256KB Memory" (NeurIPS 2022),
+with per-part trial fine-tunes instead of their offline full fine-tunes, and
+whole tensors only: a fraction of a layer's output channels is not a unit the
+kernels can train yet.
+
+Without representative data, parts are ranked from the output back (the
+order in which their gradients are cheapest to reach), which is what the
+result then says.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from tflm_train.converter import ConversionError, ConvertConfig, ConvertResult, convert
 from tflm_train.memory import smallest_arena
+
+
+@dataclass
+class Part:
+    """One trainable unit: a layer's bias or its full weights."""
+
+    index: int  # operator index of the layer
+    name: str
+    kind: str  # "bias" | "weights"
+    params: int = 0
+    arena_bytes: int = 0  # measured, with the base
+    cost_bytes: int = 0  # arena_bytes - the base's arena (at least 1)
+    gain: float | None = None  # held-out loss decrease of its trial (None: no data)
+    chosen: bool = False
+    note: str = ""  # why it was left out
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} of {self.name}"
+
+    def as_dict(self) -> dict:
+        return {"layer": self.name, "index": self.index, "part": self.kind, "params": self.params,
+                "arena_bytes": self.arena_bytes, "cost_bytes": self.cost_bytes, "gain": self.gain,
+                "gain_per_kb": None if self.gain is None else 1024 * self.gain / self.cost_bytes,
+                "chosen": self.chosen, "note": self.note}
 
 
 @dataclass
@@ -21,39 +68,187 @@ class SparseChoice:
     result: ConvertResult
     arena_bytes: int
     weight_layers: list[str]  # names of the layers whose weights train
-    tried: list[tuple[str, int]]  # (layer, measured arena) for each layer tried
+    bias_layers: list[str]  # names of the layers whose bias trains
+    parts: list[Part] = field(default_factory=list)  # every part measured, in the order considered
+    ranking: str = "contribution"  # or "output-first" (no representative data)
+    base_arena_bytes: int = 0  # the last layer's bias alone
+    loss_before: float | None = None  # held-out loss of the untrained model
+    loss_after: float | None = None  # ... after a trial fine-tune of the choice
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+
+    @property
+    def tried(self) -> list[tuple[str, int]]:
+        return [(p.label, p.arena_bytes) for p in self.parts]
+
+    def as_dict(self) -> dict:
+        return {"ranking": self.ranking, "base_arena_bytes": self.base_arena_bytes, "arena_bytes": self.arena_bytes,
+                "bias_layers": self.bias_layers, "weight_layers": self.weight_layers,
+                "loss_before": self.loss_before, "loss_after": self.loss_after,
+                "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
+                "parts": [p.as_dict() for p in self.parts]}
+
+
+def _config(base: ConvertConfig, biases: list[int], weights: list[int]) -> ConvertConfig:
+    targets = sorted(set(biases) | set(weights))
+    return dataclasses.replace(
+        base, method="sparse", targets=",".join(map(str, targets)),
+        sparse_biases=",".join(map(str, sorted(biases))),
+        sparse_weights=",".join(map(str, sorted(weights))),
+    )
+
+
+@dataclass
+class _Trial:
+    """Short fine-tunes of converted models on one split of the user's data."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_held: np.ndarray
+    y_held: np.ndarray
+    steps: int
+    learning_rate: float
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, steps: int, learning_rate: float) -> "_Trial":
+        if len(x) < 2:
+            raise ConversionError("representative data for --budget-bytes needs at least 2 samples")
+        order = np.random.default_rng(0).permutation(len(x))
+        held = max(1, len(x) // 3)
+        return cls(x[order[held:]], y[order[held:]], x[order[:held]], y[order[:held]], steps, learning_rate)
+
+    def _measure(self, model) -> tuple[float, float | None]:
+        losses = [model.evaluate_loss(xi, yi) for xi, yi in zip(self.x_held, self.y_held)]
+        accuracy = None
+        if np.issubdtype(np.asarray(self.y_held).dtype, np.integer):
+            hits = [int(np.argmax(model.predict(xi))) == int(yi) for xi, yi in zip(self.x_held, self.y_held)]
+            accuracy = float(np.mean(hits))
+        return float(np.mean(losses)), accuracy
+
+    def run(self, model_bytes: bytes, with_accuracy: bool = False) -> tuple[float, float, float | None, float | None]:
+        """(loss before, loss after, accuracy before, accuracy after) on the held-out share."""
+        from tflm_train.trainer import TrainableModel
+
+        model = TrainableModel(model_bytes)
+        before = self._measure(model) if with_accuracy else (self._loss(model), None)
+        for step in range(self.steps):
+            i = step % len(self.x_train)
+            model.train_step(self.x_train[i], self.y_train[i], self.learning_rate)
+        after = self._measure(model) if with_accuracy else (self._loss(model), None)
+        return before[0], after[0], before[1], after[1]
+
+    def _loss(self, model) -> float:
+        return float(np.mean([model.evaluate_loss(xi, yi) for xi, yi in zip(self.x_held, self.y_held)]))
 
 
 def choose_sparse(
     model_bytes: bytes,
     config: ConvertConfig,
     budget_bytes: int,
-    on_try: Callable[[str, int, bool], None] | None = None,
+    on_try: Callable[[str], None] | None = None,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    trial_steps: int = 64,
+    learning_rate: float = 0.01,
 ) -> SparseChoice:
-    base = dataclasses.replace(config, method="sparse", sparse_weights="")
-    result = convert(model_bytes, base)
-    arena = smallest_arena(result.model)
-    if arena > budget_bytes:
+    """The parts to train within `budget_bytes` of measured training arena.
+
+    data: the user's representative samples (x, y); without it, parts are
+    ranked from the output back. on_try gets one line per measurement.
+    """
+    say = on_try or (lambda line: None)
+    layers = convert(model_bytes, dataclasses.replace(config, method="sparse", sparse_weights="", sparse_biases=""))
+    adapted = layers.metadata["adapted"]  # every target layer, in graph order
+    if not adapted:
+        raise ConversionError("sparse: no target layers")
+    names = {a["index"]: a["name"] for a in adapted}
+    last = adapted[-1]["index"]
+
+    base_result = convert(model_bytes, _config(config, [last], []))
+    base_arena = smallest_arena(base_result.model)
+    say(f"base: bias of {names[last]}: training arena {base_arena:,} B (measured)")
+    if base_arena > budget_bytes:
         raise ConversionError(
-            f"the budget of {budget_bytes:,} bytes is too small: training the biases alone needs a "
-            f"{arena:,}-byte arena (measured)"
+            f"the budget of {budget_bytes:,} bytes is too small: training only the last layer's bias "
+            f"({names[last]}) needs a {base_arena:,}-byte arena (measured)"
         )
-    chosen: list[int] = []
-    names: list[str] = []
-    tried: list[tuple[str, int]] = []
-    for adapted in reversed(result.metadata["adapted"]):
-        candidate = dataclasses.replace(base, sparse_weights=",".join(str(i) for i in chosen + [adapted["index"]]))
-        attempt = convert(model_bytes, candidate)
+    trial = _Trial.of(np.asarray(data[0]), np.asarray(data[1]), trial_steps, learning_rate) if data is not None else None
+    base_gain = None
+    if trial is not None:
+        before, after, _, _ = trial.run(base_result.model)
+        base_gain = before - after
+        say(f"  trial: held-out loss {before:.4f} -> {after:.4f} after {trial_steps} steps")
+
+    # Measure every other part together with the base, from the output back.
+    # Once a layer's parts are all over budget on their own, deeper layers are
+    # not measured: their backward pass crosses that layer and keeps more
+    # activations alive, so on the models measured so far they cost more still.
+    parts: list[Part] = []
+    for a in reversed(adapted):
+        previous = [p for p in parts if p.index != last]
+        if previous and all(p.note == "over budget on its own" for p in previous[-2:]):
+            say(f"deeper than {previous[-1].name}: not measured (every part of that layer is over budget)")
+            break
+        for kind in ("bias", "weights"):
+            if kind == "bias" and a["index"] == last:
+                continue
+            part = Part(a["index"], a["name"], kind)
+            biases, weights = [last], []
+            (biases if kind == "bias" else weights).append(part.index)
+            try:
+                result = convert(model_bytes, _config(config, biases, weights))
+            except ConversionError as exc:
+                part.note = f"not convertible ({exc})"
+                parts.append(part)
+                continue
+            state = {(t["layer"], t["role"]): int(np.prod(t["shape"])) for t in result.metadata["state"]["tensors"]}
+            part.params = state.get((part.name, "weight" if kind == "weights" else "bias"), 0)
+            part.arena_bytes = smallest_arena(result.model)
+            part.cost_bytes = max(1, part.arena_bytes - base_arena)
+            line = f"{part.label}: training arena {part.arena_bytes:,} B (+{part.arena_bytes - base_arena:,})"
+            if part.arena_bytes > budget_bytes:
+                part.note = "over budget on its own"
+                say(line + ", over budget on its own")
+            elif trial is not None:
+                before, after, _, _ = trial.run(result.model)
+                part.gain = (before - after) - base_gain  # beyond what the base alone gains
+                say(line + f", held-out loss gain {part.gain:+.4f} beyond the base")
+            else:
+                say(line)
+            parts.append(part)
+
+    candidates = [p for p in parts if not p.note]
+    if trial is not None:
+        for p in candidates:
+            if p.gain is not None and p.gain <= 0:
+                p.note = "no measured gain"
+        candidates = [p for p in candidates if not p.note]
+        candidates.sort(key=lambda p: p.gain / p.cost_bytes, reverse=True)
+    # Without data the order stays from the output back (parts were listed so).
+
+    biases, weights = [last], []
+    result, arena = base_result, base_arena
+    for part in candidates:
+        trial_biases = biases + [part.index] if part.kind == "bias" else biases
+        trial_weights = weights + [part.index] if part.kind == "weights" else weights
+        attempt = convert(model_bytes, _config(config, trial_biases, trial_weights))
         attempt_arena = smallest_arena(attempt.model)
-        fits = attempt_arena <= budget_bytes
-        tried.append((adapted["name"], attempt_arena))
-        if on_try is not None:
-            on_try(adapted["name"], attempt_arena, fits)
-        if fits:
-            chosen.append(adapted["index"])
-            names.append(adapted["name"])
-            result, arena = attempt, attempt_arena
-    return SparseChoice(result=result, arena_bytes=arena, weight_layers=names, tried=tried)
+        if attempt_arena <= budget_bytes:
+            biases, weights, result, arena = trial_biases, trial_weights, attempt, attempt_arena
+            part.chosen = True
+            say(f"+ {part.label}: training arena {attempt_arena:,} B, kept")
+        else:
+            part.note = f"left out: {attempt_arena:,} B with the parts kept so far"
+            say(f"+ {part.label}: training arena {attempt_arena:,} B, over budget, left out")
+
+    choice = SparseChoice(
+        result=result, arena_bytes=arena,
+        weight_layers=[names[i] for i in sorted(weights)], bias_layers=[names[i] for i in sorted(biases)],
+        parts=parts, ranking="contribution" if trial is not None else "output-first", base_arena_bytes=base_arena,
+    )
+    if trial is not None:
+        choice.loss_before, choice.loss_after, choice.accuracy_before, choice.accuracy_after = trial.run(
+            result.model, with_accuracy=True)
+    return choice
 
 
-__all__ = ["SparseChoice", "choose_sparse"]
+__all__ = ["Part", "SparseChoice", "choose_sparse"]

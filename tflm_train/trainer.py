@@ -26,6 +26,11 @@ from tflm_train.data import DataError
 from tflm_train.runtime import Interpreter
 
 
+# The integer input types' limits, read once: np.iinfo costs more than the
+# whole quantization of a small sample.
+_INT_LIMITS = {np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max)) for t in (np.int8, np.uint8, np.int16, np.int32)}
+
+
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
     """Real values -> what an input tensor of `details` holds.
 
@@ -38,15 +43,15 @@ def quantize(values: np.ndarray, details: dict) -> np.ndarray:
     if dtype == np.float32 or len(q["scales"]) == 0:
         return np.asarray(values).astype(dtype)
     scale, zero = np.float32(q["scales"][0]), int(q["zero_points"][0])
+    low, high = _INT_LIMITS.get(dtype) or (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
     with np.errstate(invalid="ignore", over="ignore"):
         steps = (np.asarray(values, np.float32) / scale).astype(np.float64)
         # Half away from zero: trunc(s + 0.5) for s >= 0, trunc(s - 0.5) below.
         steps = np.trunc(steps + np.copysign(0.5, steps))
-    info = np.iinfo(dtype)
-    if not np.isfinite(steps).all():
-        steps = np.nan_to_num(steps, nan=info.min - zero)
+    # Clamp in steps: fmax ignores a NaN (-> the minimum); +-inf -> the limits.
+    np.fmax(steps, low - zero, out=steps)
+    np.minimum(steps, high - zero, out=steps)
     steps += zero
-    np.minimum(np.maximum(steps, info.min, out=steps), info.max, out=steps)
     return steps.astype(dtype)
 
 

@@ -39,9 +39,19 @@ inline uint32_t NonFinite(float value) {
   return (bits & 0x7F800000u) == 0x7F800000u ? 1u : 0u;
 }
 
+// Eight running sums: one sum is a chain of dependent adds (4 cycles each on
+// x86, ~4 us for a 2,778-parameter MLP, more than its whole backward pass);
+// independent sums pipeline and vectorize.
 inline float SumOfSquares(const float* values, int n) {
+  constexpr int kLanes = 8;
+  float lanes[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) lanes[k] += values[i + k] * values[i + k];
+  }
   float sum = 0.0f;
-  for (int i = 0; i < n; ++i) sum += values[i] * values[i];
+  for (; i < n; ++i) sum += values[i] * values[i];
+  for (int k = 0; k < kLanes; ++k) sum += lanes[k];
   return sum;
 }
 

@@ -3,11 +3,14 @@
 // interpreter looks up by name, and a last-error buffer so Python can raise
 // the kernel's own message instead of a bare "invocation failed".
 //
-// Host-only code: the last-error buffer is the one mutable global in the
-// project, kept here and not in kernels.
+// Host-only code: the last-error buffer and the op profiler's counters are
+// the only mutable globals in the project, kept here and not in kernels.
+#include <chrono>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "kernels/kernels.h"
 #include "port/port.h"
@@ -213,6 +216,57 @@ const char* KernelName(int index, KernelList<Kernels...>) {
              : nullptr;
 }
 
+// ---- op profiler (benchmarks only; host only) -------------------------------
+// When switched on (tflmt_profile_enable) BEFORE an interpreter is built, the
+// registerer points every registration of that resolver - TFLM's builtin
+// kernels and ours - at a wrapper that times the original invoke with
+// steady_clock and adds the time to that registration slot's counter. The
+// original kernels run unchanged; interpreters built while it is off are not
+// touched at all. The benchmark reads the counters to split a step into
+// forward, backward, optimizer and state bookkeeping.
+using InvokeFn = port::Status (*)(port::Context*, port::Node*);
+bool g_profile_on = false;
+InvokeFn g_profile_original[wheel::kResolverCapacity] = {};
+const char* g_profile_custom_name[wheel::kResolverCapacity] = {};
+int32_t g_profile_builtin[wheel::kResolverCapacity] = {};
+uint64_t g_profile_ns[wheel::kResolverCapacity] = {};
+uint64_t g_profile_calls[wheel::kResolverCapacity] = {};
+
+template <int kSlot>
+port::Status TimedInvoke(port::Context* context, port::Node* node) {
+  const auto start = std::chrono::steady_clock::now();
+  const port::Status status = g_profile_original[kSlot](context, node);
+  const auto stop = std::chrono::steady_clock::now();
+  g_profile_ns[kSlot] += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(stop - start).count());
+  g_profile_calls[kSlot] += 1;
+  return status;
+}
+
+template <size_t... kSlots>
+constexpr InvokeFn WrapperOf(int slot, std::index_sequence<kSlots...>) {
+  constexpr InvokeFn wrappers[] = {&TimedInvoke<static_cast<int>(kSlots)>...};
+  return wrappers[slot];
+}
+
+void WrapForProfiling(wheel::OpResolver* resolver) {
+  const auto slots = std::make_index_sequence<wheel::kResolverCapacity>{};
+  for (uint32_t i = 0; i < resolver->registrations_len; ++i) {
+    wheel::Registration& entry = resolver->registrations[i];
+    const InvokeFn wrapper = WrapperOf(static_cast<int>(i), slots);
+    if (entry.invoke == nullptr || entry.invoke == wrapper) continue;
+    // Resolvers are built in the same order, so a slot holds the same kernel
+    // in each; a slot already bound to another kernel is left untimed.
+    if (g_profile_original[i] != nullptr && g_profile_original[i] != entry.invoke)
+      continue;
+    g_profile_original[i] = entry.invoke;
+    g_profile_custom_name[i] =
+        entry.builtin_code == wheel::kBuiltinCustom ? entry.custom_name : nullptr;
+    g_profile_builtin[i] = entry.builtin_code;
+    entry.invoke = wrapper;
+  }
+}
+
 }  // namespace
 }  // namespace tflmt
 
@@ -221,8 +275,52 @@ extern "C" {
 // The registerer name tflm_train passes as custom_op_registerers.
 __attribute__((visibility("default"))) bool TflmTrainRegisterOps(
     void* resolver) {
-  return tflmt::AddAll(static_cast<tflmt::wheel::OpResolver*>(resolver),
-                       tflmt::AllKernels{});
+  auto* ops = static_cast<tflmt::wheel::OpResolver*>(resolver);
+  if (!tflmt::AddAll(ops, tflmt::AllKernels{})) return false;
+  if (tflmt::g_profile_on) tflmt::WrapForProfiling(ops);
+  return true;
+}
+
+// The op profiler (see WrapForProfiling): on/off for interpreters built from
+// now on, counters zeroed, and per registration slot: its builtin code, its
+// custom name (null for a builtin), total nanoseconds and calls.
+__attribute__((visibility("default"))) void tflmt_profile_enable(int on) {
+  tflmt::g_profile_on = on != 0;
+}
+__attribute__((visibility("default"))) void tflmt_profile_clear(void) {
+  for (int i = 0; i < tflmt::wheel::kResolverCapacity; ++i) {
+    tflmt::g_profile_ns[i] = 0;
+    tflmt::g_profile_calls[i] = 0;
+  }
+}
+__attribute__((visibility("default"))) int tflmt_profile_slots(void) {
+  return tflmt::wheel::kResolverCapacity;
+}
+__attribute__((visibility("default"))) int tflmt_profile_builtin(int slot) {
+  return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
+             ? tflmt::g_profile_builtin[slot] : -1;
+}
+__attribute__((visibility("default"))) const char* tflmt_profile_custom_name(
+    int slot) {
+  return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
+             ? tflmt::g_profile_custom_name[slot] : nullptr;
+}
+__attribute__((visibility("default"))) unsigned long long tflmt_profile_ns(
+    int slot) {
+  return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
+             ? tflmt::g_profile_ns[slot] : 0;
+}
+// Copies the first `count` slots' nanosecond totals into `out` (one call per
+// step, so a step's split can be read without a call per slot).
+__attribute__((visibility("default"))) void tflmt_profile_read(
+    unsigned long long* out, int count) {
+  for (int i = 0; i < count && i < tflmt::wheel::kResolverCapacity; ++i)
+    out[i] = tflmt::g_profile_ns[i];
+}
+__attribute__((visibility("default"))) unsigned long long tflmt_profile_calls(
+    int slot) {
+  return slot >= 0 && slot < tflmt::wheel::kResolverCapacity
+             ? tflmt::g_profile_calls[slot] : 0;
 }
 
 __attribute__((visibility("default"))) const char* tflmt_wheel_version(void) {
