@@ -318,7 +318,40 @@ Bytes ReadFile(const char* path) {
 
 }  // namespace
 
+// --image OUT STATE: commits a variant of STATE, then STATE itself (as is), into a 256-byte-page flash and writes the region to
+// OUT, for the Python reader (tflm_train/adapter_store.py) to read back.
+int WriteImage(const char* out, const char* state_path) {
+  const Bytes state = ReadFile(state_path);
+  if (state.size() < 64) return 2;
+  uint64_t model_hash = 0;
+  uint32_t layout_hash = 0;
+  for (int i = 7; i >= 0; --i) model_hash = (model_hash << 8) | state[8 + i];
+  for (int i = 3; i >= 0; --i) layout_hash = (layout_hash << 8) | state[16 + i];
+  const uint32_t page = 256;
+  const uint32_t slot_bytes =
+      (AdapterStore::kHeaderBytes + state.size() + page - 1) / page * page;
+  EmulatedFlash flash(2 * slot_bytes, page, 1);
+  AdapterStore store(flash.Interface(), 0, slot_bytes);
+  Bytes older = state;
+  older.back() ^= 0xFF;
+  if (store.Open(model_hash, layout_hash) != StoreStatus::kOk ||
+      store.Commit(older.data(), older.size()) != StoreStatus::kOk ||
+      store.Commit(state.data(), state.size()) != StoreStatus::kOk) {
+    return 1;
+  }
+  FILE* f = std::fopen(out, "wb");
+  if (f == nullptr) return 1;
+  std::fwrite(flash.memory.data(), 1, flash.memory.size(), f);
+  std::fclose(f);
+  std::printf("slot_bytes %u sequence %u slot %d\n", slot_bytes,
+              store.Sequence(), store.CurrentSlot());
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "--image") == 0) {
+    return WriteImage(argv[2], argv[3]);
+  }
   std::vector<Bytes> payloads;
   for (int i = 1; i < argc; ++i) {
     payloads.push_back(ReadFile(argv[i]));
