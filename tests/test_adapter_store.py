@@ -63,3 +63,47 @@ def test_synthetic_adapter_and_store_checks(power_cut_test):
     run = subprocess.run([str(power_cut_test)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "failures 0" in run.stdout
+
+
+def test_host_reads_the_device_store(power_cut_test, digits, tmp_path):
+    """tflm_train/adapter_store.py reads what the C++ store wrote: the current
+    adapter is the last commit, byte for byte; with its COMMIT marker torn,
+    the previous one."""
+    from tflm_train.adapter_store import current_adapter
+    from tflm_train.converter.state_format import Header
+
+    state = _exported_state(digits.int8_model, digits.user_train, "sgd")
+    (tmp_path / "a.state").write_bytes(state)
+    run = subprocess.run([str(power_cut_test), "--image", str(tmp_path / "flash.bin"), str(tmp_path / "a.state")],
+                         capture_output=True, text=True, check=True)
+    slot_bytes, sequence, slot = (int(v) for v in re.search(r"slot_bytes (\d+) sequence (\d+) slot (\d+)",
+                                                            run.stdout).groups())
+    image = bytearray((tmp_path / "flash.bin").read_bytes())
+    header = Header.unpack(state)
+    stored = current_adapter(bytes(image), slot_bytes, header.base_model_hash, header.layout_hash)
+    assert stored is not None and (stored.sequence, stored.slot, stored.state) == (sequence, slot, state) == (2, 1, state)
+    assert current_adapter(bytes(image), slot_bytes, header.base_model_hash ^ 1, header.layout_hash) is None
+    image[slot * slot_bytes + 47] = 0xFF  # the last byte of the COMMIT marker never programmed
+    older = current_adapter(bytes(image), slot_bytes, header.base_model_hash, header.layout_hash)
+    assert older is not None and older.sequence == 1 and older.state[:-1] == state[:-1] != older.state
+
+
+@pytest.mark.fleet
+def test_fleet_log_reads_a_flash_dump(power_cut_test, digits, tmp_path, capsys):
+    import json
+
+    from tflm_train.cli import main
+
+    converted = convert(digits.int8_model, ConvertConfig(method="lora", targets="last:2")).model
+    (tmp_path / "train.tflite").write_bytes(converted)
+    model = TrainableModel(converted)
+    model.train_step(digits.user_train.x[0], digits.user_train.y[0], 0.02)
+    (tmp_path / "a.state").write_bytes(model.save_state())
+    run = subprocess.run([str(power_cut_test), "--image", str(tmp_path / "flash.bin"), str(tmp_path / "a.state")],
+                         capture_output=True, text=True, check=True)
+    slot_bytes = re.search(r"slot_bytes (\d+)", run.stdout).group(1)
+    assert main(["fleet", "log", "dev-9", "--model", str(tmp_path / "train.tflite"), "--flash",
+                 str(tmp_path / "flash.bin"), "--slot-bytes", slot_bytes, "--fleet", str(tmp_path / "fleet"),
+                 "--json"]) == 0
+    logged = json.loads(capsys.readouterr().out)
+    assert logged["store_sequence"] == "2" and logged["counters"]["optimizer_steps"] == 1

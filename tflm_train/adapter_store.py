@@ -15,7 +15,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from tflm_train.errors import DataError
+from tflm_train.errors import UserError
 
 MAGIC = b"TMAS"
 FORMAT_VERSION = 1
@@ -37,7 +37,7 @@ def current_adapter(image: bytes, slot_bytes: int, base_model_hash: int, layout_
     """The current adapter in a dump of the store's region (both slots,
     slot 0 first), or None: factory (the model's initial adapter)."""
     if slot_bytes <= HEADER_BYTES or len(image) != 2 * slot_bytes:
-        raise DataError(f"a store dump of two {slot_bytes}-byte slots is {2 * slot_bytes} bytes, this one {len(image)}")
+        raise UserError(f"a store dump of two {slot_bytes}-byte slots is {2 * slot_bytes} bytes, this one {len(image)}")
     best: StoredAdapter | None = None
     for slot in range(2):
         raw = image[slot * slot_bytes : (slot + 1) * slot_bytes]
