@@ -169,9 +169,10 @@ class EpisodeResult:
 
 def heldout_loss(model, x: np.ndarray, y: np.ndarray) -> float:
     """Mean loss over the held-out buffer (mode EVALUATE: nothing changes)."""
-    losses = [model.evaluate_loss(x[i], y[i]) for i in range(len(x))]
-    finite = [loss for loss in losses if math.isfinite(loss)]
-    return float(np.mean(np.float32(finite))) if len(finite) == len(losses) and finite else float("nan")
+    total = np.float32(0)
+    for i in range(len(x)):  # float32, in order: the device's sum, bit for bit
+        total = np.float32(total + np.float32(model.evaluate_loss(x[i], y[i])))
+    return float(np.float32(total / np.float32(len(x)))) if len(x) else float("nan")
 
 
 def run_episode(
