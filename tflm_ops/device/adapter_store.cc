@@ -70,6 +70,7 @@ uint32_t AdapterStore::PayloadCrc() const {
 }
 
 uint32_t AdapterStore::PagesPerCommit(uint32_t length) const {
+  if (flash_.page_bytes == 0) return 0;
   const uint32_t bytes = kHeaderBytes + length;
   return (bytes + flash_.page_bytes - 1) / flash_.page_bytes;
 }
@@ -235,6 +236,9 @@ StoreStatus AdapterStore::Commit(const uint8_t* state, size_t length) {
     target = slots_[1].sequence < slots_[0].sequence ? 1 : 0;
   }
   const uint32_t address = SlotAddress(target);
+  // From here on the target is no fallback, even if this commit fails.
+  slots_[target].valid = false;
+  Select();
 
   // 1. Erase, header page first: the slot stops being a candidate at once.
   const uint32_t pages = PagesPerCommit(static_cast<uint32_t>(length));
