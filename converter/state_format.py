@@ -9,7 +9,7 @@ describes the format for users. Little-endian throughout:
   16 u32 layout hash | 20 u32 payload bytes | 24 u32 parameter count P
   28 u32 optimizer steps | 32 u32 samples accumulated | 36 u32 CRC-32
   40 u32 skipped updates | 44 u32 flags (bit 0 LIVE, bit 1 INTEGER) | 48 u32 skipped samples
-  52..64 reserved (zero)
+  52 u32 rejected episodes | 56 u32 rollbacks | 60..64 reserved (zero)
   64: P float32 parameters | P gradients | P per optimizer slot
   (INTEGER, --arithmetic int8: P int16 parameters padded to 4 bytes | P int32
   gradient accumulators; each tensor's entry names its dtype and scale)
@@ -32,9 +32,13 @@ import numpy as np
 MAGIC = b"TMTS"
 FORMAT_VERSION = 1
 HEADER_BYTES = 64
-_HEADER = struct.Struct("<4sHHQIIIIIIIII")  # through the skipped-samples field
+_HEADER = struct.Struct("<4sHHQIIIIIIIIIII")  # through the rollbacks field
 _CRC_OFFSET = 36
 _FLAGS_OFFSET = 44
+SKIPPED_UPDATES_OFFSET = 40
+SKIPPED_SAMPLES_OFFSET = 48
+REJECTED_EPISODES_OFFSET = 52
+ROLLBACKS_OFFSET = 56
 FLAG_LIVE = 1
 FLAG_INTEGER = 2  # an integer training state (no float values in it)
 
@@ -60,6 +64,8 @@ class Header:
     skipped: int = 0  # updates not applied: they would have made a value non-finite
     flags: int = 0
     skipped_samples: int = 0  # samples not trained on: non-finite or out-of-range values
+    rejected_episodes: int = 0  # episodes whose held-out check was worse: not committed
+    rollbacks: int = 0  # episodes stopped by divergence and rolled back
     version: int = FORMAT_VERSION
     magic: bytes = MAGIC
 
@@ -78,6 +84,8 @@ class Header:
             self.skipped,
             self.flags,
             self.skipped_samples,
+            self.rejected_episodes,
+            self.rollbacks,
         )
         return head + bytes(HEADER_BYTES - len(head))
 
@@ -104,6 +112,8 @@ class Header:
             skipped=fields[10],
             flags=fields[11],
             skipped_samples=fields[12],
+            rejected_episodes=fields[13],
+            rollbacks=fields[14],
             version=version,
             magic=magic,
         )

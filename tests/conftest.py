@@ -15,6 +15,7 @@ import pytest
 OPTIONAL_PACKAGES = {
     "tf": ("tensorflow", 'pip install -e ".[tf]"'),
     "wakeword": ("pymicro_wakeword", "pip install pymicro-wakeword==2.5.0"),
+    "fleet": ("mlflow", 'pip install -e ".[fleet]"'),
 }
 
 

@@ -588,7 +588,12 @@ def run_evaluate(model_bytes: bytes, data_path: str, state: bytes | None) -> dic
         model = PlainModel(model_bytes)
         task = fitting.plain_task(model, data.y)
     x, y = fitting.prepare(model, data, task, data_path)
-    return {"metric": task.metric, "value": fitting.evaluate(model, x, y, task), "n": len(x)}
+    outcome = {"metric": task.metric, "value": fitting.evaluate(model, x, y, task), "n": len(x)}
+    if converted and state is not None:  # the lifetime counters the state carries (lifecycle)
+        from tflm_train.episodes import counters
+
+        outcome["counters"] = counters(model.state_header())
+    return outcome
 
 
 @cli.command()
@@ -605,6 +610,8 @@ def evaluate(model_path: str, data_path: str, state_path: str | None, as_json: b
         _console().print(f"accuracy {100 * outcome['value']:.2f}% on {outcome['n']} samples")
     else:
         _console().print(f"mse {outcome['value']:.6g} on {outcome['n']} samples")
+    if "counters" in outcome and not as_json:
+        _console().print(_lifecycle_cli.counters_line(outcome["counters"]))
 
 
 # ---- merge -------------------------------------------------------------------------------------
@@ -655,12 +662,17 @@ def run_report(model_bytes: bytes, board: str | None):
 @click.option("--plot", default=None, help="Write the memory breakdown as a PNG bar chart.")
 @click.option("--target", "device_core", type=click.Choice(["cortex-m4", "cortex-m55"]), default=None,
               help="Also measure on this core under QEMU: 32-bit arena, instructions (needs TFLM_DIR).")
+@click.option("--state", "state_path", default=None, help="Also show this state's counters (skipped, rejected, rollbacks).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(model_path: str, board: str | None, plot: str | None, as_json: bool, device_core: str | None) -> None:
+def report(model_path: str, board: str | None, plot: str | None, as_json: bool, device_core: str | None,
+           state_path: str | None = None) -> None:
     """Training and inference memory of a converted MODEL, measured in TFLM."""
     from tflm_train.memory_report import breakdown_png
 
+    counters = _lifecycle_cli.state_counters(_read(model_path), _read(state_path)) if state_path else None
     result, payload, profile, problems = run_report(_read(model_path), board)
+    if counters is not None:
+        payload["counters"] = counters
     if device_core:  # tflm_train/device_run.py
         from tflm_train import device_run, qemu
 
@@ -701,6 +713,8 @@ def report(model_path: str, board: str | None, plot: str | None, as_json: bool, 
             console.print(f"plot saved to {plot}")
         for line in device_run.device_report_lines(payload["device"]) if device_core else []:
             console.print(line)
+        if counters is not None:
+            console.print(_lifecycle_cli.counters_line(counters))
     if problems:
         raise UserError("; ".join(problems))
 
@@ -798,6 +812,12 @@ def device_data_command(data_path: str, model_path: str, output_path: str) -> No
     data = load_training_data(_read(model_path), data_path)
     write_all({output_path: write_tmtd(data)})
     click.echo(f"wrote {output_path}: {len(data)} samples of {data.x.shape[1]} values")
+
+
+# ---- lifecycle: episodes, fleet (tflm_train/lifecycle_cli.py) ---------------------------------
+from tflm_train import lifecycle_cli as _lifecycle_cli  # noqa: E402  (needs the helpers above)
+
+_lifecycle_cli.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

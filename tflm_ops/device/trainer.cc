@@ -230,12 +230,15 @@ size_t Trainer::StateBytes() const {
 }
 
 Trainer::Counters Trainer::GetCounters() const {
-  Counters counters = {0, 0, 0};
+  Counters counters = {0, 0, 0, 0, 0};
   if (!ready_) return counters;
   const uint8_t* s = interpreter_.output(state_out_)->data.uint8;
   counters.steps = state::LoadU32(s, state::kStepOffset);
   counters.skipped_updates = state::LoadU32(s, state::kSkippedOffset);
   counters.skipped_samples = state::LoadU32(s, state::kSkippedSamplesOffset);
+  counters.rejected_episodes =
+      state::LoadU32(s, state::kRejectedEpisodesOffset);
+  counters.rollbacks = state::LoadU32(s, state::kRollbacksOffset);
   return counters;
 }
 
@@ -267,5 +270,51 @@ TfLiteStatus Trainer::LoadState(const uint8_t* src, size_t size) {
 }
 
 TfLiteStatus Trainer::Reset() { return interpreter_.Reset(); }
+
+bool Trainer::OutputSaturated() const {
+  if (!ready_) return false;
+  const TfLiteTensor* y = interpreter_.output(0);
+  const size_t n = ElementCount(y);
+  for (size_t i = 0; i < n; ++i) {
+    bool at_end;
+    switch (y->type) {
+      case kTfLiteInt8:
+        at_end = y->data.int8[i] == -128 || y->data.int8[i] == 127;
+        break;
+      case kTfLiteInt16:
+        at_end = y->data.i16[i] == -32768 || y->data.i16[i] == 32767;
+        break;
+      default:  // float32 probabilities
+        at_end = y->data.f[i] <= 1e-6f || y->data.f[i] >= 1.0f - 1e-6f;
+        break;
+    }
+    if (!at_end) return false;
+  }
+  return true;
+}
+
+TfLiteStatus Trainer::Restore(const uint8_t* committed, size_t size,
+                              EpisodeVerdict verdict) {
+  if (!ready_ || size != StateBytes() || HeaderIsZero(committed)) {
+    return kTfLiteError;
+  }
+  // The counters live in the state being replaced: read them first.
+  constexpr size_t kCarried[] = {
+      state::kSkippedOffset, state::kSkippedSamplesOffset,
+      state::kRejectedEpisodesOffset, state::kRollbacksOffset};
+  uint32_t values[4];
+  const uint8_t* live = interpreter_.output(state_out_)->data.uint8;
+  const uint8_t* source = HeaderIsZero(live) ? committed : live;
+  for (size_t i = 0; i < 4; ++i) values[i] = state::LoadU32(source, kCarried[i]);
+  const TfLiteStatus status = LoadState(committed, size);
+  if (status != kTfLiteOk) return status;
+  uint8_t* state = interpreter_.input(state_in_)->data.uint8;
+  for (size_t i = 0; i < 4; ++i) state::StoreU32(state, kCarried[i], values[i]);
+  state::Increment(state, verdict == EpisodeVerdict::kReject
+                              ? state::kRejectedEpisodesOffset
+                              : state::kRollbacksOffset);
+  state::Seal(state, size);  // LIVE is clear: the next Invoke verifies it
+  return kTfLiteOk;
+}
 
 }  // namespace tflmt

@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "device/episode.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 
@@ -82,6 +83,8 @@ class Trainer {
     uint32_t steps;            // optimizer updates applied
     uint32_t skipped_updates;  // updates dropped: would have been non-finite
     uint32_t skipped_samples;  // samples not trained on (bad values)
+    uint32_t rejected_episodes;  // held-out check worse: not committed
+    uint32_t rollbacks;          // episodes stopped by divergence
   };
   Counters GetCounters() const;
 
@@ -104,6 +107,22 @@ class Trainer {
   // Back to the model's initial adapter (TFLM zeroes the state; the next
   // invocation re-initializes it from the model).
   TfLiteStatus Reset();
+
+  // ---- Episodes (device/episode.h) ----
+  // True when every value of output 0 sits at an end of its range after the
+  // last invocation: int8/int16 at the type's min or max, a float output
+  // within 1e-6 of 0 or 1 (a probability). A whole episode of it is a
+  // collapsed adapter.
+  bool OutputSaturated() const;
+  // Ends a rejected or diverged episode: loads `committed` (a saved state)
+  // with the lifetime counters (skipped updates and samples, rejected
+  // episodes, rollbacks) carried over from the current state and the one
+  // for `verdict` incremented, resealed; the next invocation verifies it as
+  // any loaded state. `committed` must hold an invoked model's state (not
+  // the all-zero one SaveState returns before the first invocation).
+  // Writes into the state tensor only: `committed` is not modified.
+  TfLiteStatus Restore(const uint8_t* committed, size_t size,
+                       EpisodeVerdict verdict);
 
  private:
   TfLiteStatus Run(int32_t mode);

@@ -19,7 +19,9 @@
 //       44     4  flags; bit 0 LIVE (see below), bit 1 INTEGER (an integer
 //                  training state: kernels/integer_state.h), other bits zero
 //       48     4  samples skipped (non-finite or out-of-range values)
-//       52    12  reserved, zero
+//       52     4  episodes rejected (held-out check worse: not committed)
+//       56     4  rollbacks (episodes stopped by divergence, rolled back)
+//       60     4  reserved, zero
 //       64   4*P  parameters | 4*P gradients | 4*P per optimizer slot
 //
 // All fields are little-endian. docs/state_format.md is the user-facing copy.
@@ -61,6 +63,12 @@ constexpr size_t kCrcOffset = 36;
 constexpr size_t kSkippedOffset = 40;  // skipped updates
 constexpr size_t kFlagsOffset = 44;
 constexpr size_t kSkippedSamplesOffset = 48;
+// Lifetime counters of the episode loop (device/episode.h). The adapter is
+// restored from the committed copy after a rejected or diverged episode; these
+// and the two "skipped" counters are carried over into it, so they count over
+// the device's life, not the adapter's.
+constexpr size_t kRejectedEpisodesOffset = 52;
+constexpr size_t kRollbacksOffset = 56;
 
 constexpr uint32_t kFlagLive = 1u << 0;
 // Set by the converter in an integer state (--arithmetic int8): int16
