@@ -201,7 +201,7 @@ def _instructions(ticks: int, board: str) -> int:
     return int(round(ticks * 1e9 / BOARD_CLOCK_HZ[board]))
 
 
-def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
+def run_on_device(core: qemu.Core, elf: Path, workdir: Path, find_smallest_arena: bool = True) -> DeviceRun:
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / "trainer_state.bin"
     state_path.unlink(missing_ok=True)
@@ -213,11 +213,13 @@ def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
             losses.append(float(np.uint32(int(step.group(2), 16)).view(np.float32)))
             ticks.append(int(step.group(3)))
             continue
-        pair = re.fullmatch(r"(arena_used|infer_ticks|state_crc32|smallest_arena) ([0-9a-f]+)", line.strip())
+        pair = re.fullmatch(r"(arena_used|infer_ticks|state_crc32) ([0-9a-f]+)", line.strip())
         if pair:
             values[pair.group(1)] = int(pair.group(2), 16 if pair.group(1) == "state_crc32" else 10)
     if "done" not in log.split() or not state_path.is_file():
         raise DeviceError(f"the firmware did not finish on {core.board}:\n{log[-2000:]}")
+    if find_smallest_arena:
+        values["smallest_arena"] = smallest_arena(core, elf, workdir, values["arena_used"])
     return DeviceRun(
         core=core.name,
         losses=losses,
@@ -229,6 +231,47 @@ def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
         state=state_path.read_bytes(),
         text_bytes=qemu.text_bytes(elf),
     )
+
+
+def probe_arena(core: qemu.Core, elf: Path, workdir: Path, arena_bytes: int) -> bool:
+    """One QEMU run of the trainer firmware that only allocates the model in
+    an arena of `arena_bytes`: does it fit? A run that faults counts as no
+    (TFLM may fault in an arena just too small for its memory plan; the
+    firmware's fault handler ends that run)."""
+    (workdir / "arena_probe.txt").write_text(f"{arena_bytes}\n")
+    try:
+        log = qemu.run_qemu(core, elf, cwd=workdir, timeout=120)
+    except DeviceError as error:
+        if "fault:" in str(error):
+            return False
+        raise
+    finally:
+        (workdir / "arena_probe.txt").unlink(missing_ok=True)
+    answer = re.search(rf"^probe {arena_bytes} (ok|fail)$", log, re.M)
+    if answer is None:
+        raise DeviceError(f"the arena probe did not answer on {core.board}:\n{log[-2000:]}")
+    return answer.group(1) == "ok"
+
+
+def smallest_arena(core: qemu.Core, elf: Path, workdir: Path, arena_used: int, step: int = 16) -> int:
+    """Smallest arena (to `step` bytes) in which AllocateTensors succeeds on
+    the device: a bisection over probe runs. arena_used_bytes is only a
+    starting point: planning needs temporary room on top of what stays used."""
+    high = -(-arena_used // step) * step
+    low = high // 2 // step * step
+    while not probe_arena(core, elf, workdir, high):
+        if high >= ARENA_BYTES:
+            raise DeviceError(f"the model does not allocate in {ARENA_BYTES} bytes on {core.board}")
+        low, high = high, min(2 * high, ARENA_BYTES)
+    while low > 0 and probe_arena(core, elf, workdir, low):
+        high, low = low, low // 2 // step * step
+    while high - low > step:
+        mid = (low + high) // 2 // step * step
+        if probe_arena(core, elf, workdir, mid):
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def run_on_host(model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float) -> tuple[list[float], bytes]:

@@ -104,3 +104,18 @@ def test_cortex_m_matches_x86(core, case, host_outputs, workdir):
         pytest.xfail(f"{core}: newlib's expf/logf/powf differ from x86 "
                      f"({make_kernel_cases.Case(case.name, b'', want, layout=case.layout).first_difference(got)})")
     assert got == want, make_kernel_cases.Case(case.name, b"", want, layout=case.layout).first_difference(got)
+
+
+# Issue 13's budget for the kernel library on a Cortex-M4, in flash.
+KERNEL_FLASH_BUDGET = 40 * 1024
+
+
+def test_kernels_linked_into_cortex_m4_firmware_fit_the_flash_budget(workdir):
+    """What the kernels add to a linked Cortex-M4 firmware (kernel_runner
+    references every kernel), read from the linker's map: code plus read-only
+    data, shared inline math counted once, unreferenced functions dropped."""
+    device_outputs("cortex-m4", workdir)  # builds (and runs) the M4 kernel_runner
+    sizes = qemu.linked_flash_bytes(workdir / "build-cortex-m4" / "kernel_runner.map", "libtflm_train_kernels.a")
+    print(f"kernels linked on Cortex-M4: {sizes['text']:,} B code + {sizes['rodata']:,} B read-only data")
+    assert sizes["text"] > 10_000, sizes  # the map was read: every kernel is in the runner
+    assert sizes["text"] + sizes["rodata"] <= KERNEL_FLASH_BUDGET, sizes
