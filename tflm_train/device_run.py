@@ -21,6 +21,8 @@ import hashlib
 import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,24 +165,44 @@ def cache_dir() -> Path:
     return Path(base) / "firmware"
 
 
-def build_trainer(core: qemu.Core, model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float,
-                  tflm: Path, arena_bytes: int = ARENA_BYTES) -> Path:
-    """firmware/trainer for `core`. One build directory per core and TFLM
-    tree: TFLM is compiled once; a new model or data recompiles one file."""
+def firmware_build_dir(core: qemu.Core, tflm: Path) -> tuple[Path, dict[str, str]]:
+    """One build directory per core and TFLM tree (TFLM is compiled once in
+    it), and the cmake definitions every build in it passes."""
     includes = third_party_includes(tflm)
     key = hashlib.sha256("|".join([str(tflm), *includes, str(qemu.FIRMWARE_DIR)]).encode()).hexdigest()[:12]
     build_dir = cache_dir() / f"{core.name}-{key}"
     data_dir = build_dir / "trainer_inputs"
     data_dir.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(data_dir / "model.h", model_header(model_bytes))
-    _write_if_changed(data_dir / "train_data.h", train_data_header(data, steps, learning_rate))
-    qemu.build(build_dir, core, ["trainer"], {
+    return build_dir, {
         "TFLM_DIR": str(tflm),
         "TFLMT_EXTRA_INCLUDE_DIRS": ";".join(includes),
         "TFLMT_TRAINER_DATA_DIR": str(data_dir),
-        "TFLMT_ARENA_BYTES": str(arena_bytes),
-    })
+    }
+
+
+def build_trainer(core: qemu.Core, model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float,
+                  tflm: Path, arena_bytes: int = ARENA_BYTES) -> Path:
+    """firmware/trainer for `core`: a new model or data recompiles one file."""
+    build_dir, definitions = firmware_build_dir(core, tflm)
+    data_dir = Path(definitions["TFLMT_TRAINER_DATA_DIR"])
+    _write_if_changed(data_dir / "model.h", model_header(model_bytes))
+    _write_if_changed(data_dir / "train_data.h", train_data_header(data, steps, learning_rate))
+    qemu.build(build_dir, core, ["trainer"], {**definitions, "TFLMT_ARENA_BYTES": str(arena_bytes)})
     return build_dir / "trainer"
+
+
+def build_sketch(core: qemu.Core, sketch: str, tflm: Path) -> Path:
+    """An example sketch of the Arduino library (generated into the build
+    directory by arduino/generate.py) for `core`, with our Arduino shim."""
+    build_dir, definitions = firmware_build_dir(core, tflm)
+    library = build_dir / "arduino"
+    generate = subprocess.run([sys.executable, str(qemu.ROOT / "arduino" / "generate.py"), "--out", str(library)],
+                              capture_output=True, text=True, cwd=qemu.ROOT)
+    if generate.returncode != 0:
+        raise DeviceError(f"arduino/generate.py failed:\n{generate.stderr[-2000:]}")
+    qemu.build(build_dir, core, [f"sketch_{sketch}"],
+               {**definitions, "TFLMT_ARDUINO_LIBRARY": str(library / "TflmTrain")})
+    return build_dir / f"sketch_{sketch}"
 
 
 # ---- runs ----------------------------------------------------------------------------------------
