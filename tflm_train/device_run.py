@@ -314,6 +314,7 @@ class Comparison:
     host_losses: list[float]
     device: DeviceRun
     host_state: bytes
+    device_elf: Path | None = None
     differing_losses: list[int] = field(default_factory=list)
 
     def __post_init__(self):
@@ -374,7 +375,7 @@ def device_run(model_bytes: bytes, data_path: str, core_name: str, steps: int | 
     elf = build_trainer(core, model_bytes, data, steps, learning_rate, tflm)
     device = run_on_device(core, elf, workdir or elf.parent / "run")
     host_losses, host_state = run_on_host(model_bytes, data, steps, learning_rate)
-    return Comparison(core_name, steps, host_losses, device, host_state)
+    return Comparison(core_name, steps, host_losses, device, host_state, device_elf=elf)
 
 
 def crc32(data: bytes) -> int:
