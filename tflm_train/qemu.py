@@ -128,7 +128,7 @@ def linked_flash_bytes(map_file: Path, archive: str) -> dict[str, int]:
     return sizes
 
 
-if __name__ == "__main__":  # CI: python -m tflm_train.qemu MAP ARCHIVE
+if __name__ == "__main__":  # CI, before the package is installed: python3 tflm_train/qemu.py MAP ARCHIVE
     import sys
 
     measured = linked_flash_bytes(Path(sys.argv[1]), sys.argv[2])
