@@ -22,14 +22,41 @@ void* __dso_handle = 0;
 void _init(void) {}
 void _fini(void) {}
 
-/* Any fault or unexpected interrupt: tell QEMU to stop (semihosting
- * SYS_EXIT with reason "run-time error"), instead of spinning forever. */
-void Default_Handler(void) {
+/* Any fault or unexpected interrupt: print which exception and the program
+ * counter it interrupted (the stacked PC; arm-none-eabi-addr2line -e ELF
+ * names the function), then tell QEMU to stop (semihosting SYS_EXIT with
+ * reason "run-time error") instead of spinning forever. */
+static void SemihostingWrite0(const char* text) {
+  register uint32_t op __asm__("r0") = 0x04; /* SYS_WRITE0 */
+  register const char* arg __asm__("r1") = text;
+  __asm__ volatile("bkpt 0xab" : "+r"(op) : "r"(arg) : "memory");
+}
+
+static void AppendHex(char* out, uint32_t value) {
+  for (int i = 0; i < 8; ++i) out[i] = "0123456789abcdef"[(value >> (28 - 4 * i)) & 0xFu];
+}
+
+__attribute__((used)) void FaultReport(const uint32_t* frame, uint32_t ipsr) {
+  char line[] = "fault: exception 0x........ at pc 0x........\n";
+  AppendHex(line + 19, ipsr & 0x1FFu);
+  AppendHex(line + 36, frame[6]); /* r0-r3, r12, lr, pc, xpsr */
+  SemihostingWrite0(line);
   for (;;) {
     register uint32_t op __asm__("r0") = 0x18;         /* SYS_EXIT */
     register uint32_t reason __asm__("r1") = 0x20023;  /* RunTimeErrorUnknown */
     __asm__ volatile("bkpt 0xab" : : "r"(op), "r"(reason) : "memory");
   }
+}
+
+/* The exception frame is on the stack the interrupted code used. */
+__attribute__((naked)) void Default_Handler(void) {
+  __asm__ volatile(
+      "tst lr, #4\n"
+      "ite eq\n"
+      "mrseq r0, msp\n"
+      "mrsne r0, psp\n"
+      "mrs r1, ipsr\n"
+      "b FaultReport\n");
 }
 
 /* Handlers a program may define (SysTick_Handler: firmware/trainer's timer). */

@@ -21,6 +21,8 @@ import hashlib
 import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,24 +165,44 @@ def cache_dir() -> Path:
     return Path(base) / "firmware"
 
 
-def build_trainer(core: qemu.Core, model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float,
-                  tflm: Path, arena_bytes: int = ARENA_BYTES) -> Path:
-    """firmware/trainer for `core`. One build directory per core and TFLM
-    tree: TFLM is compiled once; a new model or data recompiles one file."""
+def firmware_build_dir(core: qemu.Core, tflm: Path) -> tuple[Path, dict[str, str]]:
+    """One build directory per core and TFLM tree (TFLM is compiled once in
+    it), and the cmake definitions every build in it passes."""
     includes = third_party_includes(tflm)
     key = hashlib.sha256("|".join([str(tflm), *includes, str(qemu.FIRMWARE_DIR)]).encode()).hexdigest()[:12]
     build_dir = cache_dir() / f"{core.name}-{key}"
     data_dir = build_dir / "trainer_inputs"
     data_dir.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(data_dir / "model.h", model_header(model_bytes))
-    _write_if_changed(data_dir / "train_data.h", train_data_header(data, steps, learning_rate))
-    qemu.build(build_dir, core, ["trainer"], {
+    return build_dir, {
         "TFLM_DIR": str(tflm),
         "TFLMT_EXTRA_INCLUDE_DIRS": ";".join(includes),
         "TFLMT_TRAINER_DATA_DIR": str(data_dir),
-        "TFLMT_ARENA_BYTES": str(arena_bytes),
-    })
+    }
+
+
+def build_trainer(core: qemu.Core, model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float,
+                  tflm: Path, arena_bytes: int = ARENA_BYTES) -> Path:
+    """firmware/trainer for `core`: a new model or data recompiles one file."""
+    build_dir, definitions = firmware_build_dir(core, tflm)
+    data_dir = Path(definitions["TFLMT_TRAINER_DATA_DIR"])
+    _write_if_changed(data_dir / "model.h", model_header(model_bytes))
+    _write_if_changed(data_dir / "train_data.h", train_data_header(data, steps, learning_rate))
+    qemu.build(build_dir, core, ["trainer"], {**definitions, "TFLMT_ARENA_BYTES": str(arena_bytes)})
     return build_dir / "trainer"
+
+
+def build_sketch(core: qemu.Core, sketch: str, tflm: Path) -> Path:
+    """An example sketch of the Arduino library (generated into the build
+    directory by arduino/generate.py) for `core`, with our Arduino shim."""
+    build_dir, definitions = firmware_build_dir(core, tflm)
+    library = build_dir / "arduino"
+    generate = subprocess.run([sys.executable, str(qemu.ROOT / "arduino" / "generate.py"), "--out", str(library)],
+                              capture_output=True, text=True, cwd=qemu.ROOT)
+    if generate.returncode != 0:
+        raise DeviceError(f"arduino/generate.py failed:\n{generate.stderr[-2000:]}")
+    qemu.build(build_dir, core, [f"sketch_{sketch}"],
+               {**definitions, "TFLMT_ARDUINO_LIBRARY": str(library / "TflmTrain")})
+    return build_dir / f"sketch_{sketch}"
 
 
 # ---- runs ----------------------------------------------------------------------------------------
@@ -201,7 +223,7 @@ def _instructions(ticks: int, board: str) -> int:
     return int(round(ticks * 1e9 / BOARD_CLOCK_HZ[board]))
 
 
-def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
+def run_on_device(core: qemu.Core, elf: Path, workdir: Path, find_smallest_arena: bool = True) -> DeviceRun:
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / "trainer_state.bin"
     state_path.unlink(missing_ok=True)
@@ -213,11 +235,13 @@ def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
             losses.append(float(np.uint32(int(step.group(2), 16)).view(np.float32)))
             ticks.append(int(step.group(3)))
             continue
-        pair = re.fullmatch(r"(arena_used|infer_ticks|state_crc32|smallest_arena) ([0-9a-f]+)", line.strip())
+        pair = re.fullmatch(r"(arena_used|infer_ticks|state_crc32) ([0-9a-f]+)", line.strip())
         if pair:
             values[pair.group(1)] = int(pair.group(2), 16 if pair.group(1) == "state_crc32" else 10)
     if "done" not in log.split() or not state_path.is_file():
         raise DeviceError(f"the firmware did not finish on {core.board}:\n{log[-2000:]}")
+    if find_smallest_arena:
+        values["smallest_arena"] = smallest_arena(core, elf, workdir, values["arena_used"])
     return DeviceRun(
         core=core.name,
         losses=losses,
@@ -229,6 +253,47 @@ def run_on_device(core: qemu.Core, elf: Path, workdir: Path) -> DeviceRun:
         state=state_path.read_bytes(),
         text_bytes=qemu.text_bytes(elf),
     )
+
+
+def probe_arena(core: qemu.Core, elf: Path, workdir: Path, arena_bytes: int) -> bool:
+    """One QEMU run of the trainer firmware that only allocates the model in
+    an arena of `arena_bytes`: does it fit? A run that faults counts as no
+    (TFLM may fault in an arena just too small for its memory plan; the
+    firmware's fault handler ends that run)."""
+    (workdir / "arena_probe.txt").write_text(f"{arena_bytes}\n")
+    try:
+        log = qemu.run_qemu(core, elf, cwd=workdir, timeout=120)
+    except DeviceError as error:
+        if "fault:" in str(error):
+            return False
+        raise
+    finally:
+        (workdir / "arena_probe.txt").unlink(missing_ok=True)
+    answer = re.search(rf"^probe {arena_bytes} (ok|fail)$", log, re.M)
+    if answer is None:
+        raise DeviceError(f"the arena probe did not answer on {core.board}:\n{log[-2000:]}")
+    return answer.group(1) == "ok"
+
+
+def smallest_arena(core: qemu.Core, elf: Path, workdir: Path, arena_used: int, step: int = 16) -> int:
+    """Smallest arena (to `step` bytes) in which AllocateTensors succeeds on
+    the device: a bisection over probe runs. arena_used_bytes is only a
+    starting point: planning needs temporary room on top of what stays used."""
+    high = -(-arena_used // step) * step
+    low = high // 2 // step * step
+    while not probe_arena(core, elf, workdir, high):
+        if high >= ARENA_BYTES:
+            raise DeviceError(f"the model does not allocate in {ARENA_BYTES} bytes on {core.board}")
+        low, high = high, min(2 * high, ARENA_BYTES)
+    while low > 0 and probe_arena(core, elf, workdir, low):
+        high, low = low, low // 2 // step * step
+    while high - low > step:
+        mid = (low + high) // 2 // step * step
+        if probe_arena(core, elf, workdir, mid):
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def run_on_host(model_bytes: bytes, data: TrainingData, steps: int, learning_rate: float) -> tuple[list[float], bytes]:
@@ -249,6 +314,7 @@ class Comparison:
     host_losses: list[float]
     device: DeviceRun
     host_state: bytes
+    device_elf: Path | None = None
     differing_losses: list[int] = field(default_factory=list)
 
     def __post_init__(self):
@@ -309,7 +375,7 @@ def device_run(model_bytes: bytes, data_path: str, core_name: str, steps: int | 
     elf = build_trainer(core, model_bytes, data, steps, learning_rate, tflm)
     device = run_on_device(core, elf, workdir or elf.parent / "run")
     host_losses, host_state = run_on_host(model_bytes, data, steps, learning_rate)
-    return Comparison(core_name, steps, host_losses, device, host_state)
+    return Comparison(core_name, steps, host_losses, device, host_state, device_elf=elf)
 
 
 def crc32(data: bytes) -> int:

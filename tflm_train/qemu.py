@@ -95,3 +95,42 @@ def text_bytes(elf_or_archive: Path) -> int:
     out = _run(["arm-none-eabi-size", "-t", str(elf_or_archive)], "arm-none-eabi-size").stdout
     last = out.strip().splitlines()[-1]
     return int(re.split(r"\s+", last.strip())[0])
+
+
+def linked_flash_bytes(map_file: Path, archive: str) -> dict[str, int]:
+    """What the objects of `archive` (a file name, e.g. libtflm_train_kernels.a)
+    put into a linked firmware, from its GNU ld map: bytes of code (.text*)
+    and of read-only data (.rodata*) that the link kept. Unlike the archive's
+    size sum, inline functions shared by several objects count once and
+    functions --gc-sections dropped do not count."""
+    text = map_file.read_text(errors="replace")
+    marker = text.find("Linker script and memory map")
+    if marker < 0:
+        raise DeviceError(f"{map_file} is not a GNU ld map file")
+    sizes = {"text": 0, "rodata": 0}
+    pending = None  # an input section whose name was too long for its line
+    for line in text[marker:].splitlines():
+        fields = line.split()
+        if line.startswith(" .") and len(fields) == 1:
+            pending = fields[0]
+            continue
+        if pending is not None and len(fields) == 3 and line.startswith("  "):
+            fields = [pending, *fields]
+        pending = None
+        if len(fields) != 4 or not line.startswith(" .") and not line.startswith("  "):
+            continue
+        section, address, size, source = fields
+        if not (address.startswith("0x") and size.startswith("0x")) or f"{archive}(" not in source:
+            continue
+        for kind in sizes:
+            if section == f".{kind}" or section.startswith(f".{kind}."):
+                sizes[kind] += int(size, 16)
+    return sizes
+
+
+if __name__ == "__main__":  # CI, before the package is installed: python3 tflm_train/qemu.py MAP ARCHIVE
+    import sys
+
+    measured = linked_flash_bytes(Path(sys.argv[1]), sys.argv[2])
+    print(f"{sys.argv[2]} in {Path(sys.argv[1]).name}: {measured['text']:,} B code + {measured['rodata']:,} B "
+          f"read-only data = {measured['text'] + measured['rodata']:,} B of flash")

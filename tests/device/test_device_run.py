@@ -24,7 +24,6 @@ from tflm_train.converter.convert import convert
 from tflm_train.converter.ops import OptimizerConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "tflm_train" / "examples"
-OWN_MATH = (qemu.ROOT / "tflm_ops" / "reference" / "math.h").is_file()
 MODELS = {
     # name: (example, base model, conversion, steps, learning rate)
     "digits_lora_sgd": ("digits", "model_int8", ConvertConfig(), 64, 0.02),
@@ -40,7 +39,7 @@ needs_tflm = pytest.mark.skipif(not os.environ.get("TFLM_DIR"),
 @pytest.mark.parametrize("core", list(qemu.CORES))
 @pytest.mark.parametrize("name", list(MODELS))
 def test_training_on_cortex_m_matches_x86(name, core, tmp_path):
-    from tflm_train.device_run import device_run
+    from tflm_train.device_run import device_run, probe_arena
 
     example, base, config, steps, lr = MODELS[name]
     model = convert((EXAMPLES / example / f"{base}.tflite").read_bytes(), config).model
@@ -48,9 +47,12 @@ def test_training_on_cortex_m_matches_x86(name, core, tmp_path):
     assert len(result.device.losses) == steps
     assert result.device.arena_used > 0
     assert result.device.infer_instructions > 0 and min(result.device.step_instructions) > 0
-    if not result.identical and core != "cortex-m55" and not OWN_MATH:
-        pytest.xfail(f"{core}: newlib's expf/logf/powf differ from x86: {len(result.differing_losses)} losses differ, "
-                     f"state max |difference| {result.max_state_difference():.3g}")
+    # The bisection's answer allocates, and 16 bytes less does not.
+    elf = result.device_elf
+    smallest = result.device.smallest_arena
+    assert smallest > 0
+    assert probe_arena(qemu.CORES[core], elf, tmp_path, smallest)
+    assert not probe_arena(qemu.CORES[core], elf, tmp_path, smallest - 16)
     assert not result.differing_losses, f"steps {result.differing_losses} differ"
     assert result.state_identical, f"state max |difference| {result.max_state_difference():.3g}"
 
