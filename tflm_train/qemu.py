@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +98,13 @@ def text_bytes(elf_or_archive: Path) -> int:
     return int(re.split(r"\s+", last.strip())[0])
 
 
-def linked_flash_bytes(map_file: Path, archive: str) -> dict[str, int]:
+def linked_flash_bytes(map_file: Path, archive: str, objects: Callable[[str], bool] = lambda name: True) -> dict[str, int]:
     """What the objects of `archive` (a file name, e.g. libtflm_train_kernels.a)
     put into a linked firmware, from its GNU ld map: bytes of code (.text*)
     and of read-only data (.rodata*) that the link kept. Unlike the archive's
     size sum, inline functions shared by several objects count once and
-    functions --gc-sections dropped do not count."""
+    functions --gc-sections dropped do not count. `objects` selects the
+    archive members counted (by object file name, e.g. "lora_int.cc.obj")."""
     text = map_file.read_text(errors="replace")
     marker = text.find("Linker script and memory map")
     if marker < 0:
@@ -121,6 +123,8 @@ def linked_flash_bytes(map_file: Path, archive: str) -> dict[str, int]:
             continue
         section, address, size, source = fields
         if not (address.startswith("0x") and size.startswith("0x")) or f"{archive}(" not in source:
+            continue
+        if not objects(source.split(f"{archive}(", 1)[1].rstrip(")")):
             continue
         for kind in sizes:
             if section == f".{kind}" or section.startswith(f".{kind}."):
