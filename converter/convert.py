@@ -147,4 +147,4 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "notes": rw.notes,
     }
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
-    return ConvertResult(model.to_bytes(), metadata)
+    return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)

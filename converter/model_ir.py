@@ -187,6 +187,9 @@ class Model:
         for buf in buffers:
             if buf.offset and buf.offset > 1:
                 raise ModelError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
+        for entry in raw.metadata or []:
+            if entry.buffer is None or not 0 <= entry.buffer < len(buffers):
+                raise ModelError(f"metadata {_decode(entry.name)!r} points at buffer {entry.buffer}, which does not exist")
         codes = raw.operatorCodes or []
         for sg_index, sg in enumerate(raw.subgraphs):
             tensors = sg.tensors or []
@@ -261,6 +264,14 @@ class Model:
         builder = flatbuffers.Builder(1024)
         builder.Finish(raw.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(builder.Output())
+
+    def sealed_bytes(self) -> bytes:
+        """to_bytes() with the integrity checksum (converter/integrity.py)
+        entry added and filled in: what convert and merge write."""
+        from tflm_train.converter.integrity import CHECKSUM_BYTES, CHECKSUM_NAME, seal
+
+        self.set_metadata(CHECKSUM_NAME, bytes(CHECKSUM_BYTES))
+        return seal(self.to_bytes())
 
     @staticmethod
     def _aligned(buf: schema.BufferT) -> _AlignedBuffer:
