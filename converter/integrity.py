@@ -147,10 +147,11 @@ def refuse_damaged(data: bytes) -> Checksum:
     from tflm_train.converter.model_ir import ModelError
 
     status = verify(data)
-    if status in (Checksum.MISMATCH, Checksum.MALFORMED):
+    if status is Checksum.MISMATCH:
         raise ModelError(
-            f"model was modified after conversion (its {CHECKSUM_NAME} checksum "
-            f"{'does not match' if status is Checksum.MISMATCH else 'entry is damaged'}): "
+            f"model was modified after conversion (its {CHECKSUM_NAME} checksum does not match): "
             "use the file tflm-train wrote, or convert the original again"
         )
+    if status is Checksum.MALFORMED:
+        raise ModelError(f"corrupt or truncated .tflite (its metadata or {CHECKSUM_NAME} entry cannot be read)")
     return status

@@ -16,8 +16,7 @@ import numpy as np
 
 from tflm_train import runtime
 from tflm_train.converter.model_ir import Model
-from tflm_train.errors import TflmTrainError
-from tflm_train.runtime import Interpreter
+from tflm_train.runtime import Interpreter, InterpreterError
 
 
 def _invoke_with_zeros(interpreter: Interpreter, model_bytes: bytes) -> None:
@@ -65,7 +64,7 @@ def main() -> None:
             if "invoke" in words[1:]:
                 _invoke_with_zeros(interpreter, model_bytes)
             answer = "1"
-        except TflmTrainError as exc:  # e.g. the interpreter's refusal, a checksum mismatch
+        except InterpreterError as exc:  # (a damaged model's ModelError ends the worker: "could not load")
             answer = "0\t" + " ".join(str(exc).split())  # one line
         sys.stdout.write(answer + "\n")
         sys.stdout.flush()

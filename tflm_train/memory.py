@@ -189,9 +189,6 @@ class _Prober:
 
 def smallest_arena(model_bytes: bytes) -> int:
     """Bytes of the smallest arena (to 16 bytes) the model allocates in."""
-    from tflm_train.runtime import check_integrity
-
-    check_integrity(model_bytes, guard="none")  # a damaged model: one line here, not "does not fit"
     prober = _Prober(model_bytes)
     try:
         high = 16 * 1024
@@ -229,6 +226,9 @@ def check_prepares(model_bytes: bytes, arena_size: int = _LARGEST) -> None:
     or a stock kernel crash (seen: the memory planner, MEAN, CONV_2D with a
     zero stride or dilation), and a converted model keeps those operators.
     """
+    from tflm_train.converter.integrity import refuse_damaged
+
+    refuse_damaged(model_bytes)  # a damaged converted model: its own line, no worker needed
     prober = _Prober(model_bytes)
     try:
         try:

@@ -58,6 +58,10 @@ def test_any_changed_byte_is_a_mismatch(converted):
     assert verify(converted[:-1]) is not Checksum.OK
     assert verify(converted + b"\0") is Checksum.MISMATCH
     assert verify(b"") is Checksum.MALFORMED
+    from tflm_train.converter.integrity import refuse_damaged
+
+    with pytest.raises(ModelError, match=r"^corrupt or truncated \.tflite"):
+        refuse_damaged(converted[:100])
     assert verify(seal(_flipped(converted, 5000))) is Checksum.OK  # a recomputed CRC passes: damage, not intent
 
 
@@ -196,4 +200,4 @@ def test_a_model_that_never_finishes_is_refused_after_the_timeout(monkeypatch):
     monkeypatch.setattr(memory, "CHECK_TIMEOUT_SECONDS", 1.0)
     monkeypatch.setattr(memory._Prober, "command", lambda self: [sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(ModelError, match=r"does not finish running this model \(no answer in 1 s\)"):
-        memory.check_prepares(b"any model")
+        memory.check_prepares((EXAMPLES / "digits" / "model_int8.tflite").read_bytes())
