@@ -153,5 +153,8 @@ def refuse_damaged(data: bytes) -> Checksum:
             "use the file tflm-train wrote, or convert the original again"
         )
     if status is Checksum.MALFORMED:
+        from tflm_train.converter.model_ir import Model
+
+        Model.from_bytes(data)  # not a .tflite at all: its own, more precise line
         raise ModelError(f"corrupt or truncated .tflite (its metadata or {CHECKSUM_NAME} entry cannot be read)")
     return status

@@ -103,6 +103,15 @@ def is_handle(tensor_type: int) -> bool:
     return tensor_type in _HANDLE_TYPES
 
 
+# Inputs each builtin needs, by position (later ones, e.g. a bias, are optional).
+_REQUIRED_INPUTS = {
+    "FULLY_CONNECTED": 2, "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "BATCH_MATMUL": 2,
+    "ADD": 2, "SUB": 2, "MUL": 2, "MEAN": 2, "SUM": 2, "PAD": 2,
+    "SOFTMAX": 1, "LOGISTIC": 1, "RELU": 1, "RELU6": 1, "TANH": 1, "RESHAPE": 1, "SQUEEZE": 1,
+    "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "CONCATENATION": 1,
+}
+
+
 def builtin_code(name: str) -> int:
     return _BUILTIN_CODES[name]
 
@@ -218,6 +227,7 @@ class Model:
             for o_index, op in enumerate(sg.operators or []):
                 if op.opcodeIndex >= len(codes):
                     raise ModelError(f"operator {o_index} uses opcode {op.opcodeIndex}, which does not exist")
+                self._validate_arity(o_index, op)
                 for t in list(op.inputs if op.inputs is not None else []) + list(
                     op.outputs if op.outputs is not None else []
                 ):
@@ -228,6 +238,20 @@ class Model:
             ):
                 if t < 0 or t >= len(tensors):
                     raise ModelError(f"subgraph {sg_index} names tensor {t}, which does not exist")
+
+    def _validate_arity(self, index: int, op) -> None:
+        """The tensors a builtin operator cannot do without are there: the
+        converter and the interpreter index them by position."""
+        op_type = self.op_type(op)
+        required = _REQUIRED_INPUTS.get(op_type)
+        if required is None:
+            return
+        inputs = list(op.inputs if op.inputs is not None else [])
+        outputs = list(op.outputs if op.outputs is not None else [])
+        if len(inputs) < required or any(int(t) < 0 for t in inputs[:required]):
+            raise ModelError(f"operator {index} ({op_type}) lacks one of its {required} required inputs: corrupt .tflite")
+        if not outputs or int(outputs[0]) < 0:
+            raise ModelError(f"operator {index} ({op_type}) has no output: corrupt .tflite")
 
     @staticmethod
     def _validate_tensor(index: int, t) -> None:
@@ -382,6 +406,9 @@ class Model:
     ) -> int:
         """Appends a tensor to the main subgraph; `data` makes it a constant."""
         dtype = np.dtype(dtype)
+        if dtype not in _DTYPE_TO_TENSOR_TYPE:
+            # e.g. a layer's float16 output, which the converter would copy
+            raise ModelError(f"tensor {name}: type {dtype.name} is not supported by tflm-train")
         t = schema.TensorT()
         t.name = name
         t.shape = np.asarray(list(shape), dtype=np.int32)

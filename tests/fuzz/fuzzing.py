@@ -18,9 +18,13 @@ Harnesses (TARGETS):
              original models; what convert accepts is then prepared (the
              original, as the convert pipeline's guard does) and the converted
              model is loaded and invoked in each mode
-  converted  mutated converted models (bytes, custom options, tensors) loaded
-             with TrainableModel (or a bare Interpreter when their training
-             metadata no longer parses) and invoked in each mode
+  converted  mutated converted models loaded with TrainableModel (or a bare
+             Interpreter when their training metadata no longer parses) and
+             invoked in each mode: damaged ones (bytes or structure changed,
+             the checksum left as it was: refused at load) and `resealed` ones
+             (only our operators, their tensors and the metadata changed, the
+             checksum recomputed: these reach the loader's checks and our
+             kernels' Prepare)
   state      mutated state blobs: the host import (validate + load_state) and
              the kernel import (bytes written straight into the `state`
              input, as a device restoring flash does), then each mode
