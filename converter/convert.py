@@ -80,6 +80,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
 
     # Training inputs.
     prediction_shape = model.shape(prediction)
+    if 0 in prediction_shape:  # a corrupt file (fuzz finding: a division by zero below)
+        raise ConversionError(f"the loss input {model.tensor_name(prediction)} has shape {list(prediction_shape)}: a dimension of 0")
     classes = prediction_shape[-1] if prediction_shape else 1
     if loss == "ce":
         rows = int(np.prod(prediction_shape)) // classes
