@@ -111,6 +111,17 @@ _REQUIRED_INPUTS = {
     "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "CONCATENATION": 1,
 }
 
+# The builtin options each reads (another op type's options: a corrupt file);
+# the converter reads the geometry of these, so they must be there.
+_OPTIONS = {
+    "AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions", "CONV_2D": "Conv2DOptions",
+    "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
+    "SOFTMAX": "SoftmaxOptions", "MEAN": "ReducerOptions", "SUM": "ReducerOptions", "RESHAPE": "ReshapeOptions",
+    "ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
+    "PAD": "PadOptions", "SQUEEZE": "SqueezeOptions",
+}
+_OPTIONS_REQUIRED = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D"}
+
 
 def builtin_code(name: str) -> int:
     return _BUILTIN_CODES[name]
@@ -238,6 +249,26 @@ class Model:
             ):
                 if t < 0 or t >= len(tensors):
                     raise ModelError(f"subgraph {sg_index} names tensor {t}, which does not exist")
+            self._validate_single_writer(sg)
+
+    def _validate_single_writer(self, sg) -> None:
+        """Each tensor is written by at most one operator, and never a constant
+        or a graph input (fuzz finding: a READ_VARIABLE redirected onto another
+        op's output made the stock interpreter segfault)."""
+        buffers = self.raw.buffers or []
+        tensors = sg.tensors or []
+        graph_inputs = {int(t) for t in (sg.inputs if sg.inputs is not None else [])}
+        writer: dict[int, int] = {}
+        for o_index, op in enumerate(sg.operators or []):
+            for t in (int(t) for t in (op.outputs if op.outputs is not None else [])):
+                if t < 0:
+                    continue
+                if t in writer:
+                    raise ModelError(f"tensor {t} is the output of operators {writer[t]} and {o_index}: corrupt .tflite")
+                writer[t] = o_index
+                buffer = tensors[t].buffer
+                if t in graph_inputs or (buffer and buffers[buffer].data is not None and len(buffers[buffer].data)):
+                    raise ModelError(f"operator {o_index} writes into tensor {t}, a model input or constant: corrupt .tflite")
 
     def _validate_arity(self, index: int, op) -> None:
         """The tensors a builtin operator cannot do without are there: the
@@ -252,6 +283,12 @@ class Model:
             raise ModelError(f"operator {index} ({op_type}) lacks one of its {required} required inputs: corrupt .tflite")
         if not outputs or int(outputs[0]) < 0:
             raise ModelError(f"operator {index} ({op_type}) has no output: corrupt .tflite")
+        expected = _OPTIONS.get(op_type)
+        options = op.builtinOptions
+        if expected is not None and (options is not None or op_type in _OPTIONS_REQUIRED) \
+                and type(options).__name__ != expected + "T":
+            found = type(options).__name__.removesuffix("T") if options is not None else "none"
+            raise ModelError(f"operator {index} ({op_type}) has builtin options {found}, not {expected}: corrupt .tflite")
 
     @staticmethod
     def _validate_tensor(index: int, t) -> None:

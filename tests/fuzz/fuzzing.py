@@ -58,7 +58,10 @@ from tflm_train.errors import TflmTrainError
 USER_ERRORS = (TflmTrainError,)  # every user-fixable error derives from it
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tflm_train" / "examples"
-TIMEOUT_SECONDS = 20.0  # per case; a normal case takes well under a second
+# Per case; a normal case takes well under a second. Longer than two guarded
+# checks (memory.CHECK_TIMEOUT_SECONDS each): a model without a checksum that
+# spins a stock kernel is refused by them, not a hang.
+TIMEOUT_SECONDS = 90.0
 
 
 # ---- running one case ---------------------------------------------------------------
@@ -704,6 +707,9 @@ def classify(harness: str, outcome: Outcome) -> Outcome:
     a crash there is what that guard turns into a ModelError line."""
     if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "crash":
         return Outcome("refused", f"check_prepares: the interpreter crashes ({outcome.detail})", outcome.stage)
+    if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "hang":
+        # check_prepares gives up after memory.CHECK_TIMEOUT_SECONDS (a stock kernel spinning)
+        return Outcome("refused", "check_prepares: the interpreter does not finish", outcome.stage)
     return outcome
 
 
