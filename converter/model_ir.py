@@ -109,7 +109,9 @@ _REQUIRED_INPUTS = {
     "ADD": 2, "SUB": 2, "MUL": 2, "MEAN": 2, "SUM": 2, "PAD": 2,
     "SOFTMAX": 1, "LOGISTIC": 1, "RELU": 1, "RELU6": 1, "TANH": 1, "RESHAPE": 1, "SQUEEZE": 1,
     "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "CONCATENATION": 1,
+    "ASSIGN_VARIABLE": 2, "READ_VARIABLE": 1,
 }
+_WITHOUT_OUTPUTS = {"ASSIGN_VARIABLE"}
 
 # The builtin options each reads (another op type's options: a corrupt file);
 # the converter reads the geometry of these, so they must be there.
@@ -281,7 +283,7 @@ class Model:
         outputs = list(op.outputs if op.outputs is not None else [])
         if len(inputs) < required or any(int(t) < 0 for t in inputs[:required]):
             raise ModelError(f"operator {index} ({op_type}) lacks one of its {required} required inputs: corrupt .tflite")
-        if not outputs or int(outputs[0]) < 0:
+        if op_type not in _WITHOUT_OUTPUTS and (not outputs or int(outputs[0]) < 0):
             raise ModelError(f"operator {index} ({op_type}) has no output: corrupt .tflite")
         expected = _OPTIONS.get(op_type)
         options = op.builtinOptions
