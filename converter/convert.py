@@ -93,6 +93,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
 
     # Training inputs.
     prediction_shape = model.shape(prediction)
+    if 0 in prediction_shape:  # a corrupt file (fuzz finding: a division by zero below)
+        raise ConversionError(f"the loss input {model.tensor_name(prediction)} has shape {list(prediction_shape)}: a dimension of 0")
     classes = prediction_shape[-1] if prediction_shape else 1
     if loss == "ce":
         rows = int(np.prod(prediction_shape)) // classes
@@ -176,7 +178,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     if regularizer is not None:
         metadata["regularizer"] = regularizer
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
-    return ConvertResult(model.to_bytes(), metadata)
+    return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)
 
 
 def _add_regularizer_inputs(model: Model, optimizer_op, config: ConvertConfig, layout, initial_tensor, fisher):

@@ -376,4 +376,4 @@ def convert(model_bytes: bytes, config):
         "arithmetic": "int8",
     }
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
-    return ConvertResult(model.to_bytes(), metadata)
+    return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)

@@ -20,6 +20,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from tflm_train.converter import methods, ops
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
+from tflm_train.converter.integrity import refuse_damaged
 from tflm_train.converter.layers import dequantize, same_padding
 from tflm_train.converter.model_ir import Model, ModelError, Quant
 from tflm_train.converter.state_format import FLAG_INTEGER, dequantized_parameters, parameters, validate
@@ -197,6 +198,7 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
     model, for measuring it.
     """
     model = Model.from_bytes(converted_bytes)
+    refuse_damaged(converted_bytes)  # the merged model gets a fresh checksum: never seal damage in
     info = training_info(model)
     if info is None:
         raise ModelError("model was not converted by tflm-train: there is nothing to merge")
@@ -243,4 +245,4 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
         ).encode(),
     )
     model.prune()
-    return model.to_bytes()
+    return model.sealed_bytes()  # a fresh CRC: the converted model's no longer applies

@@ -103,6 +103,28 @@ def is_handle(tensor_type: int) -> bool:
     return tensor_type in _HANDLE_TYPES
 
 
+# Inputs each builtin needs, by position (later ones, e.g. a bias, are optional).
+_REQUIRED_INPUTS = {
+    "FULLY_CONNECTED": 2, "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "BATCH_MATMUL": 2,
+    "ADD": 2, "SUB": 2, "MUL": 2, "MEAN": 2, "SUM": 2, "PAD": 2,
+    "SOFTMAX": 1, "LOGISTIC": 1, "RELU": 1, "RELU6": 1, "TANH": 1, "RESHAPE": 1, "SQUEEZE": 1,
+    "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "CONCATENATION": 1,
+    "ASSIGN_VARIABLE": 2, "READ_VARIABLE": 1,
+}
+_WITHOUT_OUTPUTS = {"ASSIGN_VARIABLE"}
+
+# The builtin options each reads (another op type's options: a corrupt file);
+# the converter reads the geometry of these, so they must be there.
+_OPTIONS = {
+    "AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions", "CONV_2D": "Conv2DOptions",
+    "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "FULLY_CONNECTED": "FullyConnectedOptions",
+    "SOFTMAX": "SoftmaxOptions", "MEAN": "ReducerOptions", "SUM": "ReducerOptions", "RESHAPE": "ReshapeOptions",
+    "ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
+    "PAD": "PadOptions", "SQUEEZE": "SqueezeOptions",
+}
+_OPTIONS_REQUIRED = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D"}
+
+
 def builtin_code(name: str) -> int:
     return _BUILTIN_CODES[name]
 
@@ -187,6 +209,9 @@ class Model:
         for buf in buffers:
             if buf.offset and buf.offset > 1:
                 raise ModelError("buffers stored outside the flatbuffer (models over 2 GB) are not supported")
+        for entry in raw.metadata or []:
+            if entry.buffer is None or not 0 <= entry.buffer < len(buffers):
+                raise ModelError(f"metadata {_decode(entry.name)!r} points at buffer {entry.buffer}, which does not exist")
         codes = raw.operatorCodes or []
         for sg_index, sg in enumerate(raw.subgraphs):
             tensors = sg.tensors or []
@@ -215,6 +240,7 @@ class Model:
             for o_index, op in enumerate(sg.operators or []):
                 if op.opcodeIndex >= len(codes):
                     raise ModelError(f"operator {o_index} uses opcode {op.opcodeIndex}, which does not exist")
+                self._validate_arity(o_index, op)
                 for t in list(op.inputs if op.inputs is not None else []) + list(
                     op.outputs if op.outputs is not None else []
                 ):
@@ -225,6 +251,46 @@ class Model:
             ):
                 if t < 0 or t >= len(tensors):
                     raise ModelError(f"subgraph {sg_index} names tensor {t}, which does not exist")
+            self._validate_single_writer(sg)
+
+    def _validate_single_writer(self, sg) -> None:
+        """Each tensor is written by at most one operator, and never a constant
+        or a graph input (fuzz finding: a READ_VARIABLE redirected onto another
+        op's output made the stock interpreter segfault)."""
+        buffers = self.raw.buffers or []
+        tensors = sg.tensors or []
+        graph_inputs = {int(t) for t in (sg.inputs if sg.inputs is not None else [])}
+        writer: dict[int, int] = {}
+        for o_index, op in enumerate(sg.operators or []):
+            for t in (int(t) for t in (op.outputs if op.outputs is not None else [])):
+                if t < 0:
+                    continue
+                if t in writer:
+                    raise ModelError(f"tensor {t} is the output of operators {writer[t]} and {o_index}: corrupt .tflite")
+                writer[t] = o_index
+                buffer = tensors[t].buffer
+                if t in graph_inputs or (buffer and buffers[buffer].data is not None and len(buffers[buffer].data)):
+                    raise ModelError(f"operator {o_index} writes into tensor {t}, a model input or constant: corrupt .tflite")
+
+    def _validate_arity(self, index: int, op) -> None:
+        """The tensors a builtin operator cannot do without are there: the
+        converter and the interpreter index them by position."""
+        op_type = self.op_type(op)
+        required = _REQUIRED_INPUTS.get(op_type)
+        if required is None:
+            return
+        inputs = list(op.inputs if op.inputs is not None else [])
+        outputs = list(op.outputs if op.outputs is not None else [])
+        if len(inputs) < required or any(int(t) < 0 for t in inputs[:required]):
+            raise ModelError(f"operator {index} ({op_type}) lacks one of its {required} required inputs: corrupt .tflite")
+        if op_type not in _WITHOUT_OUTPUTS and (not outputs or int(outputs[0]) < 0):
+            raise ModelError(f"operator {index} ({op_type}) has no output: corrupt .tflite")
+        expected = _OPTIONS.get(op_type)
+        options = op.builtinOptions
+        if expected is not None and (options is not None or op_type in _OPTIONS_REQUIRED) \
+                and type(options).__name__ != expected + "T":
+            found = type(options).__name__.removesuffix("T") if options is not None else "none"
+            raise ModelError(f"operator {index} ({op_type}) has builtin options {found}, not {expected}: corrupt .tflite")
 
     @staticmethod
     def _validate_tensor(index: int, t) -> None:
@@ -261,6 +327,14 @@ class Model:
         builder = flatbuffers.Builder(1024)
         builder.Finish(raw.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(builder.Output())
+
+    def sealed_bytes(self) -> bytes:
+        """to_bytes() with the integrity checksum (converter/integrity.py)
+        entry added and filled in: what convert and merge write."""
+        from tflm_train.converter.integrity import CHECKSUM_BYTES, CHECKSUM_NAME, seal
+
+        self.set_metadata(CHECKSUM_NAME, bytes(CHECKSUM_BYTES))
+        return seal(self.to_bytes())
 
     @staticmethod
     def _aligned(buf: schema.BufferT) -> _AlignedBuffer:
@@ -371,6 +445,9 @@ class Model:
     ) -> int:
         """Appends a tensor to the main subgraph; `data` makes it a constant."""
         dtype = np.dtype(dtype)
+        if dtype not in _DTYPE_TO_TENSOR_TYPE:
+            # e.g. a layer's float16 output, which the converter would copy
+            raise ModelError(f"tensor {name}: type {dtype.name} is not supported by tflm-train")
         t = schema.TensorT()
         t.name = name
         t.shape = np.asarray(list(shape), dtype=np.int32)

@@ -56,7 +56,7 @@ class Graph:
     def build(self) -> bytes:
         self.model.main.inputs = list(self._inputs)
         self.model.main.outputs = list(self._outputs)
-        return self.model.to_bytes()
+        return self.model.sealed_bytes()  # with the checksum convert writes
 
     def run(self, feeds: dict[int, np.ndarray], arena_size: int | None = None) -> dict[int, np.ndarray]:
         """Invokes once with `feeds` (tensor -> value); returns every output."""

@@ -190,7 +190,7 @@ def converted(method: str, base: str) -> bytes:
 def mutated(model_bytes: bytes, mutate) -> bytes:
     model = Model.from_bytes(model_bytes)
     mutate(model)
-    return model.to_bytes()
+    return model.sealed_bytes()  # edited, checksum recomputed: reaches the kernels
 
 
 def first_op(model: Model, op_type: str):

@@ -354,14 +354,16 @@ def run_fit(
     """Trains a converted model on an .npz through the interpreter (no output written)."""
     from tflm_train import fitting
     from tflm_train.data import load_npz
-    from tflm_train.memory import check_prepares, smallest_arena
+    from tflm_train.memory import smallest_arena
+    from tflm_train.runtime import check_integrity
     from tflm_train.trainer import TrainableModel
 
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
     if not (lr >= 0):
         raise UserError("--lr must be >= 0")
-    check_prepares(model_bytes)  # a corrupt model can crash stock kernels: find out in a child first
+    # A damaged model can crash stock kernels: refused by its checksum, or (no checksum) run in a child first.
+    check_integrity(model_bytes, guard="all")
     model = TrainableModel(model_bytes)
     if model.streams and warn is not None:
         warn(
@@ -571,12 +573,13 @@ def run_evaluate(model_bytes: bytes, data_path: str, state: bytes | None) -> dic
     from tflm_train.converter.model_ir import Model
     from tflm_train.converter.training_info import training_info
     from tflm_train.data import load_npz
-    from tflm_train.memory import check_prepares
+    from tflm_train.runtime import check_integrity
     from tflm_train.trainer import PlainModel, TrainableModel
 
     converted = training_info(Model.from_bytes(model_bytes)) is not None
     data = load_npz(data_path)
-    check_prepares(model_bytes)  # a corrupt model can crash stock kernels: find out in a child first
+    # A damaged model can crash stock kernels: refused by its checksum, or (no checksum) run in a child first.
+    check_integrity(model_bytes, guard="all")
     if converted:
         model = TrainableModel(model_bytes)
         if state is not None:

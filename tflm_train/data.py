@@ -56,7 +56,7 @@ def load_npz(path: str | Path) -> Dataset:
         with loaded as archive:
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
-                raise DataError(f"{path}: needs arrays 'x' and 'y' (has {', '.join(archive.files) or 'none'})")
+                raise DataError(f"{path}: needs arrays 'x' and 'y' (has {', '.join(repr(name) for name in archive.files) or 'none'})")
             x, y = archive["x"], archive["y"]
     except DataError:
         raise

@@ -22,6 +22,7 @@ still crash the stock interpreter while it plans memory or invokes.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,13 @@ SANITIZER_MARKERS = ("AddressSanitizer", "UndefinedBehaviorSanitizer", "runtime 
 
 class SanitizerReport(RuntimeError):
     """A sanitized kernel plugin found a memory or UB error: a bug, never "too small"."""
+
+
+class WorkerHung(Exception):
+    """The worker gave no answer in time (a kernel spinning on a corrupt model)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"no answer in {seconds:.0f} s")
 
 
 class WorkerCrashed(Exception):
@@ -137,14 +145,19 @@ class _Prober:
         lines = [l for l in self.stderr_path.read_text(errors="replace").splitlines() if l.strip()]
         return lines[-1].strip() if lines else "no message"
 
-    def ask(self, arena: int, invoke: bool = False) -> tuple[bool, str]:
+    def ask(self, arena: int, invoke: bool = False, timeout: float | None = None) -> tuple[bool, str]:
         """(allocates [and invokes], why not) from a live worker; raises
-        WorkerCrashed or SanitizerReport when the worker dies on this question."""
+        WorkerCrashed or SanitizerReport when the worker dies on this question,
+        WorkerHung when it gives no answer in `timeout` seconds (killed)."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
         try:
             self.process.stdin.write(f"{arena}{' invoke' if invoke else ''}\n")
             self.process.stdin.flush()
+            if timeout is not None and not select.select([self.process.stdout], [], [], timeout)[0]:
+                self.process.kill()
+                self.process.wait()
+                raise WorkerHung(timeout)
             answer = self.process.stdout.readline().rstrip("\n")
         except BrokenPipeError:
             answer = ""
@@ -197,6 +210,11 @@ def smallest_arena(model_bytes: bytes) -> int:
         prober.close()
 
 
+# One invocation of a model this tool handles takes well under a second
+# here; a stock kernel spinning on a corrupt model never answers.
+CHECK_TIMEOUT_SECONDS = 30.0
+
+
 def check_prepares(model_bytes: bytes, arena_size: int = _LARGEST) -> None:
     """Raises ModelError unless the stock TFLM interpreter prepares the model
     and invokes it once (every input zero) without crashing.
@@ -208,10 +226,15 @@ def check_prepares(model_bytes: bytes, arena_size: int = _LARGEST) -> None:
     or a stock kernel crash (seen: the memory planner, MEAN, CONV_2D with a
     zero stride or dilation), and a converted model keeps those operators.
     """
+    from tflm_train.converter.integrity import refuse_damaged
+
+    refuse_damaged(model_bytes)  # a damaged converted model: its own line, no worker needed
     prober = _Prober(model_bytes)
     try:
         try:
-            works, why = prober.ask(arena_size, invoke=True)
+            works, why = prober.ask(arena_size, invoke=True, timeout=CHECK_TIMEOUT_SECONDS)
+        except WorkerHung as hung:
+            raise ModelError(f"the TFLM interpreter does not finish running this model ({hung}): corrupt .tflite") from None
         except WorkerCrashed as crash:
             raise ModelError(
                 f"the TFLM interpreter crashes ({crash}) on this model: corrupt .tflite"

@@ -17,6 +17,8 @@ import numpy as np
 from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
 from tflm_train import plugin
+from tflm_train.converter import integrity
+from tflm_train.converter.integrity import Checksum
 from tflm_train.converter.model_ir import Model, ModelError
 
 
@@ -92,6 +94,26 @@ def custom_ops_of(model_bytes: bytes) -> list[str]:
     return sorted(names)
 
 
+def check_integrity(model_bytes: bytes, guard: str = "converted") -> None:
+    """Refuses a model damaged after tflm-train wrote it, before any
+    interpreter sees it (stock TFLM kernels trust their model and can crash
+    on a corrupt one; TFLM is not ours to patch).
+
+    A model with a checksum (converter/integrity.py: convert and merge write
+    one) must match it: a CRC-32 over the file, microseconds. A model without
+    one cannot be checked that way; `guard` says which of those are first run
+    once in a guarded child process (memory.check_prepares, ~0.5 s):
+    "converted" the ones with tflm-train's ops (converted by an older
+    tflm-train), "all" every one (the CLI, for a user's own .tflite), "none".
+    """
+    if integrity.refuse_damaged(model_bytes) is Checksum.OK:
+        return
+    if guard == "all" or (guard == "converted" and any(name.startswith("TFLMT_") for name in custom_ops_of(model_bytes))):
+        from tflm_train.memory import check_prepares  # memory imports this module
+
+        check_prepares(model_bytes)
+
+
 def _message(summary: str, errors: str, stderr_lines: list[str]) -> str:
     details = [line for line in errors.splitlines() if line.strip()]
     details += [line for line in stderr_lines if line not in details]
@@ -101,12 +123,15 @@ def _message(summary: str, errors: str, stderr_lines: list[str]) -> str:
 class Interpreter:
     """One TFLM interpreter over one model, with tflm-train's ops registered."""
 
-    def __init__(self, model_bytes: bytes, arena_size: int | None = None):
+    def __init__(self, model_bytes: bytes, arena_size: int | None = None, guard: str = "converted"):
+        """guard: which models without a checksum are first run in a guarded
+        child (check_integrity); the guard's own worker passes "none"."""
         model_bytes = bytes(model_bytes)
         try:
             custom = custom_ops_of(model_bytes)
         except ModelError as exc:
             raise InterpreterError(str(exc)) from None
+        check_integrity(model_bytes, guard)
         provided = set(plugin.op_names())
         missing = [name for name in custom if name not in provided]
         if missing:
@@ -143,7 +168,15 @@ class Interpreter:
 
     def set_input(self, index: int, value) -> None:
         details = self.input_details(index)
-        array = np.asarray(value, dtype=details["dtype"]).reshape(details["shape"])
+        array = np.asarray(value, dtype=details["dtype"])
+        shape = tuple(int(d) for d in details["shape"])
+        if array.size != int(np.prod(shape)):
+            # The caller sized the value from the model's metadata: they disagree.
+            raise InterpreterError(
+                f"input {index} holds {int(np.prod(shape))} values (shape {list(shape)}), was given {array.size}: "
+                "the model's metadata does not match its tensors (a damaged model) or the data has the wrong shape"
+            )
+        array = array.reshape(shape)
         self._interpreter.set_input(array, index)
 
     def get_output(self, index: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from tflm_train.converter.ops import Mode
 from tflm_train.converter.state_format import HEADER_BYTES, Header, StateError, export, imported, validate
 from tflm_train.converter.training_info import TrainingInfo, training_info
 from tflm_train.data import DataError
-from tflm_train.runtime import Interpreter
+from tflm_train.runtime import Interpreter, check_integrity
 
 
 # The integer input types' limits, read once: np.iinfo costs more than the
@@ -109,6 +109,7 @@ class TrainableModel(PlainModel):
 
     def __init__(self, model_bytes: bytes, arena_size: int | None = None):
         model = Model.from_bytes(model_bytes)
+        check_integrity(model_bytes, guard="none")  # damage first: one clear line (the guard runs in Interpreter)
         info = training_info(model)
         if info is None:
             raise ModelError("model was not converted by tflm-train (run: tflm-train convert)")

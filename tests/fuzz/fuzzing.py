@@ -18,9 +18,13 @@ Harnesses (TARGETS):
              original models; what convert accepts is then prepared (the
              original, as the convert pipeline's guard does) and the converted
              model is loaded and invoked in each mode
-  converted  mutated converted models (bytes, custom options, tensors) loaded
-             with TrainableModel (or a bare Interpreter when their training
-             metadata no longer parses) and invoked in each mode
+  converted  mutated converted models loaded with TrainableModel (or a bare
+             Interpreter when their training metadata no longer parses) and
+             invoked in each mode: damaged ones (bytes or structure changed,
+             the checksum left as it was: refused at load) and `resealed` ones
+             (only our operators, their tensors and the metadata changed, the
+             checksum recomputed: these reach the loader's checks and our
+             kernels' Prepare)
   state      mutated state blobs: the host import (validate + load_state) and
              the kernel import (bytes written straight into the `state`
              input, as a device restoring flash does), then each mode
@@ -54,7 +58,14 @@ from tflm_train.errors import TflmTrainError
 USER_ERRORS = (TflmTrainError,)  # every user-fixable error derives from it
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tflm_train" / "examples"
-TIMEOUT_SECONDS = 20.0  # per case; a normal case takes well under a second
+# Per case; a normal case takes well under a second. Longer than two guarded
+# checks (memory.CHECK_TIMEOUT_SECONDS each): a model without a checksum that
+# spins a stock kernel is refused by them, not a hang.
+TIMEOUT_SECONDS = 90.0
+# The original harness runs the guard's prepare-and-invoke in the case itself
+# (no second process): past the guard's own limit, a spinning original is its
+# refusal (classify), so the case need not wait any longer than that.
+HARNESS_TIMEOUT = {"original": 40.0}
 
 
 # ---- running one case ---------------------------------------------------------------
@@ -300,20 +311,72 @@ def _pick(items, index):
     return (items, index % len(items)) if items else (items, None)
 
 
-def apply_tflite_ops(data: bytes, ops) -> bytes | None:
+class _Scope:
+    """What a structural mutation may pick: everything, or (ours_only) only
+    tflm-train's operators and the tensors and buffers no stock operator
+    uses, so that a resealed case stays within what our code reads."""
+
+    def __init__(self, model, ours_only: bool):
+        main = model.main
+        self.tensor_count = len(main.tensors or [])
+        self.buffer_count = len(model.raw.buffers or [1])
+        self.code_count = len(model.raw.operatorCodes or [1])
+        operators = list(main.operators or [])
+        self.ours_only = ours_only
+        if not ours_only:
+            self.tensors = list(range(self.tensor_count))
+            self.operators = operators
+            self.buffers = list(range(self.buffer_count + 2))
+            self.codes = list(range(self.code_count + 1))
+            return
+        ours = [op for op in operators if model.op_type(op).startswith("TFLMT_")]
+        stock_tensors = set()
+        for op in operators:
+            if op not in ours:
+                for attr in ("inputs", "outputs", "intermediates"):
+                    stock_tensors.update(int(t) for t in (getattr(op, attr) if getattr(op, attr) is not None else []))
+        self.operators = ours
+        self.tensors = [i for i in range(self.tensor_count) if i not in stock_tensors]
+        stock_buffers = {int(main.tensors[i].buffer or 0) for i in stock_tensors if 0 <= i < self.tensor_count}
+        self.buffers = [b for b in range(self.buffer_count + 2) if b == 0 or b not in stock_buffers]
+        self.codes = sorted({int(op.opcodeIndex) for op in ours}) + [self.code_count]
+
+    def tensor(self, index: int) -> int:
+        return self.tensors[index % len(self.tensors)]
+
+    def new_tensor(self, value: int, extra: int) -> int:
+        """An index to point something at: any (or out of range), or one of ours."""
+        if value < 0:
+            return value
+        if self.ours_only:
+            choices = self.tensors + [self.tensor_count + i for i in range(extra)]
+            return choices[value % len(choices)]
+        return value % (self.tensor_count + extra)
+
+
+def apply_tflite_ops(data: bytes, ops, ours_only: bool = False) -> bytes | None:
     """The model with the structural mutations applied, re-serialized; None
-    when the mutation cannot be serialized (the flatbuffer builder refuses)."""
+    when the mutation cannot be serialized (the flatbuffer builder refuses).
+
+    ours_only: mutate only what our kernels and the host read (tflm-train's
+    operators, tensors and buffers no stock operator uses, the metadata) and
+    then recompute the model's checksum: a model edited after conversion
+    that still passes the integrity check. (A resealed edit of a stock
+    operator's tensors is out of scope: stock TFLM trusts its model and
+    cannot be patched; the checksum only stops damage, not intent.)"""
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
+    from tflm_train.converter.integrity import seal
     from tflm_train.converter.model_ir import Model
 
     model = Model.from_bytes(data)
     main = model.main
     tensors = main.tensors or []
-    operators = main.operators or []
+    scope = _Scope(model, ours_only)
+    operators = scope.operators
     for kind, a, b, c in ops:
-        if kind in ("shape_dim", "shape_rank", "type", "buffer", "quant", "variable") and tensors:
-            t = tensors[a % len(tensors)]
+        if kind in ("shape_dim", "shape_rank", "type", "buffer", "quant", "variable") and scope.tensors:
+            t = tensors[scope.tensor(a)]
             shape = list(t.shape if t.shape is not None else [])
             if kind == "shape_dim":
                 if shape:
@@ -324,7 +387,7 @@ def apply_tflite_ops(data: bytes, ops) -> bytes | None:
             elif kind == "type":
                 t.type = b
             elif kind == "buffer":
-                t.buffer = b % (len(model.raw.buffers or [1]) + 2)
+                t.buffer = scope.buffers[b % len(scope.buffers)]
             elif kind == "variable":
                 t.isVariable = not t.isVariable
             elif kind == "quant":
@@ -349,13 +412,15 @@ def apply_tflite_ops(data: bytes, ops) -> bytes | None:
                 attr = "inputs" if kind == "op_input" else "outputs"
                 values = list(getattr(op, attr) if getattr(op, attr) is not None else [])
                 if values:
-                    values[b % len(values)] = c if c < 0 else c % (len(tensors) + 3)
+                    # Reading any tensor is ours to survive; writing only ours.
+                    values[b % len(values)] = (c if c < 0 else c % (len(tensors) + 3)) if attr == "inputs" \
+                        else scope.new_tensor(c, 3)
                 setattr(op, attr, np.asarray(values, np.int32))
             elif kind == "op_arity":
                 values = list(op.inputs if op.inputs is not None else [])
                 op.inputs = np.asarray(values[:-1] if b % 2 else values + [c % (len(tensors) + 1) - 1], np.int32)
             elif kind == "opcode":
-                op.opcodeIndex = b % (len(model.raw.operatorCodes or [1]) + 1)
+                op.opcodeIndex = scope.codes[b % len(scope.codes)]
             elif kind == "custom_options":
                 # Custom ops only (ours): mutate the n-th one's options blob.
                 custom = [o for o in operators if o.customOptions is not None and len(o.customOptions)]
@@ -366,8 +431,9 @@ def apply_tflite_ops(data: bytes, ops) -> bytes | None:
         elif kind == "graph_io":
             attr = "inputs" if a == 0 else "outputs"
             values = list(getattr(main, attr) if getattr(main, attr) is not None else [])
-            if values:
-                values[b % len(values)] = c if c < 0 else c % (len(tensors) + 2)
+            positions = [i for i, t in enumerate(values) if not ours_only or int(t) in scope.tensors]
+            if positions:
+                values[positions[b % len(positions)]] = scope.new_tensor(c, 2)
             setattr(main, attr, np.asarray(values, np.int32))
         elif kind == "metadata":
             entries = model.raw.metadata or []
@@ -377,9 +443,15 @@ def apply_tflite_ops(data: bytes, ops) -> bytes | None:
                 model.set_metadata(entry.name.decode() if isinstance(entry.name, bytes) else entry.name,
                                    apply_byte_ops(payload or b"", c))
     try:
-        return model.to_bytes()
+        mutated = model.to_bytes()
     except Exception:  # noqa: BLE001 - e.g. a value the builder cannot pack: not a case
         return None
+    if ours_only:
+        try:
+            mutated = seal(mutated)
+        except ValueError:  # the mutation damaged the checksum entry itself: a damaged model
+            pass
+    return mutated
 
 
 # ---- what each harness runs in the child ---------------------------------------------
@@ -529,10 +601,17 @@ def original_cases(draw):
 
 @st.composite
 def converted_cases(draw):
+    """Damage (bytes or structure changed, the checksum left as it was: the
+    loader must refuse it) and edits that recompute the checksum (`resealed`,
+    only our operators, tensors and metadata: these reach our kernels)."""
     seeds = converted_seeds()
-    name, structural, bytes_recipe, struct_recipe = draw(_seed_and_ops(seeds, tflite_ops))
-    data = apply_tflite_ops(seeds[name], struct_recipe) if structural else apply_byte_ops(seeds[name], bytes_recipe)
-    return name, data
+    name, _, bytes_recipe, struct_recipe = draw(_seed_and_ops(seeds, tflite_ops))
+    how = draw(st.sampled_from(["bytes", "structure", "resealed", "resealed"]))
+    if how == "bytes":
+        data = apply_byte_ops(seeds[name], bytes_recipe)
+    else:
+        data = apply_tflite_ops(seeds[name], struct_recipe, ours_only=how == "resealed")
+    return f"{name}, {how}", data
 
 
 _HEADER_FIELDS = [(4, 2), (6, 2), (8, 8), (16, 4), (20, 4), (24, 4), (28, 4), (32, 4), (36, 4), (40, 4)]
@@ -632,6 +711,9 @@ def classify(harness: str, outcome: Outcome) -> Outcome:
     a crash there is what that guard turns into a ModelError line."""
     if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "crash":
         return Outcome("refused", f"check_prepares: the interpreter crashes ({outcome.detail})", outcome.stage)
+    if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "hang":
+        # check_prepares gives up after memory.CHECK_TIMEOUT_SECONDS (a stock kernel spinning)
+        return Outcome("refused", "check_prepares: the interpreter does not finish", outcome.stage)
     return outcome
 
 
@@ -644,7 +726,7 @@ def replay(harness: str, option: str, data: bytes) -> Outcome:
         "state": lambda d, c: check_state(d, c, option == "kernel"),
         "data": check_data,
     }
-    return classify(harness, run_isolated(functions[harness], data))
+    return classify(harness, run_isolated(functions[harness], data, HARNESS_TIMEOUT.get(harness, TIMEOUT_SECONDS)))
 
 
 CHUNK = 25
@@ -664,7 +746,7 @@ def run_harness(harness: str, campaign: Campaign, max_examples: int, seconds: fl
         return time.monotonic() < end or bool(found)
 
     def one(data: bytes, function, label: str) -> None:
-        outcome = classify(harness, run_isolated(function, data))
+        outcome = classify(harness, run_isolated(function, data, HARNESS_TIMEOUT.get(harness, TIMEOUT_SECONDS)))
         if not found:
             campaign.record(harness, data, outcome, label)
         if stop_on_finding and outcome.is_finding:
