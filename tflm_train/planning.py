@@ -87,8 +87,17 @@ def plan_convert(
     process: a corrupt .tflite can pass every structural check and still
     crash the stock interpreter, and the converted model would keep that.
     """
-    spec = methods.get(config.method)
     check_prepares(model_bytes)
+    plan = _plan(model_bytes, config, board, budget_bytes, on_try, data)
+    # The converted model too, once, before anything is written: a corrupt
+    # original can prepare and run cleanly and still give a converted model a
+    # stock kernel crashes on (fuzz finding: MEAN in its first predict).
+    check_prepares(plan.result.model)
+    return plan
+
+
+def _plan(model_bytes, config, board, budget_bytes, on_try, data) -> ConvertPlan:
+    spec = methods.get(config.method)
     if board is not None:
         try:
             profile = boards.board(board)

@@ -521,6 +521,19 @@ def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None
         raise
     except Exception as exc:  # noqa: BLE001 - in check_prepares' worker any exception is a refusal
         raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
+    # The pipeline checks the converted model the same way before writing it.
+    channel.stage("prepare-converted")
+    try:
+        converted = Interpreter(result.model, guard="none")
+        for index in range(len(Model.from_bytes(result.model).main.inputs)):
+            details = converted.input_details(index)
+            converted.set_input(index, np.zeros(details["shape"], details["dtype"]))
+        channel.stage("invoke-converted")
+        converted.invoke()
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
     channel.stage("converted")
     _invoke_trainable(result.model, channel)
 
@@ -709,9 +722,10 @@ def classify(harness: str, outcome: Outcome) -> Outcome:
     """The original harness prepares and invokes the original itself (in its
     child) where the convert pipeline calls tflm_train.memory.check_prepares:
     a crash there is what that guard turns into a ModelError line."""
-    if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "crash":
+    guarded = ("prepare-original", "invoke-original", "prepare-converted", "invoke-converted")
+    if harness == "original" and outcome.stage in guarded and outcome.kind == "crash":
         return Outcome("refused", f"check_prepares: the interpreter crashes ({outcome.detail})", outcome.stage)
-    if harness == "original" and outcome.stage in ("prepare-original", "invoke-original") and outcome.kind == "hang":
+    if harness == "original" and outcome.stage in guarded and outcome.kind == "hang":
         # check_prepares gives up after memory.CHECK_TIMEOUT_SECONDS (a stock kernel spinning)
         return Outcome("refused", "check_prepares: the interpreter does not finish", outcome.stage)
     return outcome
