@@ -193,7 +193,9 @@ def build_trainer(core: qemu.Core, model_bytes: bytes, data: TrainingData, steps
 
 def build_sketch(core: qemu.Core, sketch: str, tflm: Path) -> Path:
     """An example sketch of the Arduino library (generated into the build
-    directory by arduino/generate.py) for `core`, with our Arduino shim."""
+    directory by arduino/generate.py) for `core`, with our Arduino shim, and
+    the sketch's scripted QEMU session if the generator wrote one
+    (MotionPersonalize: arduino/shim/qemu_session.cpp)."""
     build_dir, definitions = firmware_build_dir(core, tflm)
     library = build_dir / "arduino"
     generate = subprocess.run([sys.executable, str(qemu.ROOT / "arduino" / "generate.py"), "--out", str(library)],

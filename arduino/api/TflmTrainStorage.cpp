@@ -71,6 +71,43 @@ bool BackendRead(size_t offset, uint8_t* dst, size_t n) {
 
 const char* TflmTrainStorage::backendName() { return "internal flash (mbed FlashIAP)"; }
 
+#elif defined(TFLMT_STORAGE_EMULATED_FLASH)
+
+// Emulator runs (firmware/ under QEMU): memory the linker script sets aside,
+// which neither the program image nor the startup code touches, so that it
+// keeps its contents across a reset within one run, as flash does. Erased
+// reads as 0xff, like flash.
+extern "C" uint8_t __tflmt_storage_start[];
+extern "C" uint8_t __tflmt_storage_end[];
+
+namespace {
+
+size_t RegionBytes() { return static_cast<size_t>(__tflmt_storage_end - __tflmt_storage_start); }
+
+bool BackendOpen(size_t capacity) { return kHeaderBytes + capacity <= RegionBytes(); }
+
+bool BackendErase() {
+  memset(__tflmt_storage_start, 0xff, RegionBytes());
+  return true;
+}
+
+bool BackendWrite(const uint8_t* header, const uint8_t* data, size_t size) {
+  if (!BackendErase()) return false;
+  memcpy(__tflmt_storage_start, header, kHeaderBytes);
+  memcpy(__tflmt_storage_start + kHeaderBytes, data, size);
+  return true;
+}
+
+bool BackendRead(size_t offset, uint8_t* dst, size_t n) {
+  if (offset + n > RegionBytes()) return false;
+  memcpy(dst, __tflmt_storage_start + offset, n);
+  return true;
+}
+
+}  // namespace
+
+const char* TflmTrainStorage::backendName() { return "emulated flash (memory a reset keeps)"; }
+
 #elif defined(TFLMT_STORAGE_FILE)
 #include <stdio.h>
 

@@ -9,6 +9,8 @@
 // Backends, chosen when the library is compiled:
 //   ARDUINO_ARCH_MBED (Nano 33 BLE / BLE Sense, Portenta, Nicla): the last
 //     sectors of the MCU's internal flash, through mbed's FlashIAP;
+//   TFLMT_STORAGE_EMULATED_FLASH defined (firmware/ under QEMU): memory the
+//     linker script sets aside, which a reset within one run leaves alone;
 //   TFLMT_STORAGE_FILE defined (host or semihosting builds): that file;
 //   otherwise: a RAM stand-in (TFLMT_STORAGE_RAM_BYTES, default 16 KB) that
 //     lives as long as the program, for compile checks and emulators.

@@ -16,6 +16,7 @@ void tflmt_shim_write(const char* data, size_t size);  // default: stdout
 int tflmt_shim_read(void);                             // default: -1 (no input)
 unsigned long tflmt_shim_millis(void);                 // default: a counter
 int tflmt_shim_digital_read(uint8_t pin);              // default: HIGH (released)
+int tflmt_shim_more_loops(unsigned long done);         // default: TFLMT_SHIM_LOOPS or forever
 }
 
 #define HIGH 0x1

@@ -141,16 +141,22 @@ int ShimIMU::readGyroscope(float& x, float& y, float& z) {
   return 1;
 }
 
+// Whether main() calls loop() once more after `done` calls: forever, or
+// TFLMT_SHIM_LOOPS times (emulator runs, which then return from main and
+// exit). A scripted session overrides it and ends the run itself.
+extern "C" __attribute__((weak)) int tflmt_shim_more_loops(unsigned long done) {
+#ifdef TFLMT_SHIM_LOOPS
+  return done < static_cast<unsigned long>(TFLMT_SHIM_LOOPS);
+#else
+  (void)done;
+  return 1;
+#endif
+}
+
 #ifndef TFLMT_SHIM_NO_MAIN
-// setup() once, then loop(): forever, or TFLMT_SHIM_LOOPS times (emulator
-// runs, which then return from main and exit).
 int main() {
   setup();
-#ifdef TFLMT_SHIM_LOOPS
-  for (long i = 0; i < TFLMT_SHIM_LOOPS; ++i) loop();
-#else
-  for (;;) loop();
-#endif
+  for (unsigned long done = 0; tflmt_shim_more_loops(done); ++done) loop();
   return 0;
 }
 #endif
