@@ -219,6 +219,13 @@ class Model:
                 if t.buffer is not None and t.buffer >= len(buffers):
                     raise ModelError(f"tensor {t_index} points at buffer {t.buffer}, which does not exist")
                 data = buffers[t.buffer].data if t.buffer else None
+                if t.isVariable and data is not None and len(data):
+                    # TFLM gives a variable tensor arena memory and ignores its data: an
+                    # operand such as MEAN's axes would then read garbage (fuzz: a spin)
+                    raise ModelError(
+                        f"tensor {t_index} ({_decode(t.name)}) is marked variable but holds constant data: "
+                        "corrupt .tflite"
+                    )
                 if data is not None and len(data) and t.shape is not None:
                     dtype = _TENSOR_DTYPES.get(t.type)
                     expected = int(np.prod(t.shape)) * dtype.itemsize if dtype is not None else None
