@@ -3,14 +3,11 @@ no heap, exceptions, RTTI or mutable globals (checked on the object files)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from cross_build import build_kernels
 
 pytestmark = pytest.mark.slow  # a CMake cross-build of every kernel: ~20 s
 FORBIDDEN = ("malloc", "calloc", "realloc", "free", "_Znwj", "_Znaj", "_ZdlPv", "_ZdaPv", "__cxa_throw",
@@ -19,15 +16,7 @@ FORBIDDEN = ("malloc", "calloc", "realloc", "free", "_Znwj", "_Znaj", "_ZdlPv", 
 
 @pytest.fixture(scope="module")
 def cortex_m4_library(tmp_path_factory) -> Path:
-    if shutil.which("arm-none-eabi-g++") is None:
-        if os.environ.get("TFLMT_REQUIRE_CORTEX_M4") == "1":
-            pytest.fail("arm-none-eabi-g++ is required here (apt-get install gcc-arm-none-eabi)")
-        pytest.skip("arm-none-eabi-g++ is not installed (apt-get install gcc-arm-none-eabi)")
-    build = tmp_path_factory.mktemp("cortex-m4")
-    toolchain = ROOT / "tflm_ops/cmake/cortex-m4.cmake"
-    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), "--toolchain", str(toolchain)],
-                   check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    build = build_kernels(tmp_path_factory.mktemp("cortex-m4"), "cortex-m4")
     return build / "libtflm_train_kernels.a"
 
 

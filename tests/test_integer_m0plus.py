@@ -7,15 +7,13 @@ kernels do reference them, which shows the check can fail."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from cross_build import build_kernels
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # a CMake cross-build of every kernel: ~20 s
 
 INTEGER_KERNELS = ("lora_int", "loss_int", "sgd_int")
@@ -37,16 +35,7 @@ def soft_float(symbols: set[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory) -> Path:
-    if shutil.which("arm-none-eabi-g++") is None:
-        if os.environ.get("TFLMT_REQUIRE_CORTEX_M4") == "1":
-            pytest.fail("arm-none-eabi-g++ is required here (apt-get install gcc-arm-none-eabi)")
-        pytest.skip("arm-none-eabi-g++ is not installed (apt-get install gcc-arm-none-eabi)")
-    build = tmp_path_factory.mktemp("cortex-m0plus")
-    toolchain = ROOT / "tflm_ops/cmake/cortex-m0plus.cmake"
-    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), "--toolchain", str(toolchain)],
-                   check=True, capture_output=True)
-    # The library's compile flags include -Werror (tflm_ops/CMakeLists.txt).
-    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    build = build_kernels(tmp_path_factory.mktemp("cortex-m0plus"), "cortex-m0plus")
     return build / "CMakeFiles/tflm_train_kernels.dir/kernels"
 
 
