@@ -494,11 +494,29 @@ def _invoke_bare(model_bytes: bytes, channel: _Channel) -> None:
         interpreter.invoke()
 
 
+def _prepare_and_invoke_once(model_bytes: bytes, which: str, channel: _Channel) -> None:
+    """What tflm_train.memory.check_prepares has its worker do (prepare, invoke
+    once with every input zero); we are isolated already. A crash or hang in
+    these stages is the guard's refusal (classify)."""
+    from tflm_train._arena_probe import _invoke_with_zeros
+    from tflm_train.converter.model_ir import ModelError
+    from tflm_train.runtime import Interpreter
+
+    channel.stage(f"prepare-{which}")
+    try:
+        interpreter = Interpreter(model_bytes, guard="none")
+        channel.stage(f"invoke-{which}")
+        _invoke_with_zeros(interpreter, model_bytes)
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - in check_prepares' worker any exception is a refusal
+        raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
+
+
 def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None:
     from tflm_train.converter import ConvertConfig, convert
-    from tflm_train.converter.model_ir import Model, ModelError
+    from tflm_train.converter.model_ir import Model
     from tflm_train.inspection import describe
-    from tflm_train.runtime import Interpreter
 
     channel.stage("read")
     Model.from_bytes(data)
@@ -506,34 +524,9 @@ def check_original(data: bytes, channel: _Channel, method: str = "lora") -> None
     json.dumps(describe(data, "fuzz.tflite"))
     channel.stage("convert")
     result = convert(data, ConvertConfig(method=method))
-    # What the convert pipeline's guard (tflm_train.memory.check_prepares)
-    # does in its own child: prepare the original and invoke it once with
-    # zeros. We are isolated already.
-    channel.stage("prepare-original")
-    try:
-        original = Interpreter(data)
-        for index in range(len(Model.from_bytes(data).main.inputs)):
-            details = original.input_details(index)
-            original.set_input(index, np.zeros(details["shape"], details["dtype"]))
-        channel.stage("invoke-original")
-        original.invoke()
-    except USER_ERRORS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - in check_prepares' worker any exception is a refusal
-        raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
+    _prepare_and_invoke_once(data, "original", channel)  # the convert pipeline's guard
     # The pipeline checks the converted model the same way before writing it.
-    channel.stage("prepare-converted")
-    try:
-        converted = Interpreter(result.model, guard="none")
-        for index in range(len(Model.from_bytes(result.model).main.inputs)):
-            details = converted.input_details(index)
-            converted.set_input(index, np.zeros(details["shape"], details["dtype"]))
-        channel.stage("invoke-converted")
-        converted.invoke()
-    except USER_ERRORS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - as above
-        raise ModelError(f"check_prepares: {type(exc).__name__}: {exc}") from None
+    _prepare_and_invoke_once(result.model, "converted", channel)
     channel.stage("converted")
     _invoke_trainable(result.model, channel)
 
