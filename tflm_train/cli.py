@@ -182,6 +182,11 @@ def _shape(shape: list[int]) -> str:
 @click.option("--rounding", type=click.Choice(["stochastic", "nearest"]), default="stochastic", show_default=True,
               help="--arithmetic int8: rounding of the integer SGD update.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
+# -- class weights of binary cross-entropy (streaming wake words: few positive invocations per clip)
+@click.option("--pos-weight", type=float, default=1.0, show_default=True,
+              help="--loss bce: weight of the positive targets' loss (carried by the loss op).")
+@click.option("--neg-weight", type=float, default=1.0, show_default=True,
+              help="--loss bce: weight of the negative targets' loss.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
     model_path: str,
@@ -210,6 +215,8 @@ def convert(
     arithmetic: str,
     rounding: str,
     c_array: str | None,
+    pos_weight: float,
+    neg_weight: float,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL so that it trains itself on the device."""
@@ -236,6 +243,8 @@ def convert(
         reg_lambda=reg_lambda,
         arithmetic=arithmetic,
         rounding=rounding,
+        pos_weight=pos_weight,
+        neg_weight=neg_weight,
         **fields,
     )
     model_bytes = _read(model_path)
