@@ -14,6 +14,7 @@ import pytest
 from tflm_train import streaming
 from tflm_train.cli import main
 from tflm_train.converter import ConvertConfig, convert
+from tflm_train.converter.model_ir import Model
 from tflm_train.data import DataError
 from tflm_train.trainer import PlainModel, TrainableModel
 
@@ -173,3 +174,64 @@ def test_cli_refuses_a_clip_file_without_labels_to_train(hey_jarvis, tmp_path, c
     np.savez(tmp_path / "bare.npz", features=synthetic_clips(0)["features"])
     assert main(["fit", str(converted), "--data", str(tmp_path / "bare.npz")]) == 2
     assert "no labelled invocation" in capsys.readouterr().err
+
+
+def as_clips(data: dict) -> streaming.Clips:
+    labels = streaming.window_labels(data["clip_labels"], data["lengths"], STEPS, data["positive_start"],
+                                     data["positive_stop"])
+    return streaming.Clips(data["features"], data["lengths"], labels)
+
+
+def test_merge_requantizes_a_head_beyond_the_shipped_scale(hey_jarvis, rule):
+    """The float head trains past the shipped int8 range (per-tensor scale
+    0.0031: |w| <= 0.395); merge gives it its own int8 scale and the shipped
+    output ops (LOGISTIC, uint8 QUANTIZE), and the merged plain model detects
+    on exactly the clips the trained one does, probabilities within the
+    quantization error (uint8 output step 1/256, logits step 8/127)."""
+    from tflm_train.converter.merge import merge
+    from tflm_train.converter.state_format import Header, parameters
+
+    result = convert(hey_jarvis, ConvertConfig(method="head", pos_weight=5.0))
+    (entry,) = result.metadata["adapted"]
+    assert [step["op"] for step in entry["int8_chain"]] == ["LOGISTIC", "QUANTIZE"]
+    model = TrainableModel(result.model)
+    streaming.fit(model, as_clips(synthetic_clips(0)), 3, 0.05, rule)
+    state = model.save_state()
+    weights = parameters(state, Header.unpack(state))[:300]
+    shipped = Model.from_bytes(hey_jarvis)
+    (dense,) = [op for op in shipped.operators if shipped.op_type(op) == "FULLY_CONNECTED"]
+    cap = 127 * float(shipped.quant(shipped.inputs_of(dense)[1]).scale[0])
+    assert np.abs(weights).max() > 1.5 * cap  # what the shipped int8 layer could not hold
+
+    merged_bytes = merge(result.model, state)
+    merged = Model.from_bytes(merged_bytes)
+    kinds = [merged.op_type(op) for op in merged.operators]
+    assert kinds[-3:] == ["FULLY_CONNECTED", "LOGISTIC", "QUANTIZE"] and not any(k.startswith("TFLMT_") for k in kinds)
+    fc = merged.operators[-3]
+    assert merged.dtype(merged.inputs_of(fc)[1]) == np.int8
+    assert float(merged.quant(merged.inputs_of(fc)[1]).scale[0]) > cap / 127 * 1.5  # its own, larger scale
+    plain = PlainModel(merged_bytes)
+    assert plain.output_details["dtype"] == np.uint8 and plain.input_details["dtype"] == np.int8  # the shipped interface
+
+    held = as_clips(synthetic_clips(1))
+    trained_runner, merged_runner = streaming.ClipRunner(model), streaming.ClipRunner(plain)
+    trained = np.concatenate(streaming.clip_probabilities(trained_runner, held))
+    folded = np.concatenate(streaming.clip_probabilities(merged_runner, held))
+    assert np.abs(trained - folded).max() < 0.02
+    assert np.abs(trained - folded).mean() < 0.004
+    trained_hits = streaming.detections(trained_runner, held, rule)
+    assert streaming.detections(merged_runner, held, rule).per_clip == trained_hits.per_clip
+    assert trained_hits.detected == CLIPS // 2
+
+
+@pytest.mark.tf
+def test_merge_keeps_a_float_head_on_a_float_model():
+    """Without an int8 layer to go back to, the head merges in float32 as before."""
+    from tflm_train.converter.merge import merge
+    from test_class_weights import sigmoid_model
+
+    result = convert(sigmoid_model(), ConvertConfig(method="head"))
+    assert "int8_chain" not in result.metadata["adapted"][0]
+    merged = PlainModel(merge(result.model))
+    x = np.linspace(-1, 1, 6, dtype=np.float32)
+    np.testing.assert_allclose(merged.predict(x), TrainableModel(result.model).predict(x), rtol=1e-6)
