@@ -15,6 +15,7 @@ strategy. Engines:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -88,6 +89,8 @@ def simulate(
         shares = partition_indices(y, clients, partition, seed=seed, ids=ids)
     clients = len(shares)
     data = [(x[share], y[share]) for share in shares]
+    if secagg is not None and secagg.max_weight is None:  # see SecAggConfig: precision of small clients
+        secagg = dataclasses.replace(secagg, max_weight=float(max(len(share) for share in shares)))
 
     def load_partition(partition_id: int, num_partitions: int):
         return data[partition_id]
