@@ -142,13 +142,14 @@ def test_16kb_budget_on_a_13_5kb_ds_cnn_is_accepted_with_a_useful_choice():
     budget = 16 * 1024
     assert smallest_arena(convert(base, ConvertConfig(method="sparse")).model) > 3 * budget
     x, y = cnn_models.synthetic_data("ds_cnn_small", 96, seed=11)
-    y = (y + 1) % 12  # the user's own words: labels the base model gets wrong
+    x = x + np.float32(0.3)  # the user's microphone: a level offset the base model never saw
     choice = choose_sparse(base, ConvertConfig(method="sparse"), budget, data=(x, y))
     assert choice.arena_bytes <= budget and smallest_arena(choice.result.model) == choice.arena_bytes
     assert choice.base_arena_bytes < budget
     assert choice.channel_layers or choice.weight_layers  # more than the last bias
     assert any(p.kind == "channels" and p.chosen for p in choice.parts)
-    assert choice.loss_after < choice.loss_before - 0.02
+    assert choice.loss_after < choice.loss_before - 0.1  # measured 2.18 -> 1.95
+    assert choice.accuracy_after > choice.accuracy_before  # measured 9% -> 44%
     # Training the chosen model on the data lowers its loss there too.
     model = TrainableModel(choice.result.model)
     before = _mean_loss(model, x, y)

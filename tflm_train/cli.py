@@ -310,6 +310,9 @@ def _render_convert(console, plan, summary: dict, output_path: str, c_array: str
             console.print(f"sparse choice, {how}:")
             console.print(f"  biases of: {', '.join(chosen['bias_layers'])}")
             console.print(f"  full weights of: {', '.join(chosen['weight_layers']) or 'none'}")
+            if chosen["channel_layers"]:  # fractions of a layer's output channels
+                console.print("  weights of some channels of: " + ", ".join(
+                    f"{name} ({len(c)} channels: {','.join(map(str, c))})" for name, c in chosen["channel_layers"].items()))
             if chosen["loss_before"] is not None:
                 accuracy = ""
                 if chosen["accuracy_before"] is not None:

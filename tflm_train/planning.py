@@ -66,6 +66,7 @@ class ConvertPlan:
             out["weight_layers"] = self.weight_layers
         if self.sparse is not None:
             out["bias_layers"] = self.sparse["bias_layers"]
+            out["channel_layers"] = self.sparse["channel_layers"]
             out["sparse_choice"] = self.sparse
         return out
 

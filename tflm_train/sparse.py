@@ -45,7 +45,7 @@ import numpy as np
 
 from tflm_train.converter import ConversionError, ConvertConfig, ConvertResult, convert
 from tflm_train.converter.methods.sparse import format_channels
-from tflm_train.memory import smallest_arena
+from tflm_train.memory import smallest_arena, smallest_arena_within
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Part:
     channels: list[int] = field(default_factory=list)  # kind "channels": the output channels
     out_channels: int = 0  # the layer's output channels (weights parts)
     params: int = 0
-    arena_bytes: int = 0  # measured, with the base
+    arena_bytes: int | None = None  # measured, with the base (None: over the budget)
     cost_bytes: int = 0  # arena_bytes - the base's arena (at least 1)
     gain: float | None = None  # held-out loss decrease of its trial (None: no data)
     chosen: bool = False
@@ -235,24 +235,38 @@ def choose_sparse(
     # not measured: their backward pass crosses that layer and keeps more
     # activations alive, so on the models measured so far they cost more still.
     parts: list[Part] = []
+    # Arenas measured so far, by (biases, weights, channels) configuration:
+    # the greedy pass meets some single-part combinations again.
+    measured: dict[tuple[str, str, str], tuple[ConvertResult, int]] = {}
+
+    def key(c: ConvertConfig) -> tuple[str, str, str]:
+        return c.sparse_biases, c.sparse_weights, c.sparse_channels
 
     def measure(part: Part) -> None:
         biases = [last] + ([part.index] if part.kind == "bias" else [])
         weights, channels = _weight_choice([part])
+        part_config = _config(config, biases, weights, channels)
         try:
-            result = convert(model_bytes, _config(config, biases, weights, channels))
+            result = convert(model_bytes, part_config)
         except ConversionError as exc:
             part.note = f"not convertible ({exc})"
             parts.append(part)
             return
         part.params = int(result.metadata["state"]["param_count"]) - base_params
-        part.arena_bytes = smallest_arena(result.model)
+        # The base's arena plus the part's parameters: where
+        # the search starts (the answer is measured either way).
+        arena = smallest_arena_within(result.model, budget_bytes, guess=base_arena + 4 * part.params)
+        if arena is None:
+            part.note = "over budget on its own"
+            say(f"{part.label}: training arena over the budget on its own (measured: it does not allocate "
+                f"in {budget_bytes:,} B)")
+            parts.append(part)
+            return
+        measured[key(part_config)] = result, arena
+        part.arena_bytes = arena
         part.cost_bytes = max(1, part.arena_bytes - base_arena)
         line = f"{part.label}: training arena {part.arena_bytes:,} B (+{part.arena_bytes - base_arena:,})"
-        if part.arena_bytes > budget_bytes:
-            part.note = "over budget on its own"
-            say(line + ", over budget on its own")
-        elif trial is not None:
+        if trial is not None:
             before, after, _, _ = trial.run(result.model)
             part.gain = (before - after) - base_gain  # beyond what the base alone gains
             say(line + f", held-out loss gain {part.gain:+.4f} beyond the base")
@@ -314,9 +328,13 @@ def choose_sparse(
                 continue
             trial_kept = [p for p in kept if p.index != part.index] + [part]
         weights, channels = _weight_choice(trial_kept)
-        attempt = convert(model_bytes, _config(config, trial_biases, weights, channels))
-        attempt_arena = smallest_arena(attempt.model)
-        if attempt_arena <= budget_bytes:
+        attempt_config = _config(config, trial_biases, weights, channels)
+        if key(attempt_config) in measured:
+            attempt, attempt_arena = measured[key(attempt_config)]
+        else:
+            attempt = convert(model_bytes, attempt_config)
+            attempt_arena = smallest_arena_within(attempt.model, budget_bytes, guess=arena + part.cost_bytes)
+        if attempt_arena is not None:
             for replaced in kept:
                 if replaced not in trial_kept:
                     replaced.chosen = False
@@ -325,8 +343,8 @@ def choose_sparse(
             part.chosen = True
             say(f"+ {part.label}: training arena {attempt_arena:,} B, kept")
         else:
-            part.note = f"left out: {attempt_arena:,} B with the parts kept so far"
-            say(f"+ {part.label}: training arena {attempt_arena:,} B, over budget, left out")
+            part.note = "left out: over the budget with the parts kept so far"
+            say(f"+ {part.label}: over the budget with the parts kept so far (measured), left out")
 
     weights, channels = _weight_choice(kept)
     choice = SparseChoice(
