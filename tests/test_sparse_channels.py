@@ -21,7 +21,7 @@ from tflm_train.converter import ConversionError, ConvertConfig, OptimizerConfig
 from tflm_train.converter.merge import merge
 from tflm_train.converter.model_ir import Model
 from tflm_train.converter.state_format import HEADER_BYTES, Header, parameters
-from tflm_train.memory import smallest_arena
+from tflm_train.memory import smallest_arena, smallest_arena_within
 from tflm_train.trainer import PlainModel, TrainableModel
 
 DIGITS = Path(__file__).resolve().parents[1] / "tflm_train" / "examples" / "digits"
@@ -140,7 +140,8 @@ def test_16kb_budget_on_a_13_5kb_ds_cnn_is_accepted_with_a_useful_choice():
     base = built.int8_model
     assert 13_000 <= smallest_arena(base) <= 14_000  # the "13.5 KB-inference DS-CNN"
     budget = 16 * 1024
-    assert smallest_arena(convert(base, ConvertConfig(method="sparse")).model) > 3 * budget
+    # Every bias (the sparse default) does not allocate in 3x the budget (measured: 51,056 B).
+    assert smallest_arena_within(convert(base, ConvertConfig(method="sparse")).model, 3 * budget) is None
     x, y = cnn_models.synthetic_data("ds_cnn_small", 96, seed=11)
     x = x + np.float32(0.3)  # the user's microphone: a level offset the base model never saw
     choice = choose_sparse(base, ConvertConfig(method="sparse"), budget, data=(x, y))
