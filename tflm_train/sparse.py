@@ -170,7 +170,7 @@ class _Trial:
     def _loss(self, model) -> float:
         return float(np.mean([model.evaluate_loss(xi, yi) for xi, yi in zip(self.x_held, self.y_held)]))
 
-    def channel_movement(self, result: ConvertResult, layer: str) -> np.ndarray:
+    def channel_movement(self, result: ConvertResult, layer: str, depthwise: bool) -> np.ndarray:
         """Per output channel of `layer` (whose full weights train in `result`):
         how far its filter row moved in the trial (L2 norm of the change), the
         trial's per-channel gradient magnitude summed over its steps. Read
@@ -188,7 +188,7 @@ class _Trial:
         moved = parameters(blob, Header.unpack(blob)) - before
         tensor = next(t for t in result.metadata["state"]["tensors"] if t["layer"] == layer and t["role"] == "weight")
         values = moved[tensor["offset"]: tensor["offset"] + int(np.prod(tensor["shape"]))].reshape(tensor["shape"])
-        axis = 3 if len(tensor["shape"]) == 4 and tensor["shape"][0] == 1 else 0  # depthwise [1, kh, kw, out]
+        axis = 3 if depthwise else 0  # depthwise filters are [1, kh, kw, out]
         by_channel = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
         return np.sqrt((by_channel.astype(np.float64) ** 2).sum(axis=1))
 
@@ -294,7 +294,7 @@ def choose_sparse(
             # Channels by contribution: the trial of the whole weights (run
             # here even when they are over budget: it is only measured).
             probe = convert(model_bytes, _config(config, [last], [a["index"]]))
-            movement = trial.channel_movement(probe, a["name"])
+            movement = trial.channel_movement(probe, a["name"], a["op"] == "DEPTHWISE_CONV_2D")
             order = [int(c) for c in np.argsort(-movement, kind="stable")]
         for fraction in CHANNEL_FRACTIONS:
             count = max(1, int(round(out_channels * fraction)))
