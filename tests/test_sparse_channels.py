@@ -63,6 +63,21 @@ def test_channel_rows_shrink_the_state_and_the_arena(user_data):
         convert(digits, ConvertConfig(method="sparse", targets="0", sparse_weights="0", sparse_channels="0:1"))
 
 
+def test_cli_names_channels_by_hand(tmp_path):
+    from test_cli import assert_user_error, run, run_json
+
+    out = tmp_path / "channels.tflite"
+    args = ["convert", str(DIGITS / "model_int8.tflite"), "-o", str(out), "--method", "sparse", "--targets", "0,2",
+            "--sparse-biases", "2"]
+    report = run_json(*args, "--sparse-channels", "0:3,7")
+    assert out.exists() and report["adapted"][0]["channels"] == [3, 7] and report["trainable_params"] == 2 * 64 + 10
+    out.unlink()
+    assert_user_error(run(*args, "--sparse-channels", "0:99"), "has 32 output channels")
+    assert not out.exists()
+    assert_user_error(run(*args[:6], "--sparse-channels", "0:1", "--method", "bias"),
+                      "--sparse-channels is an option of --method sparse")
+
+
 @pytest.mark.tf
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 def test_fully_connected_channels_train_like_tensorflow(user_data, optimizer):
