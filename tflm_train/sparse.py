@@ -8,7 +8,8 @@ is refused. Every other part is measured twice, each time together with that
 base:
 
   cost   the converted model's smallest training arena, measured in the TFLM
-         interpreter (tflm_train/memory.py), minus the base's
+         interpreter (tflm_train/memory.py), minus the base's (a part that
+         does not allocate within the budget on its own: one probe says so)
   gain   a short trial fine-tune on the user's representative data: the
          held-out loss before minus after `trial_steps` SGD steps on the
          training share (the data is split in two, deterministically)
