@@ -149,7 +149,7 @@ def test_16kb_budget_on_a_13_5kb_ds_cnn_is_accepted_with_a_useful_choice():
     last bias alone 15.3 KB; within 16,384 B the choice adds a quarter of the
     last layer's channels, and its trial lowers the held-out loss."""
     import cnn_models
-    from tflm_train.sparse import choose_sparse
+    from tflm_train.sparse import _Trial, choose_sparse
 
     built = cnn_models.ds_cnn_small(trained=True, channels=38)
     base = built.int8_model
@@ -164,6 +164,12 @@ def test_16kb_budget_on_a_13_5kb_ds_cnn_is_accepted_with_a_useful_choice():
     assert choice.base_arena_bytes < budget
     assert choice.channel_layers or choice.weight_layers  # more than the last bias
     assert any(p.kind == "channels" and p.chosen for p in choice.parts)
+    # The channels are those whose rows moved most in a trial of the whole weights.
+    chosen = next(p for p in choice.parts if p.kind == "channels" and p.chosen)
+    probe = convert(base, ConvertConfig(method="sparse", targets=str(chosen.index), sparse_weights=str(chosen.index)))
+    movement = _Trial.of(x, y, 64, 0.01).channel_movement(probe, chosen.name, depthwise=False)
+    assert movement.shape == (chosen.out_channels,)
+    assert chosen.channels == sorted(np.argsort(-movement, kind="stable")[: len(chosen.channels)].tolist())
     assert choice.loss_after < choice.loss_before - 0.1  # measured 2.18 -> 1.95
     assert choice.accuracy_after > choice.accuracy_before  # measured 9% -> 44%
     # Training the chosen model on the data lowers its loss there too.
