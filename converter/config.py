@@ -80,6 +80,7 @@ class ConvertConfig:
     seed: int = 0
     sparse_weights: str = ""
     sparse_biases: str = ""
+    sparse_channels: str = ""  # sparse: "INDEX:C,C,...;..." output channels whose weights train
     recompute: RecomputeMode = "auto"
     regularizer: RegularizerName = "none"
     reg_lambda: float = 0.0
@@ -159,6 +160,7 @@ class ConvertConfig:
             "seed": self.seed,
             "sparse_weights": self.sparse_weights,
             "sparse_biases": self.sparse_biases,
+            **({"sparse_channels": self.sparse_channels} if self.sparse_channels else {}),
             "recompute": self.recompute,
         }
         if self.class_weighted:  # unweighted metadata stays as it was

@@ -152,6 +152,7 @@ class GradFlag(IntFlag):
 
     DY_POOLED = 1  # backward: dy arrives pooled over the output positions
     ACTIVATION_MASK = 2  # forward writes, backward reads, a 1-bit activation mask
+    CHANNEL_ROWS = 4  # both: weights train as delta rows of some output channels (+ a channel map input)
 
 
 # The names the command line and configs use for the kinds above.

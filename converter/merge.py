@@ -82,16 +82,22 @@ class _Folder:
         size = int(np.prod(shape))
         return self.params[offset : offset + size].reshape(shape)
 
-    def _weights(self, layer: ops.LinearLayer, weights: int) -> tuple[np.ndarray, bool]:
-        """The layer's real filter with LoRA folded in, and whether it was int8."""
+    def _weights(self, layer: ops.LinearLayer, weights: int, channel_map: int = -1) -> tuple[np.ndarray, bool]:
+        """The layer's real filter with LoRA (or trained channel rows) folded in, and whether it was int8."""
         shape = layer.weight_shape()
         channel_axis = 3 if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D else 0
-        if layer.weight_offset >= 0:
+        if layer.weight_offset >= 0 and channel_map < 0:
             real, frozen_int8 = self._slice(layer.weight_offset, shape).astype(np.float64), False
         else:
             values = self.model.constant(weights)
             real = dequantize(values, self.model.quant(weights), axis=channel_axis).astype(np.float64)
             frozen_int8 = values.dtype == np.int8
+        if channel_map >= 0:  # sparse: delta rows of some output channels
+            row_of_channel = self.model.constant(channel_map)
+            channels = np.flatnonzero(row_of_channel >= 0)
+            moved = np.moveaxis(real, channel_axis, 0)  # [out, ...], a view
+            rows = self._slice(layer.weight_offset, (len(channels), *moved.shape[1:])).astype(np.float64)
+            moved[channels] += rows[row_of_channel[channels]]
         if layer.lora_rank > 0:
             r = layer.lora_rank
             a = self._slice(layer.lora_a_offset, (r, int(np.prod(layer.lora_a_shape(r)[1:])))).astype(np.float64)
@@ -109,7 +115,8 @@ class _Folder:
         layer = layer or ops.LinearLayer.from_options(op.customOptions)
         x, weights, bias = model.inputs_of(op)[:3]
         y = model.outputs_of(op)[0]
-        w_real, frozen_int8 = self._weights(layer, weights)
+        channel_map = model.inputs_of(op)[4] if layer.grad_flags & ops.GradFlag.CHANNEL_ROWS else -1
+        w_real, frozen_int8 = self._weights(layer, weights, channel_map)
         out_c = layer.out_channels
         if layer.bias_offset >= 0:
             b_real = self._slice(layer.bias_offset, (out_c,)).astype(np.float64)

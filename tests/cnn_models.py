@@ -311,6 +311,7 @@ _register("resnet8", (32, 32, 3), 10, "classification")
 _register("fc_autoencoder", (640,), 640, "reconstruction")
 _register("tiny_conv", (16, 16, 1), 4, "classification")
 _register("conv1d_sensor", (100, 1, 6), 6, "classification")
+_register("ds_cnn_small", (49, 10, 1), 12, "classification")
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,6 +330,22 @@ def ds_cnn_s(trained: bool = False, pool: str = "average", seed: int = 0) -> Bui
     outputs = _classifier_head(x, seeds, 12, pool)
     model = keras.Model(inputs, outputs, name="ds_cnn_s")
     return _finish("ds_cnn_s", model, seed, trained, 4, started)
+
+
+@functools.lru_cache(maxsize=None)
+def ds_cnn_small(trained: bool = False, channels: int = 32, blocks: int = 2, seed: int = 0) -> BuiltModel:
+    """A small DS-CNN for the sparse-update budget case (issue 17): DS-CNN-S's
+    layout with `channels` channels and `blocks` depthwise-separable blocks
+    (TFLM inference arena about 13.5 KB at the defaults, against 24 KB)."""
+    started = time.perf_counter()
+    seeds = _Seeds(seed)
+    inputs = keras.Input((49, 10, 1), name="mfcc")
+    x = _conv_bn_relu(inputs, seeds, channels, (10, 4), (2, 2), "conv_1")
+    for block in range(1, blocks + 1):
+        x = _depthwise_separable(x, seeds, channels, 1, f"ds_{block}")
+    outputs = _classifier_head(x, seeds, 12, "average")
+    model = keras.Model(inputs, outputs, name="ds_cnn_small")
+    return _finish("ds_cnn_small", model, seed, trained, 4, started)
 
 
 # MobileNetV1 pointwise widths (at alpha 1) and depthwise strides of its 13 blocks.

@@ -55,11 +55,18 @@ def test_budget_choice_by_contribution_fits_and_helps(digits, user_data):
     assert "sequential_1/logits_1" in choice.bias_layers  # the last layer's bias, always
     chosen = [p for p in choice.parts if p.chosen]
     assert chosen and all(p.gain is not None and p.gain > 0 for p in chosen)
-    # Parts are kept in order of measured gain per byte.
-    ratios = [p.gain / p.cost_bytes for p in chosen]
-    assert ratios == sorted(ratios, reverse=True)
+    # At most one weight part (whole, or some channels) per layer.
+    weight_parts = [p.index for p in chosen if p.kind != "bias"]
+    assert len(weight_parts) == len(set(weight_parts))
+    # Fractions of a layer's channels were measured, with their own arenas.
+    fractions = [p for p in choice.parts if p.kind == "channels"]
+    assert fractions and all(0 < len(p.channels) < p.out_channels for p in fractions)
+    wholes = {p.index: p.arena_bytes or budget + 1 for p in choice.parts if p.kind == "weights"}
+    measured = [p for p in fractions if p.arena_bytes is not None]
+    assert measured and all(p.arena_bytes < wholes[p.index] for p in measured)
     # A part over the budget on its own is never chosen.
-    assert all(not p.chosen for p in choice.parts if p.arena_bytes > budget)
+    assert all(not p.chosen for p in choice.parts if p.arena_bytes is None)
+    assert all(p.arena_bytes <= budget for p in choice.parts if p.arena_bytes is not None)
     assert choice.loss_after < choice.loss_before  # the choice's own trial helps on held-out data
     assert any("held-out loss gain" in line for line in lines)
     assert every_bias < budget  # (here every bias fits; the DS-CNN case is in test_memory.py)
@@ -81,7 +88,8 @@ def test_cli_prints_the_choice_and_its_arena(tmp_path):
     assert report["arena_bytes_training"] <= 6000
     assert "sequential_1/logits_1" in report["bias_layers"]
     assert report["sparse_choice"]["ranking"] == "contribution"
-    assert {p["part"] for p in report["sparse_choice"]["parts"]} <= {"bias", "weights"}
+    assert {p["part"] for p in report["sparse_choice"]["parts"]} <= {"bias", "weights", "channels"}
+    assert "channel_layers" in report["sparse_choice"]
     text = CliRunner().invoke(cli, args)
     assert text.exit_code == 0, text.output
     assert "sparse choice, by held-out loss gain per byte" in text.output

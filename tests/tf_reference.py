@@ -71,6 +71,8 @@ def run(model_bytes: bytes, x: np.ndarray, trainable: dict[int, dict[str, tf.Var
             xin = value(inputs[0])
             own = trainable.get(index, {})
             weights = own.get("weight", tf.constant(target.weights_real))
+            if "weight_rows" in own:  # sparse: delta rows of some output channels
+                weights = _with_channel_rows(layer, weights, own["weight_rows"], own["channels"])
             bias = own.get("bias", tf.constant(target.bias_real) if target.bias_real is not None else 0.0)
             lora = "lora_A" in own
             if kind == "FULLY_CONNECTED":
@@ -124,6 +126,19 @@ def run(model_bytes: bytes, x: np.ndarray, trainable: dict[int, dict[str, tf.Var
     return values[int(model.main.outputs[0])]
 
 
+def _with_channel_rows(layer, weights, rows, channels):
+    """The frozen filter plus trained delta rows at the chosen output channels."""
+    shape = layer.weight_shape()
+    if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D:  # [1, kh, kw, out] -> [out, taps]
+        by_channel = tf.transpose(tf.reshape(weights, [-1, shape[3]]))
+    else:
+        by_channel = tf.reshape(weights, [shape[0], -1])
+    by_channel = tf.tensor_scatter_nd_add(by_channel, np.asarray(channels)[:, None], rows)
+    if layer.kind == ops.LinearKind.DEPTHWISE_CONV_2D:
+        return tf.reshape(tf.transpose(by_channel), shape)
+    return tf.reshape(by_channel, shape)
+
+
 def owner_index(metadata: dict, tensor: dict) -> int:
     """The operator index of the adapted layer a state tensor belongs to (a
     head's tensors are filed under "<layer>/head", the others under "<layer>")."""
@@ -152,6 +167,9 @@ class ConvertedModel:
             values = self.params[t["offset"] : t["offset"] + int(np.prod(t["shape"]))].reshape(t["shape"])
             variable = tf.Variable(values)
             self.layers.setdefault(owner_index(metadata, t), {})[t["role"]] = variable
+            if t["role"] == "weight_rows":
+                adapted = next(a for a in metadata["adapted"] if a["index"] == owner_index(metadata, t))
+                self.layers[adapted["index"]]["channels"] = adapted["channels"]
             self.variables.append(variable)
 
     def output(self, x: np.ndarray, logits: bool = True) -> tf.Tensor:

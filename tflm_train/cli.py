@@ -33,7 +33,8 @@ from tflm_train.outputs import strict_json, write_all
 EXIT_USER_ERROR = 2
 # ConvertConfig fields that are one method's own option -> their flag here.
 CLI_FLAGS = {"r": "--rank", "lora_alpha": "--alpha", "classes": "--classes", "head_mode": "--head-mode",
-             "sparse_weights": "--sparse-weights", "sparse_biases": "--sparse-biases"}
+             "sparse_weights": "--sparse-weights", "sparse_biases": "--sparse-biases",
+             "sparse_channels": "--sparse-channels"}
 
 
 def _method_help() -> str:
@@ -157,6 +158,8 @@ def _shape(shape: list[int]) -> str:
 # -- sparse by contribution (issue 17 item 4): which biases train, and the data that ranks the parts
 @click.option("--sparse-biases", default="", help="--method sparse: layers whose bias trains (instead of a budget).  "
               "[default: every target layer]")
+@click.option("--sparse-channels", default="", help="--method sparse: output channels whose weights train, by layer "
+              "(INDEX:C,C,...;INDEX:...; instead of a budget).")
 @click.option("--data", "data_path", default=None, help="--budget-bytes: representative .npz (x, y) whose short trial "
               "fine-tunes rank each layer's bias and weights by held-out loss gain per byte of arena.")
 @click.option(
@@ -206,6 +209,7 @@ def convert(
     budget_bytes: int | None,
     sparse_weights: str,
     sparse_biases: str,
+    sparse_channels: str,
     data_path: str | None,
     recompute: str,
     board: str | None,
@@ -225,7 +229,7 @@ def convert(
     from tflm_train.planning import plan_convert
 
     fields = {"r": rank, "lora_alpha": alpha, "classes": classes, "head_mode": head_mode,
-              "sparse_weights": sparse_weights, "sparse_biases": sparse_biases}
+              "sparse_weights": sparse_weights, "sparse_biases": sparse_biases, "sparse_channels": sparse_channels}
     spec = methods.get(method)
     for other in methods.specs():  # in the CLI's words; ConvertConfig checks the same
         for option, neutral in other.options.items():
@@ -319,6 +323,9 @@ def _render_convert(console, plan, summary: dict, output_path: str, c_array: str
             console.print(f"sparse choice, {how}:")
             console.print(f"  biases of: {', '.join(chosen['bias_layers'])}")
             console.print(f"  full weights of: {', '.join(chosen['weight_layers']) or 'none'}")
+            if chosen["channel_layers"]:  # fractions of a layer's output channels
+                console.print("  weights of some channels of: " + ", ".join(
+                    f"{name} ({len(c)} channels: {','.join(map(str, c))})" for name, c in chosen["channel_layers"].items()))
             if chosen["loss_before"] is not None:
                 accuracy = ""
                 if chosen["accuracy_before"] is not None:

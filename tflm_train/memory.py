@@ -210,6 +210,43 @@ def smallest_arena(model_bytes: bytes) -> int:
         prober.close()
 
 
+def smallest_arena_within(model_bytes: bytes, budget: int, guess: int | None = None) -> int | None:
+    """smallest_arena, or None when the model does not allocate in `budget`
+    bytes (one probe). `guess` (e.g. a similar model's arena) starts the
+    search next to the answer: a budget search measures many near-equal
+    models, and every probe prepares the model once."""
+    prober = _Prober(model_bytes)
+    budget = budget // ALIGNMENT * ALIGNMENT  # answers are multiples of ALIGNMENT
+    try:
+        if budget <= 0 or not prober.fits(budget):
+            return None
+        low, high = 0, budget  # low: known not to fit (0: nothing known); high: fits
+        if guess is not None and 0 < guess < budget:
+            step = 256
+            probe = guess // ALIGNMENT * ALIGNMENT
+            if prober.fits(probe):
+                high = probe
+                while high - step > low and prober.fits(high - step):
+                    high, step = high - step, step * 2
+                low = max(low, high - step)
+            else:
+                low = probe
+                while low + step < high and not prober.fits(low + step):
+                    low, step = low + step, step * 2
+                high = min(high, low + step)
+        while high - low > ALIGNMENT:
+            middle = (low + high) // 2 // ALIGNMENT * ALIGNMENT
+            if middle <= low:
+                break
+            if prober.fits(middle):
+                high = middle
+            else:
+                low = middle
+        return high
+    finally:
+        prober.close()
+
+
 # One invocation of a model this tool handles takes well under a second
 # here; a stock kernel spinning on a corrupt model never answers.
 CHECK_TIMEOUT_SECONDS = 30.0

@@ -66,6 +66,7 @@ class ConvertPlan:
             out["weight_layers"] = self.weight_layers
         if self.sparse is not None:
             out["bias_layers"] = self.sparse["bias_layers"]
+            out["channel_layers"] = self.sparse["channel_layers"]
             out["sparse_choice"] = self.sparse
         return out
 
@@ -114,8 +115,9 @@ def _plan(model_bytes, config, board, budget_bytes, on_try, data) -> ConvertPlan
     if budget_bytes is not None:
         if spec.board_fits_layers:
             raise UserError("--budget-bytes chooses a sparse update: use it with --method sparse")
-        if config.sparse_weights or config.sparse_biases:
-            raise UserError("--sparse-weights / --sparse-biases name the parts by hand: not with a budget or a board")
+        if config.sparse_weights or config.sparse_biases or config.sparse_channels:
+            raise UserError("--sparse-weights / --sparse-biases / --sparse-channels name the parts by hand: "
+                            "not with a budget or a board")
         from tflm_train.sparse import choose_sparse
 
         choice = choose_sparse(model_bytes, config, budget_bytes, on_try=on_try, data=data)

@@ -27,12 +27,15 @@ def linear(bw: Backward, step: Step) -> None:
     inputs = model.inputs_of(op)
     outputs = model.outputs_of(op)
     x, y = inputs[0], outputs[0]
+    channel_map = -1
     if step.kind in LINEAR_OPS:  # a frozen stock layer: input gradient only
         layer = linear_target(model, model.operators.index(op)).layer
         weights, state, hidden = inputs[1], -1, -1
     else:
         layer = ops.LinearLayer.from_options(op.customOptions)
-        weights = inputs[1] if layer.weight_offset < 0 else -1
+        # Delta rows of some channels (sparse) train on top of the frozen filter.
+        channel_map = inputs[4] if layer.grad_flags & GradFlag.CHANNEL_ROWS else -1
+        weights = inputs[1] if layer.weight_offset < 0 or channel_map >= 0 else -1
         state = inputs[3]
         mask = mask_of(model, op)  # converter/activation_masks.py
         kept = outputs[:-1] if mask >= 0 else outputs
@@ -55,7 +58,8 @@ def linear(bw: Backward, step: Step) -> None:
     x_input = x if layer.weight_offset >= 0 or layer.lora_rank > 0 else -1
     grad_op = bw.emit(
         layer.grad_op,
-        [step.dy, x_input, y_input, weights, state if trainable else -1, bw.mode, hidden],
+        [step.dy, x_input, y_input, weights, state if trainable else -1, bw.mode, hidden]
+        + ([channel_map] if channel_map >= 0 else []),
         dx_outputs,
         custom_options=layer.grad_options(),
     )

@@ -35,7 +35,10 @@ fi
 # run on small graphs in the files below).
 if [ $# -eq 0 ]; then
   set -- $(ls tests/test_*kernels*.py) tests/test_plugin.py tests/test_state.py \
-         tests/test_memory.py
+         tests/test_memory.py \
+         tests/test_sparse_channels.py::test_channel_rows_shrink_the_state_and_the_arena \
+         tests/test_sparse_channels.py::test_fully_connected_channels_train_like_tensorflow \
+         tests/test_sparse_channels.py::test_conv_and_depthwise_channel_gradients_match_tensorflow
 fi
 
 # Reports go to files: tflm_train.runtime redirects fd 2 while the

@@ -110,6 +110,7 @@ enum class BroadcastKind : uint8_t { kAdd = 0, kSubtract = 1, kMultiply = 2 };
 enum class GradFlag : uint8_t {
   kDyPooled = 1,        // backward: dy is pooled over the output positions
   kActivationMask = 2,  // forward writes, backward reads, a 1-bit mask
+  kChannelRows = 4,     // both: weights train as delta rows of some channels
 };
 
 }  // namespace tflmt

@@ -7,7 +7,9 @@
 // int32 accumulator, so with B = 0 the bytes equal the stock kernel's.
 // Otherwise it computes in float32 and stores float32 or quantized values.
 //
-// Inputs:  0 x, 1 frozen weights (or -1), 2 frozen bias (or -1), 3 state
+// Inputs:  0 x, 1 frozen weights (or -1), 2 frozen bias (or -1), 3 state,
+//          4 channel -> row map (only when the weights train as delta rows
+//          of some output channels, reference/channel_rows.h)
 // Outputs: 0 y, 1 LoRA hidden conv_A(x) (FC / CONV_2D with LoRA, unless the
 //          converter leaves it out for the backward op to recompute),
 //          last: the activation mask (bit set where activation' is 1), when
@@ -16,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "kernels/linear_layer.h"
 #include "kernels/training_state.h"
+#include "reference/channel_rows.h"
 #include "reference/linear.h"
 #include "reference/linear_int8.h"
 #include "reference/lora.h"
@@ -28,6 +31,7 @@ constexpr int kInput = 0;
 constexpr int kWeights = 1;
 constexpr int kBias = 2;
 constexpr int kState = 3;
+constexpr int kChannelMap = 4;
 constexpr int kOutput = 0;
 constexpr int kLoraHidden = 1;
 
@@ -36,6 +40,7 @@ struct OpData {
   ActivationQuant input;
   ActivationQuant output;
   reference::WeightsRef frozen_weights;
+  reference::ChannelRows channel_rows;  // rows 0: the whole filter trains or is frozen
   const void* frozen_bias = nullptr;  // int32 (exact int8 path) or float32
   bool exact_int8 = false;
   bool keeps_lora_hidden = false;  // conv_A(x) is an output (else recomputed)
@@ -92,25 +97,35 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   data->keeps_lora_hidden =
       lora_hidden && port::NumOutputs(node) == 2 + mask_outputs;
   const int outputs_expected = 1 + (data->keeps_lora_hidden ? 1 : 0) + mask_outputs;
-  TFLMT_ENSURE_OK(CheckArity(node, op, 4, 4, outputs_expected, outputs_expected));
+  const int inputs_expected = layer.channel_rows ? 5 : 4;
+  TFLMT_ENSURE_OK(CheckArity(node, op, inputs_expected, inputs_expected,
+                             outputs_expected, outputs_expected));
 
   port::TensorInfo input, output, state;
   TFLMT_ENSURE_OK(RequireInput(context, node, kInput, op, "x", &input));
   TFLMT_ENSURE_OK(RequireOutput(context, node, kOutput, op, "y", &output));
   TFLMT_ENSURE_OK(RequireInput(context, node, kState, op, "state", &state));
   TFLMT_ENSURE_OK(PrepareGeometry(input, output.FlatSize(), &layer));
+  if (layer.channel_rows) {
+    port::TensorInfo map;
+    TFLMT_ENSURE_OK(RequireInput(context, node, kChannelMap, op, "channel map", &map));
+    TFLMT_ENSURE_OK(PrepareChannelRows(map, &layer, &data->channel_rows.row_of_channel));
+    data->channel_rows.rows = layer.trained_rows;
+  }
   TFLMT_ENSURE_OK(PrepareState(state, layer));
   TFLMT_ENSURE_OK(ActivationQuantOf(input, op, "x", &data->input));
   TFLMT_ENSURE_OK(ActivationQuantOf(output, op, "y", &data->output));
 
-  if (!layer.trainable_weights()) {
+  if (layer.reads_frozen_weights()) {
     port::TensorInfo weights;
     TFLMT_ENSURE_OK(RequireInput(context, node, kWeights, op, "frozen weights", &weights));
     TFLMT_ENSURE_OK(PrepareFrozenWeights(weights, layer, &data->frozen_weights));
   }
+  // Delta rows are float terms of a few channels: those layers compute in
+  // float32, like a layer whose whole filter trains.
   data->exact_int8 = input.type == port::DataType::kInt8 &&
                      output.type == port::DataType::kInt8 &&
-                     data->frozen_weights.i8 != nullptr;
+                     data->frozen_weights.i8 != nullptr && !layer.channel_rows;
   if (!layer.trainable_bias() && port::HasInput(node, kBias)) {
     port::TensorInfo bias;
     TFLMT_ENSURE_OK(RequireInput(context, node, kBias, op, "frozen bias", &bias));
@@ -234,6 +249,10 @@ port::Status EvalFloat(port::Context* context, port::Node* node,
   reference::LinearForward(layer.kind, g,
                            CurrentWeights(layer, data.frozen_weights, params), x,
                            /*accumulate=*/false, out);
+  if (layer.channel_rows) {
+    reference::ChannelRowsForward(layer.kind, g, data.channel_rows,
+                                  params + layer.weight_offset, x, out);
+  }
   const float* bias = layer.trainable_bias()
                           ? params + layer.bias_offset
                           : static_cast<const float*>(data.frozen_bias);

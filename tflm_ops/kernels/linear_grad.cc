@@ -15,12 +15,15 @@
 //
 // Inputs:  0 dy, 1 x (or -1 unless weights or LoRA train), 2 y (or the
 //          forward op's activation mask, or -1 without activation), 3 frozen weights (or -1), 4 state (or -1),
-//          5 mode, 6 LoRA hidden (or -1: FC / conv LoRA recomputes it from x)
+//          5 mode, 6 LoRA hidden (or -1: FC / conv LoRA recomputes it from x),
+//          7 channel -> row map (only when the weights train as delta rows of
+//          some output channels, reference/channel_rows.h)
 // Outputs: 0 dx (optional)
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
 #include "kernels/linear_layer.h"
 #include "kernels/training_state.h"
+#include "reference/channel_rows.h"
 #include "reference/linear.h"
 #include "reference/lora.h"
 
@@ -34,11 +37,13 @@ constexpr int kWeights = 3;
 constexpr int kState = 4;
 constexpr int kMode = 5;
 constexpr int kLoraHidden = 6;
+constexpr int kChannelMap = 7;
 constexpr int kInputGrad = 0;
 
 struct OpData {
   LinearLayer layer;
   reference::WeightsRef frozen_weights;
+  reference::ChannelRows channel_rows;  // rows 0: the whole filter trains or is frozen
   ActivationQuant input;
   ActivationQuant output;
   bool computes_input_grad = false;
@@ -53,7 +58,8 @@ port::Status Prepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_OK(CheckOpData(data, "tflm-train linear layer grad"));
   LinearLayer& layer = data->layer;
   const char* op = layer.name();
-  TFLMT_ENSURE_OK(CheckArity(node, op, 7, 7, 0, 1));
+  const int inputs_expected = layer.channel_rows ? 8 : 7;
+  TFLMT_ENSURE_OK(CheckArity(node, op, inputs_expected, inputs_expected, 0, 1));
   TFLMT_ENSURE_OK(CheckModeInput(context, node, kMode, op));
 
   port::TensorInfo output_grad, input_grad;
@@ -113,10 +119,16 @@ port::Status Prepare(port::Context* context, port::Node* node) {
     TFLMT_ENSURE_OK(port::RequestScratch(
         context, sizeof(float) * layer.geometry.out_c, &data->row_scratch));
   }
-  if (!layer.trainable_weights()) {
+  if (layer.reads_frozen_weights()) {
     port::TensorInfo weights;
     TFLMT_ENSURE_OK(RequireInput(context, node, kWeights, op, "frozen weights", &weights));
     TFLMT_ENSURE_OK(PrepareFrozenWeights(weights, layer, &data->frozen_weights));
+  }
+  if (layer.channel_rows) {
+    port::TensorInfo map;
+    TFLMT_ENSURE_OK(RequireInput(context, node, kChannelMap, op, "channel map", &map));
+    TFLMT_ENSURE_OK(PrepareChannelRows(map, &layer, &data->channel_rows.row_of_channel));
+    data->channel_rows.rows = layer.trained_rows;
   }
   if (layer.has_trainable_part()) {
     port::TensorInfo state;
@@ -181,8 +193,15 @@ port::Status Eval(port::Context* context, port::Node* node) {
     reference::LinearInputGrad(layer.kind, g,
                                CurrentWeights(layer, data.frozen_weights, params),
                                dz, /*accumulate=*/false, dx);
+    if (layer.channel_rows) {
+      reference::ChannelRowsInputGrad(layer.kind, g, data.channel_rows,
+                                      params + layer.weight_offset, dz, dx);
+    }
   }
-  if (layer.trainable_weights()) {
+  if (layer.channel_rows) {
+    reference::ChannelRowsWeightGrad(layer.kind, g, data.channel_rows, dz, x,
+                                     grads + layer.weight_offset);
+  } else if (layer.trainable_weights()) {
     reference::LinearWeightGrad(layer.kind, g, dz, x, grads + layer.weight_offset);
   }
   if (layer.trainable_bias()) {

@@ -60,6 +60,11 @@ bool ParseLinearLayer(OptionsReader& reader, LinearKind kind, bool is_grad,
   layer->dy_pooled = (flags & static_cast<uint8_t>(GradFlag::kDyPooled)) != 0;
   layer->activation_mask =
       (flags & static_cast<uint8_t>(GradFlag::kActivationMask)) != 0;
+  layer->channel_rows = (flags & static_cast<uint8_t>(GradFlag::kChannelRows)) != 0;
+  if (layer->channel_rows && layer->weight_offset < 0) {
+    port::Log("%s: channel rows need trainable weights", layer->name());
+    return false;
+  }
   const int activation = static_cast<int>(layer->activation);
   if (layer->activation_mask && !reference::HasMaskDerivative(layer->activation)) {
     port::Log("%s: an activation mask needs a clamping activation", layer->name());
@@ -156,6 +161,34 @@ port::Status PrepareFrozenWeights(const port::TensorInfo& info,
   return port::Status::kOk;
 }
 
+port::Status PrepareChannelRows(const port::TensorInfo& info, LinearLayer* layer,
+                                const int32_t** map) {
+  const int channels = layer->geometry.out_c;
+  TFLMT_ENSURE_MSG(info.constant_data != nullptr &&
+                       info.type == port::DataType::kInt32 &&
+                       info.FlatSize() == channels,
+                   "%s: the channel map must be a constant int32 [%d]",
+                   layer->name(), channels);
+  const int32_t* rows = static_cast<const int32_t*>(info.constant_data);
+  // Rows are numbered in channel order, so the map is valid exactly when the
+  // chosen channels count 0, 1, 2, ... (each row once, none skipped).
+  int next = 0;
+  for (int c = 0; c < channels; ++c) {
+    if (rows[c] < 0) {
+      TFLMT_ENSURE_MSG(rows[c] == -1, "%s: channel map entry %d is %d",
+                       layer->name(), c, static_cast<int>(rows[c]));
+      continue;
+    }
+    TFLMT_ENSURE_MSG(rows[c] == next, "%s: channel map entry %d is %d, not row %d",
+                     layer->name(), c, static_cast<int>(rows[c]), next);
+    ++next;
+  }
+  TFLMT_ENSURE_MSG(next > 0, "%s: the channel map chooses no channel", layer->name());
+  layer->trained_rows = next;
+  *map = rows;
+  return port::Status::kOk;
+}
+
 port::Status PrepareState(const port::TensorInfo& state,
                           const LinearLayer& layer) {
   TFLMT_ENSURE_MSG(state.type == port::DataType::kUInt8 && state.is_variable &&
@@ -171,7 +204,7 @@ port::Status PrepareState(const port::TensorInfo& state,
     long size;
   };
   const Part parts[] = {
-      {layer.weight_offset, layer.weight_count()},
+      {layer.weight_offset, layer.trained_weight_count()},
       {layer.bias_offset, layer.geometry.out_c},
       {layer.lora_a_offset, layer.lora_a_count()},
       {layer.lora_b_offset, static_cast<long>(layer.geometry.out_c) * layer.lora_rank}};
@@ -189,7 +222,7 @@ port::Status PrepareState(const port::TensorInfo& state,
 reference::WeightsRef CurrentWeights(const LinearLayer& layer,
                                      const reference::WeightsRef& frozen,
                                      float* params) {
-  if (!layer.trainable_weights()) return frozen;
+  if (!layer.trainable_weights() || layer.channel_rows) return frozen;
   reference::WeightsRef trained;
   trained.f32 = params + layer.weight_offset;
   return trained;

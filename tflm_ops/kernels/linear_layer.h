@@ -44,6 +44,11 @@ struct LinearLayer {
   // be freed as soon as the next layer has read it.
   bool activation_mask = false;
   int mask_bytes() const { return (geometry.out_pixels() * geometry.out_c + 7) / 8; }
+  // The weights train as delta rows of some output channels only
+  // (reference/channel_rows.h): weight_offset holds `trained_rows` rows, and
+  // both ops read the channel -> row map as one more constant input.
+  bool channel_rows = false;
+  int trained_rows = 0;  // from the map, in Prepare
 
   bool trainable_weights() const { return weight_offset >= 0; }
   bool trainable_bias() const { return bias_offset >= 0; }
@@ -58,6 +63,14 @@ struct LinearLayer {
     return depthwise() ? taps() * geometry.out_c
                        : geometry.out_c * taps() * geometry.in_c;
   }
+  // Float32 values of the trainable weights in the state.
+  int trained_weight_count() const {
+    return channel_rows ? trained_rows * (depthwise() ? taps() : taps() * geometry.in_c)
+                        : weight_count();
+  }
+  // Frozen weights are read when the weights do not train, or train as
+  // delta rows on top of them.
+  bool reads_frozen_weights() const { return !trainable_weights() || channel_rows; }
   int lora_a_count() const {
     return depthwise() ? lora_rank * taps() : lora_rank * taps() * geometry.in_c;
   }
@@ -107,6 +120,11 @@ port::Status PrepareOutputGeometry(int output_values, LinearLayer* layer);
 port::Status PrepareFrozenWeights(const port::TensorInfo& info,
                                   const LinearLayer& layer,
                                   reference::WeightsRef* weights);
+
+// Checks the channel -> row map (a constant int32 [out_c] of rows or -1,
+// every row 0..n-1 used once), sets layer->trained_rows and points `map` at it.
+port::Status PrepareChannelRows(const port::TensorInfo& info, LinearLayer* layer,
+                                const int32_t** map);
 
 // Checks the state tensor and that every trainable part lies inside it.
 port::Status PrepareState(const port::TensorInfo& state,
