@@ -210,8 +210,6 @@ def sgd(params, grads, lr_q24, stochastic, seed, step):
     for i in range(len(params)):
         t = grads[i] * lr_q24
         grads[i] = 0
-        if t == 0:
-            continue
         change = (t + hash_random(seed, step, i)) >> 32 if stochastic else round_shift(t, 32)
         params[i] = sat(params[i] - change, 16)
 

@@ -30,6 +30,7 @@ from tflm_train.converter.state_format import (
     StateError,
     dequantized_parameters,
     integer_gradients,
+    seal,
     integer_parameters,
 )
 from tflm_train.data import load_npz
@@ -157,6 +158,36 @@ def test_integer_steps_are_bit_exact_with_the_reference(method, rounding):
         assert not integer_gradients(state, header).any()  # the update cleared the accumulators
         changed = np.count_nonzero(integer_parameters(state, header))
     assert changed > 0.75 * Header.unpack(state).param_count  # A and B (or the biases) moved
+
+
+def test_large_parameters_take_the_kernels_wide_paths_bit_exactly():
+    """The backward kernel rescales a product in one multiply when it fits 31
+    bits and reduces it first when not (reference/fixed_point.h Rescaler;
+    the LoRA-A rows hoist dh * multiplier when |dh| < 2^23). Parameters near
+    the int16 limits make the products wide (|dh| ~ 2^30, |h| ~ 2^24), so
+    both paths run; each must equal the element-by-element definition."""
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    converted = convert(base, ConvertConfig(targets="last:3", arithmetic="int8", seed=5)).model
+    model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
+    x, y = _data(model, DIGITS, "user_train")
+    state = bytearray(model.save_state())
+    header = Header.unpack(bytes(state))
+    rng = np.random.default_rng(0)
+    p = header.param_count
+    large = rng.integers(-32767, 32768, p)
+    small = rng.integers(-3, 4, p)  # rows with a small dh keep the one-multiply path
+    values = np.where(rng.random(p) < 0.5, large, small).astype("<i2")
+    state[HEADER_BYTES : HEADER_BYTES + 2 * p] = values.tobytes()
+
+    model.load_state(bytes(seal(state)))
+    state = model.save_state()
+    for step in range(6):
+        x_q = quantize(x[step][None], model.input_details)
+        expected, loss_bits = graph.step(state, x_q, int(y[step]), 0.001)
+        loss = model.train_step(x[step], int(y[step]), 0.001)
+        state = model.save_state()
+        assert struct.pack("<f", loss) == struct.pack("<I", loss_bits), f"loss differs at step {step}"
+        assert np.array_equal(integer_parameters(state, Header.unpack(state)), integer_parameters(expected, header))
 
 
 # ---- against TensorFlow -----------------------------------------------------------------------

@@ -149,6 +149,12 @@ constexpr int kGradientBits = 15;
 // Adds this sample's LoRA and bias gradients into the accumulators and, when `dx` is
 // not null, writes the input gradient (int16) and its exponent. `scratch`
 // holds rows * in int64 values (the unscaled input gradient).
+//
+// Cost: every gradient element is rescaled once (one product and one
+// rounding shift: Rescaler works the shifts out once per sample), per-row
+// factors are hoisted out of the inner loops, and the products of W^T dy are
+// summed without rescaling. The results equal the element-by-element
+// definition (Rescale of each product) bit for bit.
 inline void FullyConnectedIntBackward(const IntLinearShape& s,
                                       const IntBackwardParams& p,
                                       const int16_t* dy, int32_t dy_exponent,
@@ -156,57 +162,73 @@ inline void FullyConnectedIntBackward(const IntLinearShape& s,
                                       const int8_t* w, const IntLora& lora,
                                       const int32_t* hidden, int16_t* dx,
                                       int32_t* dx_exponent, int64_t* scratch) {
+  const Rescaler to_grad_bias(p.grad_bias, dy_exponent);
+  const Rescaler to_grad_a(p.grad_a, dy_exponent);
+  const Rescaler to_grad_b(p.grad_b, dy_exponent);
+  const Rescaler dx_from_weights(p.dx_weights, 0);
+  const Rescaler dx_from_lora(p.dx_lora, 0);
+  const int rank = lora.rank;
   int64_t dh[kMaxIntLoraRank];
   uint64_t largest = 0;
   for (int row = 0; row < s.rows; ++row) {
     const int16_t* dyr = dy + row * s.out;
     const int8_t* yr = y != nullptr ? y + row * s.out : nullptr;
-    for (int j = 0; j < lora.rank; ++j) dh[j] = 0;
-    if (dx != nullptr) {
-      for (int k = 0; k < s.in; ++k) scratch[row * s.in + k] = 0;
+    const int32_t* hr = rank > 0 ? hidden + row * rank : nullptr;
+    int64_t* wide = dx != nullptr ? scratch + row * s.in : nullptr;
+    for (int j = 0; j < rank; ++j) dh[j] = 0;
+    if (wide != nullptr) {
+      for (int k = 0; k < s.in; ++k) wide[k] = 0;
     }
     for (int o = 0; o < s.out; ++o) {
       if (yr != nullptr && !(yr[o] > p.pass_min && yr[o] < p.pass_max)) continue;
       const int32_t g = dyr[o];
       if (g == 0) continue;
       if (lora.grad_bias != nullptr) {
-        lora.grad_bias[o] = SaturateInt32(lora.grad_bias[o] + Rescale(g, p.grad_bias, dy_exponent));
+        lora.grad_bias[o] = SaturateInt32(lora.grad_bias[o] + to_grad_bias(g));
       }
-      for (int j = 0; j < lora.rank; ++j) {
-        const int64_t product = static_cast<int64_t>(g) * hidden[row * lora.rank + j];
-        int32_t& acc = lora.grad_b[o * lora.rank + j];
-        acc = SaturateInt32(acc + Rescale(product, p.grad_b, dy_exponent));
-        dh[j] += static_cast<int64_t>(lora.b[o * lora.rank + j]) * g;
+      const int16_t* b_row = rank > 0 ? lora.b + o * rank : nullptr;
+      int32_t* grad_b_row = rank > 0 ? lora.grad_b + o * rank : nullptr;
+      for (int j = 0; j < rank; ++j) {
+        grad_b_row[j] = SaturateInt32(grad_b_row[j] + to_grad_b(static_cast<int64_t>(g) * hr[j]));
+        dh[j] += static_cast<int64_t>(b_row[j]) * g;
       }
-      if (dx != nullptr) {
+      if (wide != nullptr) {
         // Per-channel weight scales folded into dy: g * s_w[o] / max(s_w).
         const int32_t gw = static_cast<int32_t>(
             RoundShift(static_cast<int64_t>(g) * p.channel_weight_ratio[o], 14));
-        for (int k = 0; k < s.in; ++k) {
-          scratch[row * s.in + k] += static_cast<int32_t>(w[o * s.in + k]) * gw;
-        }
+        const int8_t* w_row = w + o * s.in;
+        for (int k = 0; k < s.in; ++k) wide[k] += static_cast<int32_t>(w_row[k]) * gw;
       }
     }
     const int8_t* xr = x != nullptr ? x + row * s.in : nullptr;
-    for (int j = 0; j < lora.rank; ++j) {
+    for (int j = 0; j < rank; ++j) {
       if (dh[j] == 0) continue;
-      for (int k = 0; k < s.in; ++k) {
-        int32_t& acc = lora.grad_a[j * s.in + k];
-        const int64_t product = dh[j] * (xr[k] - p.x_zero_point);
-        acc = SaturateInt32(acc + Rescale(product, p.grad_a, dy_exponent));
+      int32_t* grad_a_row = lora.grad_a + j * s.in;
+      // |dh| < 2^23 and |x - zx| <= 255: every product fits 31 bits, so the
+      // row's factor dh * multiplier is taken once (exact: integers).
+      if (to_grad_a.direct() && dh[j] > -(int64_t{1} << 23) && dh[j] < (int64_t{1} << 23)) {
+        const int64_t factor = dh[j] * to_grad_a.multiplier();
+        for (int k = 0; k < s.in; ++k) {
+          const int64_t change = to_grad_a.FromProduct(factor * (xr[k] - p.x_zero_point));
+          grad_a_row[k] = SaturateInt32(grad_a_row[k] + change);
+        }
+      } else {
+        for (int k = 0; k < s.in; ++k) {
+          const int64_t change = to_grad_a(dh[j] * (xr[k] - p.x_zero_point));
+          grad_a_row[k] = SaturateInt32(grad_a_row[k] + change);
+        }
       }
     }
-    if (dx != nullptr) {
+    if (wide != nullptr) {
       // Both paths to one fixed-point unit 2^(e + dx_base), in int64.
       for (int k = 0; k < s.in; ++k) {
         int64_t lora_part = 0;
-        for (int j = 0; j < lora.rank; ++j) {
+        for (int j = 0; j < rank; ++j) {
           lora_part += static_cast<int64_t>(lora.a[j * s.in + k]) * dh[j];
         }
-        int64_t& v = scratch[row * s.in + k];
-        v = Rescale(v, p.dx_weights) + Rescale(lora_part, p.dx_lora);
-        const uint64_t magnitude = v >= 0 ? static_cast<uint64_t>(v)
-                                          : static_cast<uint64_t>(-(v + 1)) + 1;
+        const int64_t v = dx_from_weights(wide[k]) + dx_from_lora(lora_part);
+        wide[k] = v;
+        const uint64_t magnitude = Magnitude(v);
         if (magnitude > largest) largest = magnitude;
       }
     }
@@ -264,21 +286,24 @@ inline void SoftmaxCrossEntropyInt(const int8_t* logits, const int32_t* labels,
 inline void SgdIntUpdate(int16_t* params, int32_t* grads, int count,
                          int32_t lr_q24, bool stochastic, uint32_t seed,
                          uint32_t step) {
-  for (int i = 0; i < count; ++i) {
-    constexpr int kShift = kGradFractionBits + kLearningRateBits;  // 32
-    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
-    grads[i] = 0;
-    if (t == 0) continue;
-    int64_t change;
-    if (stochastic) {
-      // A uniform fraction in [0, 1) steps: 32 random bits.
+  constexpr int kShift = kGradFractionBits + kLearningRateBits;  // 32
+  // Branch-free loops (a zero gradient changes nothing either way: its
+  // fraction or rounding half stays below one step), one per rounding.
+  if (stochastic) {
+    for (int i = 0; i < count; ++i) {
+      const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
+      // A uniform fraction in [0, 1) steps: 32 random bits; floor by the
+      // arithmetic shift.
       const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i));
-      change = (t + fraction) >> kShift;  // floor: arithmetic shift
-    } else {
-      change = RoundShift(t, kShift);
+      params[i] = SaturateInt16(static_cast<int64_t>(params[i]) - ((t + fraction) >> kShift));
+      grads[i] = 0;
     }
-    const int64_t q = static_cast<int64_t>(params[i]) - change;
-    params[i] = SaturateInt16(q);
+    return;
+  }
+  for (int i = 0; i < count; ++i) {
+    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;
+    params[i] = SaturateInt16(static_cast<int64_t>(params[i]) - RoundShift(t, kShift));
+    grads[i] = 0;
   }
 }
 
