@@ -21,7 +21,9 @@ tflm_ops/reference/lora_int.h) never see a float scale.
                 (quantization-aware scaling: the gradient of the integer
                 parameter times s_p^-2, so integer SGD moves the real value
                 as float SGD would)
-  update        quantized SGD with stochastic rounding (seeded integer hash)
+  update        quantized SGD with stochastic rounding (seeded integer hash),
+                optionally with momentum (an int32 velocity per parameter in
+                2^-16 steps, the momentum in Q16)
 
 The model's interface does not change: learning_rate and loss stay float32
 tensors, read and written as IEEE bits by integer code.
@@ -36,6 +38,7 @@ import math
 import numpy as np
 
 from tflm_train.converter import ops
+from tflm_train.converter.constants import SGD_INT_MOMENTUM_VERSION
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import dequantize, linear_target
 from tflm_train.converter.losses import loss_input
@@ -89,8 +92,12 @@ def _check_options(config) -> None:
             f"--arithmetic int8 supports --method lora or bias (on int8 FULLY_CONNECTED layers), not {config.method}"
         )
     opt = config.optimizer
-    if opt.kind != "sgd" or opt.accumulate != 1 or opt.clip_norm != 0:
-        raise ConversionError("--arithmetic int8 trains with integer SGD: use --optimizer sgd without --accumulate / --clip")
+    if opt.kind not in ("sgd", "momentum") or opt.accumulate != 1 or opt.clip_norm != 0:
+        raise ConversionError(
+            "--arithmetic int8 trains with integer SGD: use --optimizer sgd or momentum without --accumulate / --clip"
+        )
+    if opt.kind == "momentum" and not 0.0 <= opt.momentum < 1.0:
+        raise ConversionError("--arithmetic int8 takes a --momentum in [0, 1)")
     if config.loss not in (None, "ce"):
         raise ConversionError("--arithmetic int8 supports the cross-entropy loss (--loss ce) only")
     if config.r > 32:
@@ -223,6 +230,22 @@ def _qmult(real: float) -> tuple[int, int]:
     return quantize_multiplier(real)
 
 
+MOMENTUM_BITS = 16  # reference/lora_int.h kMomentumBits
+
+
+def momentum_q16(momentum: float) -> int:
+    """The integer optimizer's momentum: round(m * 2^16), below 2^16."""
+    return min(_round_away(momentum * 2**MOMENTUM_BITS), 2**MOMENTUM_BITS - 1)
+
+
+def _sgd_options(config) -> bytes:
+    """TFLMT_SGD_INT: rounding and seed; with momentum (version 2) its Q16 value."""
+    fields = _i32s(ROUNDINGS[config.rounding], config.seed)
+    if config.optimizer.kind == "momentum":
+        return bytes([SGD_INT_MOMENTUM_VERSION]) + fields + _i32s(momentum_q16(config.optimizer.momentum))
+    return bytes([ops.OPTIONS_VERSIONS[ops.SGD_INT]]) + fields
+
+
 def convert(model_bytes: bytes, config):
     """The integer twin of converter/convert.py's convert (same interface)."""
     from tflm_train.converter.convert import METADATA_FORMAT, METADATA_NAME, ConvertResult
@@ -251,7 +274,7 @@ def convert(model_bytes: bytes, config):
     rng = np.random.default_rng(config.seed)
     r, lora_scale = config.r, config.lora_scale
     layout = StateLayout(
-        optimizer="sgd",
+        optimizer=config.optimizer.kind,  # momentum: an int32 velocity per parameter
         semantics={"method": config.method, "lora_scale": lora_scale, "head_mode": config.head_mode,
                    "arithmetic": "int8"},
         integer=True,
@@ -293,9 +316,10 @@ def convert(model_bytes: bytes, config):
     forward = list(model.operators)
     chosen = ", ".join(layers[i].target.short for i in sorted(targets))
     what = f"LoRA rank {r}, scale {lora_scale:g}" if use_lora else "bias-only (an int16 delta on the frozen bias)"
+    momentum = f" and momentum {config.optimizer.momentum:g}" if config.optimizer.kind == "momentum" else ""
     notes.append(
         f"{what} on {chosen}, integer arithmetic (int16 parameters, int32 accumulators, "
-        f"integer SGD with {config.rounding} rounding)"
+        f"integer SGD{momentum} with {config.rounding} rounding)"
     )
     notes.append(loss_note)
 
@@ -342,8 +366,7 @@ def convert(model_bytes: bytes, config):
                         custom_options=options)
         if outputs:
             dy, dy_exp = outputs
-    model.append_op(ops.SGD_INT, [state, mode, learning_rate], [],
-                    custom_options=bytes([ops.OPTIONS_VERSIONS[ops.SGD_INT]]) + _i32s(ROUNDINGS[config.rounding], config.seed))
+    model.append_op(ops.SGD_INT, [state, mode, learning_rate], [], custom_options=_sgd_options(config))
 
     base_hash = model_hash(model_bytes)
     initial = layout.initial_blob(base_hash)

@@ -214,6 +214,19 @@ def sgd(params, grads, lr_q24, stochastic, seed, step):
         params[i] = sat(params[i] - change, 16)
 
 
+def sgd_momentum(params, grads, velocities, lr_q24, momentum_q16, stochastic, seed, step):
+    """Keras' momentum (v = m v - lr g; p += v): the velocity in 2^-16 steps,
+    rounded to nearest from 2^-32 steps; the parameter moves by it rounded
+    to a whole step (stochastic: 16 random bits, floor)."""
+    for i in range(len(params)):
+        wide = momentum_q16 * velocities[i] - grads[i] * lr_q24  # 2^-32 steps
+        v = sat(round_shift(wide, 16), 32)
+        velocities[i] = v
+        grads[i] = 0
+        change = (v + (hash_random(seed, step, i) >> 16)) >> 16 if stochastic else round_shift(v, 16)
+        params[i] = sat(params[i] + change, 16)
+
+
 # ---- a converted model, op by op ----------------------------------------------------------
 def _options(op, count: int) -> tuple[int, ...]:
     blob = bytes(op.customOptions)
@@ -240,6 +253,8 @@ class IntegerGraph:
         params = list(np.frombuffer(state, "<i2", count=p, offset=HEADER_BYTES).astype(int))
         grad_offset = HEADER_BYTES + (2 * p + 3) // 4 * 4
         grads = list(np.frombuffer(state, "<i4", count=p, offset=grad_offset).astype(int))
+        velocity_offset = grad_offset + 4 * p  # only with momentum (the state is longer)
+        velocities = None
         values = {int(model.main.inputs[0]): np.asarray(x_q)}
         self.values = values  # every tensor of the last step, by index
         loss_bits = None
@@ -298,14 +313,22 @@ class IntegerGraph:
                 if outs:
                     values[outs[0]], values[outs[1]] = result
             elif kind == ops.SGD_INT and update:
-                rounding, seed = _options(op, 2)
                 step = header.step + 1
-                sgd(params, grads, q24_from_float(lr), rounding == 1, seed & MASK32, step)
+                if bytes(op.customOptions)[0] == 2:  # with momentum (options version 2)
+                    rounding, seed, momentum = _options(op, 3)
+                    velocities = list(np.frombuffer(state, "<i4", count=p, offset=velocity_offset).astype(int))
+                    sgd_momentum(params, grads, velocities, q24_from_float(lr), momentum, rounding == 1,
+                                 seed & MASK32, step)
+                else:
+                    rounding, seed = _options(op, 2)
+                    sgd(params, grads, q24_from_float(lr), rounding == 1, seed & MASK32, step)
                 header.step = step
         out = bytearray(state)
         struct.pack_into("<I", out, 28, header.step)
         out[HEADER_BYTES : HEADER_BYTES + 2 * p] = np.asarray(params, "<i2").tobytes()
         out[grad_offset : grad_offset + 4 * p] = np.asarray(grads, "<i4").tobytes()
+        if velocities is not None:
+            out[velocity_offset : velocity_offset + 4 * p] = np.asarray(velocities, "<i4").tobytes()
         return bytes(out), loss_bits
 
 

@@ -68,6 +68,9 @@ constexpr uint8_t kFullyConnectedIntOptionsVersion = 1;
 constexpr uint8_t kFullyConnectedIntGradOptionsVersion = 1;
 constexpr uint8_t kLossIntOptionsVersion = 1;
 constexpr uint8_t kSgdIntOptionsVersion = 1;
+// TFLMT_SGD_INT with momentum: version 1's fields, then the momentum in Q16
+// (the state then holds an int32 velocity per parameter).
+constexpr uint8_t kSgdIntMomentumVersion = 2;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

@@ -307,6 +307,41 @@ inline void SgdIntUpdate(int16_t* params, int32_t* grads, int count,
   }
 }
 
+// Quantized SGD with momentum, Keras' form (v = m v - lr g; p += v) in
+// fixed point. The velocity is int32 in units of 2^-16 parameter steps
+// (kVelocityFractionBits): it keeps what one update's whole-step rounding
+// drops (an update of 0.3 steps is carried, not lost), and its range, 2^15
+// steps, is the int16 parameter's own. The momentum is Q16 (m < 1). Per
+// parameter: m v - lr g in 2^-32 steps (int64: Q16 x 2^-16 and Q24 x 2^-8),
+// rounded to nearest into the velocity; the parameter moves by the velocity
+// rounded to a whole step, stochastically (HashRandom, as SgdIntUpdate) or
+// to nearest. Accumulators are cleared.
+constexpr int kVelocityFractionBits = 16;
+constexpr int kMomentumBits = 16;
+
+inline void SgdMomentumIntUpdate(int16_t* params, int32_t* grads, int32_t* velocities,
+                                 int count, int32_t lr_q24, int32_t momentum_q16,
+                                 bool stochastic, uint32_t seed, uint32_t step) {
+  constexpr int kToVelocity = kGradFractionBits + kLearningRateBits - kVelocityFractionBits;  // 16
+  static_assert(kMomentumBits == kToVelocity, "m v and lr g share one unit");
+  for (int i = 0; i < count; ++i) {
+    const int64_t wide = static_cast<int64_t>(momentum_q16) * velocities[i] -
+                         static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
+    const int32_t v = SaturateInt32(RoundShift(wide, kToVelocity));
+    velocities[i] = v;
+    grads[i] = 0;
+    int64_t change;
+    if (stochastic) {
+      // A uniform fraction in [0, 1) steps: 16 random bits; floor.
+      const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i)) >> 16;
+      change = (static_cast<int64_t>(v) + fraction) >> kVelocityFractionBits;
+    } else {
+      change = RoundShift(v, kVelocityFractionBits);
+    }
+    params[i] = SaturateInt16(static_cast<int64_t>(params[i]) + change);
+  }
+}
+
 }  // namespace reference
 }  // namespace tflmt
 
