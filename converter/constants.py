@@ -89,6 +89,9 @@ OPTIONS_VERSIONS: dict[str, int] = {
 }
 # TFLMT_SGD_INT with momentum appends the momentum (Q16); version 1 stays valid.
 SGD_INT_MOMENTUM_VERSION = 2
+# TFLMT_FULLY_CONNECTED_INT(_GRAD) with a trainable weight delta (--method head)
+# appends its offset and QMult; version 1 stays valid.
+INT_WEIGHT_DELTA_VERSION = 2
 
 
 # ---- Enums ----------------------------------------------------------------------------

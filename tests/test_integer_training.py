@@ -94,7 +94,7 @@ def test_integer_model_first_predicts_exactly_the_original(digits_int8):
 @pytest.mark.parametrize(
     "config, message",
     [
-        (dict(method="adapter"), "supports --method lora or bias"),
+        (dict(method="adapter"), "supports --method lora, bias or head"),
         (dict(optimizer=OptimizerConfig(kind="adam")), "integer SGD"),
         (dict(optimizer=OptimizerConfig(accumulate=4)), "integer SGD"),
         (dict(loss="mse"), "cross-entropy"),
@@ -117,11 +117,11 @@ def test_cli_refuses_another_method_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     result = subprocess.run(
         [sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"), "-o", str(out),
-         "--arithmetic", "int8", "--method", "head"], capture_output=True, text=True, timeout=300,
+         "--arithmetic", "int8", "--method", "adapter"], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "supports --method lora or bias" in lines[0] and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "supports --method lora, bias or head" in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
 
 
@@ -240,6 +240,8 @@ def _tensorflow_gradients(base: bytes, meta: dict, params: np.ndarray, values: d
                 z += scale * tf.matmul(tf.matmul(x, own["lora_A"], transpose_b=True), own["lora_B"], transpose_b=True)
             if "bias_delta" in own:
                 z += own["bias_delta"]
+            if "weight_delta" in own:  # --method head: W + delta
+                z += tf.matmul(x, own["weight_delta"], transpose_b=True)
             y_int = real(t.y).reshape(z.shape)
             mask = (values[t.y].reshape(z.shape) > int(model.quant(t.y).zero_point[0])) if t.activation else 1.0
             gated = z * tf.cast(mask, tf.float32)
@@ -253,10 +255,11 @@ def _tensorflow_gradients(base: bytes, meta: dict, params: np.ndarray, values: d
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("method", ["lora", "bias"])
+@pytest.mark.parametrize("method", ["lora", "bias", "head"])
 def test_integer_gradients_match_tensorflow(method):
     base = (DIGITS / "model_int8.tflite").read_bytes()
-    result = convert(base, ConvertConfig(method=method, targets="last:3", arithmetic="int8"))
+    targets = None if method == "head" else "last:3"  # head: the last layer's weights and bias
+    result = convert(base, ConvertConfig(method=method, targets=targets, arithmetic="int8"))
     converted, meta = result.model, result.metadata
     model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
     x, y = _data(model, DIGITS, "user_train")

@@ -49,6 +49,10 @@ struct IntLora {
   int32_t* grad_b = nullptr;
   const int16_t* bias = nullptr;  // [out]
   int32_t* grad_bias = nullptr;
+  // A full weight delta (--method head: the layer's weights train as
+  // W + delta), [out, in]; null: none.
+  const int16_t* weights = nullptr;
+  int32_t* grad_weights = nullptr;
 };
 
 struct IntForwardParams {
@@ -63,6 +67,8 @@ struct IntForwardParams {
   QMult delta;
   // Trainable bias delta (units s_bias) -> output units.
   QMult bias;
+  // Weight delta term (units s_delta * s_x) -> output units.
+  QMult weights;
 };
 
 // TFLM's int8 requantization (reference/quantization.h has the same
@@ -114,6 +120,14 @@ inline void FullyConnectedIntForward(const IntLinearShape& s,
                                     p.channel_requant[2 * o + 1]) +
                     p.y_zero_point;
       if (lora.bias != nullptr) out += Rescale(lora.bias[o], p.bias);
+      if (lora.weights != nullptr) {
+        const int16_t* delta_row = lora.weights + o * s.in;
+        int64_t delta = 0;
+        for (int k = 0; k < s.in; ++k) {
+          delta += static_cast<int32_t>(delta_row[k]) * (xr[k] - p.x_zero_point);
+        }
+        out += Rescale(delta, p.weights);
+      }
       if (lora.rank > 0) {
         int64_t delta = 0;
         for (int j = 0; j < lora.rank; ++j) {
@@ -138,6 +152,7 @@ struct IntBackwardParams {
   QMult grad_bias;   // dy, times 2^e(dy) -> grad_bias units
   QMult grad_a;      // dh * (x - zx), times 2^e(dy) -> grad_a units
   QMult grad_b;      // dy * h, times 2^e(dy) -> grad_b units
+  QMult grad_weights;  // dy * (x - zx), times 2^e(dy) -> weight delta units
   QMult dx_weights;  // W^T dy (units max(s_w) * 2^e) -> 2^(e + dx_base)
   QMult dx_lora;     // A^T dh (units s_A * s_B * 2^e) -> 2^(e + dx_base)
   int32_t dx_base = 0;
@@ -146,8 +161,10 @@ struct IntBackwardParams {
 // The largest |v| of an int16 gradient after rescaling: 2^15 - 1.
 constexpr int kGradientBits = 15;
 
-// Adds this sample's LoRA and bias gradients into the accumulators and, when `dx` is
-// not null, writes the input gradient (int16) and its exponent. `scratch`
+// Adds this sample's LoRA, bias and weight-delta gradients into the
+// accumulators and, when `dx` is not null, writes the input gradient (int16)
+// and its exponent (a weight delta's own term is not in dx: the kernel
+// refuses that combination). `scratch`
 // holds rows * in int64 values (the unscaled input gradient).
 //
 // Cost: every gradient element is rescaled once (one product and one
@@ -165,6 +182,7 @@ inline void FullyConnectedIntBackward(const IntLinearShape& s,
   const Rescaler to_grad_bias(p.grad_bias, dy_exponent);
   const Rescaler to_grad_a(p.grad_a, dy_exponent);
   const Rescaler to_grad_b(p.grad_b, dy_exponent);
+  const Rescaler to_grad_weights(p.grad_weights, dy_exponent);
   const Rescaler dx_from_weights(p.dx_weights, 0);
   const Rescaler dx_from_lora(p.dx_lora, 0);
   const int rank = lora.rank;
@@ -191,6 +209,24 @@ inline void FullyConnectedIntBackward(const IntLinearShape& s,
       for (int j = 0; j < rank; ++j) {
         grad_b_row[j] = SaturateInt32(grad_b_row[j] + to_grad_b(static_cast<int64_t>(g) * hr[j]));
         dh[j] += static_cast<int64_t>(b_row[j]) * g;
+      }
+      if (lora.grad_weights != nullptr) {
+        // |g (x - zx)| < 2^23: always one product, the row's g * multiplier
+        // taken once.
+        int32_t* grad_row = lora.grad_weights + o * s.in;
+        const int8_t* x_row = x + row * s.in;
+        if (to_grad_weights.direct()) {
+          const int64_t factor = static_cast<int64_t>(g) * to_grad_weights.multiplier();
+          for (int k = 0; k < s.in; ++k) {
+            const int64_t change = to_grad_weights.FromProduct(factor * (x_row[k] - p.x_zero_point));
+            grad_row[k] = SaturateInt32(grad_row[k] + change);
+          }
+        } else {
+          for (int k = 0; k < s.in; ++k) {
+            const int64_t change = to_grad_weights(static_cast<int64_t>(g) * (x_row[k] - p.x_zero_point));
+            grad_row[k] = SaturateInt32(grad_row[k] + change);
+          }
+        }
       }
       if (wide != nullptr) {
         // Per-channel weight scales folded into dy: g * s_w[o] / max(s_w).
