@@ -87,6 +87,11 @@ OPTIONS_VERSIONS: dict[str, int] = {
     LOSS_INT: 1,
     SGD_INT: 1,
 }
+# TFLMT_SGD_INT with momentum appends the momentum (Q16); version 1 stays valid.
+SGD_INT_MOMENTUM_VERSION = 2
+# TFLMT_FULLY_CONNECTED_INT(_GRAD) with a trainable weight delta (--method head)
+# appends its offset and QMult; version 1 stays valid.
+INT_WEIGHT_DELTA_VERSION = 2
 
 
 # ---- Enums ----------------------------------------------------------------------------

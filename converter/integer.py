@@ -1,7 +1,8 @@
 """`convert --arithmetic int8`: integer training for FPU-less microcontrollers.
 
-LoRA (--method lora) or a bias delta (--method bias) on int8 FULLY_CONNECTED
-layers, trained with integers only. Every scale
+LoRA (--method lora), a bias delta (--method bias) or the last layer's
+weights and bias (--method head: int16 deltas over the frozen int8 layer) on
+int8 FULLY_CONNECTED layers, trained with integers only. Every scale
 is fixed here, at conversion, and reaches the kernels as a fixed-point
 multiplier (QMult: real = multiplier * 2^(shift - 31)); the kernels
 (tflm_ops/kernels/lora_int.cc, loss_int.cc, sgd_int.cc; math in
@@ -21,7 +22,9 @@ tflm_ops/reference/lora_int.h) never see a float scale.
                 (quantization-aware scaling: the gradient of the integer
                 parameter times s_p^-2, so integer SGD moves the real value
                 as float SGD would)
-  update        quantized SGD with stochastic rounding (seeded integer hash)
+  update        quantized SGD with stochastic rounding (seeded integer hash),
+                optionally with momentum (an int32 velocity per parameter in
+                2^-16 steps, the momentum in Q16)
 
 The model's interface does not change: learning_rate and loss stay float32
 tensors, read and written as IEEE bits by integer code.
@@ -36,6 +39,7 @@ import math
 import numpy as np
 
 from tflm_train.converter import ops
+from tflm_train.converter.constants import INT_WEIGHT_DELTA_VERSION, SGD_INT_MOMENTUM_VERSION
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import dequantize, linear_target
 from tflm_train.converter.losses import loss_input
@@ -79,18 +83,30 @@ def exp_table(logit_scale: float) -> np.ndarray:
     return np.floor(65536.0 * np.exp(-d * float(logit_scale)) + 0.5).astype(np.int32)
 
 
-METHODS = ("lora", "bias")
+METHODS = ("lora", "bias", "head")
+# --method head: the weight delta's int16 range covers this many times the
+# layer's largest weight (a trained head may move far from its start).
+HEAD_WEIGHT_REACH = 4.0
 BIAS_STEPS_PER_OUTPUT_STEP = 256  # a bias delta's int16 step: 1/256 of the output's
 
 
 def _check_options(config) -> None:
     if config.method not in METHODS:
         raise ConversionError(
-            f"--arithmetic int8 supports --method lora or bias (on int8 FULLY_CONNECTED layers), not {config.method}"
+            f"--arithmetic int8 supports --method lora, bias or head (on int8 FULLY_CONNECTED layers), not {config.method}"
+        )
+    if config.method == "head" and (config.head_mode != "replace" or config.classes is not None):
+        raise ConversionError(
+            "--arithmetic int8 --method head trains the model's last layer in place: "
+            "--head-mode append and --classes are float-only"
         )
     opt = config.optimizer
-    if opt.kind != "sgd" or opt.accumulate != 1 or opt.clip_norm != 0:
-        raise ConversionError("--arithmetic int8 trains with integer SGD: use --optimizer sgd without --accumulate / --clip")
+    if opt.kind not in ("sgd", "momentum") or opt.accumulate != 1 or opt.clip_norm != 0:
+        raise ConversionError(
+            "--arithmetic int8 trains with integer SGD: use --optimizer sgd or momentum without --accumulate / --clip"
+        )
+    if opt.kind == "momentum" and not 0.0 <= opt.momentum < 1.0:
+        raise ConversionError("--arithmetic int8 takes a --momentum in [0, 1)")
     if config.loss not in (None, "ce"):
         raise ConversionError("--arithmetic int8 supports the cross-entropy loss (--loss ce) only")
     if config.r > 32:
@@ -190,9 +206,9 @@ class _Trainable:
     """What one target layer trains: LoRA (rank > 0) or a bias delta."""
 
     rank = 0
-    a = b = bias = None  # state entries
+    a = b = bias = weights = None  # state entries (weights: --method head's weight delta)
     hidden = -1
-    s_a = s_b = s_bias = 0.0
+    s_a = s_b = s_bias = s_weights = 0.0
 
     @property
     def a_offset(self) -> int:
@@ -207,12 +223,16 @@ class _Trainable:
         return self.bias.offset if self.bias else -1
 
     @property
+    def weights_offset(self) -> int:
+        return self.weights.offset if self.weights else -1
+
+    @property
     def first_offset(self) -> int:
         return self.a_offset if self.rank else self.bias_offset
 
     @property
     def size(self) -> int:
-        return sum(e.size for e in (self.a, self.b, self.bias) if e is not None)
+        return sum(e.size for e in (self.a, self.b, self.bias, self.weights) if e is not None)
 
 
 def _i32s(*values: int) -> bytes:
@@ -221,6 +241,28 @@ def _i32s(*values: int) -> bytes:
 
 def _qmult(real: float) -> tuple[int, int]:
     return quantize_multiplier(real)
+
+
+def _versioned(op: str, tr: _Trainable) -> bytes:
+    """The options' version byte: 2 when the layer trains a weight delta
+    (its fields are appended), else the op's version 1."""
+    return bytes([INT_WEIGHT_DELTA_VERSION if tr.weights else ops.OPTIONS_VERSIONS[op]])
+
+
+MOMENTUM_BITS = 16  # reference/lora_int.h kMomentumBits
+
+
+def momentum_q16(momentum: float) -> int:
+    """The integer optimizer's momentum: round(m * 2^16), below 2^16."""
+    return min(_round_away(momentum * 2**MOMENTUM_BITS), 2**MOMENTUM_BITS - 1)
+
+
+def _sgd_options(config) -> bytes:
+    """TFLMT_SGD_INT: rounding and seed; with momentum (version 2) its Q16 value."""
+    fields = _i32s(ROUNDINGS[config.rounding], config.seed)
+    if config.optimizer.kind == "momentum":
+        return bytes([SGD_INT_MOMENTUM_VERSION]) + fields + _i32s(momentum_q16(config.optimizer.momentum))
+    return bytes([ops.OPTIONS_VERSIONS[ops.SGD_INT]]) + fields
 
 
 def convert(model_bytes: bytes, config):
@@ -237,12 +279,15 @@ def convert(model_bytes: bytes, config):
     original_inputs = [int(t) for t in main.inputs]
     original_outputs = [int(t) for t in main.outputs]
     eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]
-    targets = match_targets(model, config.targets or "last:2", eligible, "FULLY_CONNECTED")
+    default_targets = "last:1" if config.method == "head" else "last:2"
+    targets = match_targets(model, config.targets or default_targets, eligible, "FULLY_CONNECTED")
     output = original_outputs[0]
     prediction, loss_note = loss_input(model, output, "ce")
     if model.dtype(prediction) != np.int8:
         raise ConversionError("--arithmetic int8 needs int8 logits before the loss")
     chain = _chain(model, prediction, targets)
+    if config.method == "head" and (len(targets) != 1 or chain != list(targets)):
+        raise ConversionError("--arithmetic int8 --method head trains one layer, the FULLY_CONNECTED before the loss")
     layers = {index: _Layer(model, index) for index in chain}
     logits_quant = model.quant(prediction)
     classes = int(model.shape(prediction)[-1])
@@ -251,7 +296,7 @@ def convert(model_bytes: bytes, config):
     rng = np.random.default_rng(config.seed)
     r, lora_scale = config.r, config.lora_scale
     layout = StateLayout(
-        optimizer="sgd",
+        optimizer=config.optimizer.kind,  # momentum: an int32 velocity per parameter
         semantics={"method": config.method, "lora_scale": lora_scale, "head_mode": config.head_mode,
                    "arithmetic": "int8"},
         integer=True,
@@ -277,13 +322,20 @@ def convert(model_bytes: bytes, config):
         else:
             tr.s_bias = layer.sy / BIAS_STEPS_PER_OUTPUT_STEP
             tr.bias = layout.add_int16(f"{t.short}/bias_delta", "bias_delta", t.short, np.zeros(t.units), tr.s_bias)
+        if config.method == "head":
+            # The layer's weights train as W + delta: int16, one scale for the tensor.
+            tr.s_weights = HEAD_WEIGHT_REACH * float(np.abs(layer.w_real).max() or 1.0) / 32767.0
+            tr.weights = layout.add_int16(f"{t.short}/weight_delta", "weight_delta", t.short,
+                                          np.zeros((t.units, t.in_features)), tr.s_weights)
         requant = model.add_tensor(f"{t.name}/requant", [t.units, 2], np.int32, data=layer.requant.reshape(t.units, 2))
         delta = _qmult(lora_scale * tr.s_b * tr.s_a * layer.sx / layer.sy) if use_lora else (0, 0)
         bias_out = _qmult(tr.s_bias / layer.sy) if tr.bias else (0, 0)
-        options = bytes([ops.OPTIONS_VERSIONS[ops.FULLY_CONNECTED_INT]]) + _i32s(
+        options = _versioned(ops.FULLY_CONNECTED_INT, tr) + _i32s(
             layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
             layer.zx, layer.zy, layer.act_min, layer.act_max, *delta, *bias_out,
         )
+        if tr.weights:
+            options += _i32s(tr.weights_offset, *_qmult(tr.s_weights * layer.sx / layer.sy))
         new_op = model.make_op(ops.FULLY_CONNECTED_INT, [t.x, t.weights, t.bias, state, requant], outputs,
                                custom_options=options)
         operators[operators.index(t.op)] = new_op
@@ -292,10 +344,12 @@ def convert(model_bytes: bytes, config):
                         "activation": int(t.activation), "first_offset": tr.first_offset})  # for merge
     forward = list(model.operators)
     chosen = ", ".join(layers[i].target.short for i in sorted(targets))
-    what = f"LoRA rank {r}, scale {lora_scale:g}" if use_lora else "bias-only (an int16 delta on the frozen bias)"
+    what = {"lora": f"LoRA rank {r}, scale {lora_scale:g}", "bias": "bias-only (an int16 delta on the frozen bias)",
+            "head": "head: the layer's weights and bias (int16 deltas on the frozen int8 layer)"}[config.method]
+    momentum = f" and momentum {config.optimizer.momentum:g}" if config.optimizer.kind == "momentum" else ""
     notes.append(
         f"{what} on {chosen}, integer arithmetic (int16 parameters, int32 accumulators, "
-        f"integer SGD with {config.rounding} rounding)"
+        f"integer SGD{momentum} with {config.rounding} rounding)"
     )
     notes.append(loss_note)
 
@@ -325,6 +379,8 @@ def convert(model_bytes: bytes, config):
         if tr.bias:
             grad_bias = _qmult(1.0 / (tr.s_bias * unit))
             state_in = state
+        if tr.weights:
+            x_in, state_in = t.x, state
         dx_weights = _qmult(layer.sw_max / 2.0**layer.dx_base)
         pass_min, pass_max = layer.pass_range()
         outputs = []
@@ -332,18 +388,19 @@ def convert(model_bytes: bytes, config):
             dx = model.add_tensor(model.tensor_name(t.x) + "/grad_int", list(model.shape(t.x)), np.int16)
             dx_exp = model.add_tensor(model.tensor_name(t.x) + "/grad_exponent", [1], np.int32)
             outputs = [dx, dx_exp]
-        options = bytes([ops.OPTIONS_VERSIONS[ops.FULLY_CONNECTED_INT_GRAD]]) + _i32s(
+        options = _versioned(ops.FULLY_CONNECTED_INT_GRAD, tr) + _i32s(
             layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
             layer.zx, pass_min, pass_max, *grad_bias, *grad_a, *grad_b, *dx_weights, *dx_lora, layer.dx_base,
         )
+        if tr.weights:  # dL/dW = dy (x - zx): real units s_x, into s_weights * 2^-8
+            options += _i32s(tr.weights_offset, *_qmult(layer.sx / (tr.s_weights * unit)))
         y_in = t.y if t.activation != ops.Activation.NONE else -1
         model.append_op(ops.FULLY_CONNECTED_INT_GRAD,
                         [dy, dy_exp, y_in, x_in, t.weights, state_in, mode, hidden_in, ratios], outputs,
                         custom_options=options)
         if outputs:
             dy, dy_exp = outputs
-    model.append_op(ops.SGD_INT, [state, mode, learning_rate], [],
-                    custom_options=bytes([ops.OPTIONS_VERSIONS[ops.SGD_INT]]) + _i32s(ROUNDINGS[config.rounding], config.seed))
+    model.append_op(ops.SGD_INT, [state, mode, learning_rate], [], custom_options=_sgd_options(config))
 
     base_hash = model_hash(model_bytes)
     initial = layout.initial_blob(base_hash)

@@ -233,11 +233,17 @@ def _integer_layer(model: Model, op, metadata: dict, params: np.ndarray) -> ops.
             frozen = model.constant(bias).astype(np.float64) * (
                 float(model.quant(x).scale[0]) * model.quant(weights).scale.astype(np.float64))
         params[bias_offset : bias_offset + units] += frozen
+    weight_offset = -1
+    if bytes(op.customOptions)[0] == 2:  # --method head: a weight delta, its full weights written in its place
+        weight_offset = int(np.frombuffer(bytes(op.customOptions)[61:65], "<i4")[0])
+        weights = model.inputs_of(op)[1]
+        frozen = dequantize(model.constant(weights), model.quant(weights), 0).astype(np.float64)
+        params[weight_offset : weight_offset + units * fan_in] += frozen.reshape(-1)
     config = metadata["config"]
     return ops.LinearLayer.fully_connected(
         fan_in, units, activation, lora_rank=rank, lora_a_offset=a_offset if rank else -1,
         lora_b_offset=b_offset if rank else -1, lora_scale=config["lora_alpha"] / config["r"],
-        bias_offset=bias_offset,
+        bias_offset=bias_offset, weight_offset=weight_offset,
     )
 
 

@@ -12,7 +12,8 @@ describes the format for users. Little-endian throughout:
   52 u32 rejected episodes | 56 u32 rollbacks | 60..64 reserved (zero)
   64: P float32 parameters | P gradients | P per optimizer slot
   (INTEGER, --arithmetic int8: P int16 parameters padded to 4 bytes | P int32
-  gradient accumulators; each tensor's entry names its dtype and scale)
+  gradient accumulators [| P int32 velocities, with momentum]; each tensor's
+  entry names its dtype and scale)
 
 LIVE marks a state inside an interpreter that the TFLMT_STATE op has verified;
 while it is set the CRC is not maintained (the step pays no checksum). A
@@ -220,7 +221,7 @@ class StateLayout:
     @property
     def payload_bytes(self) -> int:
         if self.integer:
-            return integer_payload_bytes(self.param_count)
+            return integer_payload_bytes(self.param_count, self.slots)
         return 4 * self.param_count * (2 + self.slots)
 
     @property
@@ -303,9 +304,10 @@ def parameters(blob: bytes, header: Header) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4", count=header.param_count, offset=HEADER_BYTES).copy()
 
 
-def integer_payload_bytes(params: int) -> int:
-    """int16 parameters padded to 4 bytes, then int32 accumulators."""
-    return (2 * params + 3) // 4 * 4 + 4 * params
+def integer_payload_bytes(params: int, slots: int = 0) -> int:
+    """int16 parameters padded to 4 bytes, then int32 accumulators, then
+    `slots` int32 values per parameter (1: the velocity of SGD with momentum)."""
+    return (2 * params + 3) // 4 * 4 + 4 * params * (1 + slots)
 
 
 def integer_parameters(blob: bytes, header: Header) -> np.ndarray:
@@ -316,6 +318,13 @@ def integer_parameters(blob: bytes, header: Header) -> np.ndarray:
 def integer_gradients(blob: bytes, header: Header) -> np.ndarray:
     """The P int32 gradient accumulators of an integer state."""
     offset = HEADER_BYTES + (2 * header.param_count + 3) // 4 * 4
+    return np.frombuffer(blob, dtype="<i4", count=header.param_count, offset=offset).copy()
+
+
+def integer_velocities(blob: bytes, header: Header) -> np.ndarray:
+    """The P int32 velocities (2^-16 parameter steps) of an integer state
+    trained with --optimizer momentum."""
+    offset = HEADER_BYTES + (2 * header.param_count + 3) // 4 * 4 + 4 * header.param_count
     return np.frombuffer(blob, dtype="<i4", count=header.param_count, offset=offset).copy()
 
 

@@ -126,7 +126,7 @@ def _truncdiv(a: int, b: int) -> int:
 
 # ---- the layer math (reference/lora_int.h) ----------------------------------------------
 def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max, rank=0, a=None, b=None, delta=(0, 0),
-               bias_delta=None, bias_out=(0, 0)):
+               bias_delta=None, bias_out=(0, 0), weight_delta=None, weights_out=(0, 0)):
     """y (int8) and the LoRA hidden rows (int32)."""
     y = np.zeros((rows, out), np.int8)
     hidden = np.zeros((rows, rank), np.int32)
@@ -139,6 +139,8 @@ def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max,
             v = stock_requantize(acc, int(requant[o, 0]), int(requant[o, 1])) + zy
             if bias_delta is not None:
                 v += rescale(int(bias_delta[o]), *bias_out)
+            if weight_delta is not None:
+                v += rescale(sum(int(weight_delta[o, k]) * xr[k] for k in range(fan_in)), *weights_out)
             if rank:
                 v += rescale(sum(int(b[o, j]) * h[j] for j in range(rank)), *delta)
             y[row, o] = min(max(v, act_min), act_max)
@@ -147,7 +149,7 @@ def fc_forward(rows, fan_in, out, x, w, bias, requant, zx, zy, act_min, act_max,
 
 def fc_backward(rows, fan_in, out, dy, dy_exp, y, x, w, ratios, zx, pass_min, pass_max, qa, qb, qdw, qdl, dx_base,
                 rank=0, a=None, b=None, hidden=None, grad_a=None, grad_b=None, want_dx=True, qbias=(0, 0),
-                grad_bias=None):
+                grad_bias=None, qweights=(0, 0), grad_weights=None):
     """Adds into grad_a / grad_b / grad_bias (int lists, in place); returns (dx, exponent) or None."""
     wide = [[0] * fan_in for _ in range(rows)]
     for row in range(rows):
@@ -160,6 +162,10 @@ def fc_backward(rows, fan_in, out, dy, dy_exp, y, x, w, ratios, zx, pass_min, pa
                 continue
             if grad_bias is not None:
                 grad_bias[o] = sat(grad_bias[o] + rescale(g, *qbias, dy_exp), 32)
+            if grad_weights is not None:
+                for k in range(fan_in):
+                    i = o * fan_in + k
+                    grad_weights[i] = sat(grad_weights[i] + rescale(g * (int(x[row, k]) - zx), *qweights, dy_exp), 32)
             for j in range(rank):
                 i = o * rank + j
                 grad_b[i] = sat(grad_b[i] + rescale(g * int(hidden[row, j]), *qb, dy_exp), 32)
@@ -210,10 +216,21 @@ def sgd(params, grads, lr_q24, stochastic, seed, step):
     for i in range(len(params)):
         t = grads[i] * lr_q24
         grads[i] = 0
-        if t == 0:
-            continue
         change = (t + hash_random(seed, step, i)) >> 32 if stochastic else round_shift(t, 32)
         params[i] = sat(params[i] - change, 16)
+
+
+def sgd_momentum(params, grads, velocities, lr_q24, momentum_q16, stochastic, seed, step):
+    """Keras' momentum (v = m v - lr g; p += v): the velocity in 2^-16 steps,
+    rounded to nearest from 2^-32 steps; the parameter moves by it rounded
+    to a whole step (stochastic: 16 random bits, floor)."""
+    for i in range(len(params)):
+        wide = momentum_q16 * velocities[i] - grads[i] * lr_q24  # 2^-32 steps
+        v = sat(round_shift(wide, 16), 32)
+        velocities[i] = v
+        grads[i] = 0
+        change = (v + (hash_random(seed, step, i) >> 16)) >> 16 if stochastic else round_shift(v, 16)
+        params[i] = sat(params[i] + change, 16)
 
 
 # ---- a converted model, op by op ----------------------------------------------------------
@@ -242,6 +259,8 @@ class IntegerGraph:
         params = list(np.frombuffer(state, "<i2", count=p, offset=HEADER_BYTES).astype(int))
         grad_offset = HEADER_BYTES + (2 * p + 3) // 4 * 4
         grads = list(np.frombuffer(state, "<i4", count=p, offset=grad_offset).astype(int))
+        velocity_offset = grad_offset + 4 * p  # only with momentum (the state is longer)
+        velocities = None
         values = {int(model.main.inputs[0]): np.asarray(x_q)}
         self.values = values  # every tensor of the last step, by index
         loss_bits = None
@@ -260,14 +279,18 @@ class IntegerGraph:
                 values[outs[0]], _ = fc_forward(x.shape[0], w.shape[1], w.shape[0], x, w, self._const(ins[2]),
                                                 requant, int(qx.zero_point[0]), zy, act_min, 127)
             elif kind == ops.FULLY_CONNECTED_INT:
-                rows, fan_in, out, rank, a_off, b_off, bias_off, zx, zy, lo, hi, dm, ds, bm, bs = _options(op, 15)
+                head = bytes(op.customOptions)[0] == 2  # a weight delta (--method head)
+                o = _options(op, 18 if head else 15)
+                rows, fan_in, out, rank, a_off, b_off, bias_off, zx, zy, lo, hi, dm, ds, bm, bs = o[:15]
+                w_off, wq = (o[15], o[16:18]) if head else (-1, (0, 0))
+                weight_delta = np.array(params[w_off : w_off + out * fan_in]).reshape(out, fan_in) if head else None
                 a = np.array(params[a_off : a_off + rank * fan_in]).reshape(rank, fan_in)
                 b = np.array(params[b_off : b_off + out * rank]).reshape(out, rank)
                 bias_delta = params[bias_off : bias_off + out] if bias_off >= 0 else None
                 x = values[ins[0]].reshape(rows, fan_in)
                 y, h = fc_forward(rows, fan_in, out, x, self._const(ins[1]), self._const(ins[2]),
                                   self._const(ins[4]).reshape(out, 2), zx, zy, lo, hi, rank, a, b, (dm, ds),
-                                  bias_delta, (bm, bs))
+                                  bias_delta, (bm, bs), weight_delta, wq)
                 values[outs[0]] = y
                 if rank:
                     values[outs[1]] = h
@@ -279,10 +302,13 @@ class IntegerGraph:
                 values[outs[1]], values[outs[2]] = grad, -15
                 loss_bits = float_bits_from_q16(loss_q16)
             elif kind == ops.FULLY_CONNECTED_INT_GRAD:
-                o = _options(op, 21)
+                head = bytes(op.customOptions)[0] == 2
+                o = _options(op, 24 if head else 21)
+                w_off, qw = (o[21], o[22:24]) if head else (-1, (0, 0))
                 rows, fan_in, out, rank, a_off, b_off, bias_off, zx, pmin, pmax = o[:10]
                 qbias, qa, qb, qdw, qdl, base = o[10:12], o[12:14], o[14:16], o[16:18], o[18:20], o[20]
                 gbias = grads[bias_off : bias_off + out] if bias_off >= 0 else None
+                gw = grads[w_off : w_off + out * fan_in] if head else None
                 a = np.array(params[a_off : a_off + rank * fan_in]).reshape(rank, fan_in)
                 b = np.array(params[b_off : b_off + out * rank]).reshape(out, rank)
                 ga, gb = grads[a_off : a_off + rank * fan_in], grads[b_off : b_off + out * rank]
@@ -291,23 +317,34 @@ class IntegerGraph:
                 hidden = values[ins[7]] if ins[7] >= 0 else None
                 result = fc_backward(rows, fan_in, out, values[ins[0]].reshape(rows, out), values[ins[1]], y, x,
                                      self._const(ins[4]), self._const(ins[8]), zx, pmin, pmax, qa, qb, qdw, qdl, base,
-                                     rank, a, b, hidden, ga, gb, want_dx=bool(outs), qbias=qbias, grad_bias=gbias)
+                                     rank, a, b, hidden, ga, gb, want_dx=bool(outs), qbias=qbias, grad_bias=gbias,
+                                     qweights=qw, grad_weights=gw)
                 if rank:
                     grads[a_off : a_off + len(ga)] = ga
                     grads[b_off : b_off + len(gb)] = gb
                 if gbias is not None:
                     grads[bias_off : bias_off + out] = gbias
+                if gw is not None:
+                    grads[w_off : w_off + out * fan_in] = gw
                 if outs:
                     values[outs[0]], values[outs[1]] = result
             elif kind == ops.SGD_INT and update:
-                rounding, seed = _options(op, 2)
                 step = header.step + 1
-                sgd(params, grads, q24_from_float(lr), rounding == 1, seed & MASK32, step)
+                if bytes(op.customOptions)[0] == 2:  # with momentum (options version 2)
+                    rounding, seed, momentum = _options(op, 3)
+                    velocities = list(np.frombuffer(state, "<i4", count=p, offset=velocity_offset).astype(int))
+                    sgd_momentum(params, grads, velocities, q24_from_float(lr), momentum, rounding == 1,
+                                 seed & MASK32, step)
+                else:
+                    rounding, seed = _options(op, 2)
+                    sgd(params, grads, q24_from_float(lr), rounding == 1, seed & MASK32, step)
                 header.step = step
         out = bytearray(state)
         struct.pack_into("<I", out, 28, header.step)
         out[HEADER_BYTES : HEADER_BYTES + 2 * p] = np.asarray(params, "<i2").tobytes()
         out[grad_offset : grad_offset + 4 * p] = np.asarray(grads, "<i4").tobytes()
+        if velocities is not None:
+            out[velocity_offset : velocity_offset + 4 * p] = np.asarray(velocities, "<i4").tobytes()
         return bytes(out), loss_bits
 
 

@@ -30,6 +30,7 @@ from tflm_train.converter.state_format import (
     StateError,
     dequantized_parameters,
     integer_gradients,
+    seal,
     integer_parameters,
 )
 from tflm_train.data import load_npz
@@ -93,7 +94,7 @@ def test_integer_model_first_predicts_exactly_the_original(digits_int8):
 @pytest.mark.parametrize(
     "config, message",
     [
-        (dict(method="adapter"), "supports --method lora or bias"),
+        (dict(method="adapter"), "supports --method lora, bias or head"),
         (dict(optimizer=OptimizerConfig(kind="adam")), "integer SGD"),
         (dict(optimizer=OptimizerConfig(accumulate=4)), "integer SGD"),
         (dict(loss="mse"), "cross-entropy"),
@@ -116,11 +117,11 @@ def test_cli_refuses_another_method_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     result = subprocess.run(
         [sys.executable, "-m", "tflm_train.cli", "convert", str(DIGITS / "model_int8.tflite"), "-o", str(out),
-         "--arithmetic", "int8", "--method", "head"], capture_output=True, text=True, timeout=300,
+         "--arithmetic", "int8", "--method", "adapter"], capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "supports --method lora or bias" in lines[0] and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "supports --method lora, bias or head" in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
 
 
@@ -157,6 +158,36 @@ def test_integer_steps_are_bit_exact_with_the_reference(method, rounding):
         assert not integer_gradients(state, header).any()  # the update cleared the accumulators
         changed = np.count_nonzero(integer_parameters(state, header))
     assert changed > 0.75 * Header.unpack(state).param_count  # A and B (or the biases) moved
+
+
+def test_large_parameters_take_the_kernels_wide_paths_bit_exactly():
+    """The backward kernel rescales a product in one multiply when it fits 31
+    bits and reduces it first when not (reference/fixed_point.h Rescaler;
+    the LoRA-A rows hoist dh * multiplier when |dh| < 2^23). Parameters near
+    the int16 limits make the products wide (|dh| ~ 2^30, |h| ~ 2^24), so
+    both paths run; each must equal the element-by-element definition."""
+    base = (DIGITS / "model_int8.tflite").read_bytes()
+    converted = convert(base, ConvertConfig(targets="last:3", arithmetic="int8", seed=5)).model
+    model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
+    x, y = _data(model, DIGITS, "user_train")
+    state = bytearray(model.save_state())
+    header = Header.unpack(bytes(state))
+    rng = np.random.default_rng(0)
+    p = header.param_count
+    large = rng.integers(-32767, 32768, p)
+    small = rng.integers(-3, 4, p)  # rows with a small dh keep the one-multiply path
+    values = np.where(rng.random(p) < 0.5, large, small).astype("<i2")
+    state[HEADER_BYTES : HEADER_BYTES + 2 * p] = values.tobytes()
+
+    model.load_state(bytes(seal(state)))
+    state = model.save_state()
+    for step in range(6):
+        x_q = quantize(x[step][None], model.input_details)
+        expected, loss_bits = graph.step(state, x_q, int(y[step]), 0.001)
+        loss = model.train_step(x[step], int(y[step]), 0.001)
+        state = model.save_state()
+        assert struct.pack("<f", loss) == struct.pack("<I", loss_bits), f"loss differs at step {step}"
+        assert np.array_equal(integer_parameters(state, Header.unpack(state)), integer_parameters(expected, header))
 
 
 # ---- against TensorFlow -----------------------------------------------------------------------
@@ -209,6 +240,8 @@ def _tensorflow_gradients(base: bytes, meta: dict, params: np.ndarray, values: d
                 z += scale * tf.matmul(tf.matmul(x, own["lora_A"], transpose_b=True), own["lora_B"], transpose_b=True)
             if "bias_delta" in own:
                 z += own["bias_delta"]
+            if "weight_delta" in own:  # --method head: W + delta
+                z += tf.matmul(x, own["weight_delta"], transpose_b=True)
             y_int = real(t.y).reshape(z.shape)
             mask = (values[t.y].reshape(z.shape) > int(model.quant(t.y).zero_point[0])) if t.activation else 1.0
             gated = z * tf.cast(mask, tf.float32)
@@ -222,10 +255,11 @@ def _tensorflow_gradients(base: bytes, meta: dict, params: np.ndarray, values: d
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("method", ["lora", "bias"])
+@pytest.mark.parametrize("method", ["lora", "bias", "head"])
 def test_integer_gradients_match_tensorflow(method):
     base = (DIGITS / "model_int8.tflite").read_bytes()
-    result = convert(base, ConvertConfig(method=method, targets="last:3", arithmetic="int8"))
+    targets = None if method == "head" else "last:3"  # head: the last layer's weights and bias
+    result = convert(base, ConvertConfig(method=method, targets=targets, arithmetic="int8"))
     converted, meta = result.model, result.metadata
     model, graph = TrainableModel(converted), ref.IntegerGraph(converted)
     x, y = _data(model, DIGITS, "user_train")

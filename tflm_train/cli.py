@@ -180,7 +180,7 @@ def _shape(shape: list[int]) -> str:
 )
 @click.option(  # integer training (converter/integer.py)
     "--arithmetic", type=click.Choice(["float", "int8"]), default="float", show_default=True,
-    help="int8: integer training for FPU-less chips (LoRA on int8 FULLY_CONNECTED layers, integer SGD).",
+    help="int8: integer training for FPU-less chips (lora, bias or head on int8 FULLY_CONNECTED layers; integer SGD, optionally with momentum).",
 )
 @click.option("--rounding", type=click.Choice(["stochastic", "nearest"]), default="stochastic", show_default=True,
               help="--arithmetic int8: rounding of the integer SGD update.")

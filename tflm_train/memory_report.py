@@ -33,6 +33,9 @@ class Report:
     optimizer_state_bytes: int
     breakdown: dict[str, int] = field(default_factory=dict)
     live_peak_bytes: int = 0
+    # What the trainable parameters take in the state: 4 B each in float,
+    # 2 B (int16) or 1 B (int8) under --arithmetic int8.
+    trainable_param_bytes: int | None = None
 
     def to_json(self) -> dict:
         return {
@@ -40,7 +43,8 @@ class Report:
             "arena_bytes_training": self.arena_bytes_training,
             "flash_bytes": self.flash_bytes,
             "trainable_params": self.trainable_params,
-            "trainable_param_bytes": 4 * self.trainable_params,
+            "trainable_param_bytes": (4 * self.trainable_params if self.trainable_param_bytes is None
+                                      else self.trainable_param_bytes),
             "base_params": self.base_params,
             "optimizer_state_bytes": self.optimizer_state_bytes,
             "base_to_trainable": self.base_params / max(self.trainable_params, 1),
@@ -59,6 +63,15 @@ def _kept_for_backward(model: Model, peak_indices: list[int], backward_start: in
     return sum(tensor_bytes(model, t) for t in peak_indices if t in forward_outputs and t in backward_inputs)
 
 
+_BYTES_PER_VALUE = {"float32": 4, "int16": 2, "int8": 1}
+
+
+def parameter_bytes(state_tensors: list[dict]) -> int:
+    """Bytes of the trainable parameters, from the state layout's entries
+    (an integer state's entries name their dtype; float entries do not)."""
+    return sum(int(np.prod(t["shape"])) * _BYTES_PER_VALUE[t.get("dtype", "float32")] for t in state_tensors)
+
+
 def report(model_bytes: bytes) -> Report:
     model = Model.from_bytes(model_bytes)
     info = training_info(model)
@@ -70,15 +83,21 @@ def report(model_bytes: bytes) -> Report:
     slots = info.raw["state"]["optimizer_slots"]
     liveness = live_bytes(model_bytes)
     backward_start = info.raw["forward_ops"][1]  # the loss op, then backward ops
+    # Activation gradients alive at the peak: float32 "/grad" tensors, or the
+    # int16 "/grad_int" ones of integer training.
     gradients_in_flight = sum(
         tensor_bytes(model, t) for t in liveness.peak_indices
-        if model.tensor_name(t).endswith("/grad") and model.dtype(t) == np.float32
+        if (model.tensor_name(t).endswith("/grad") and model.dtype(t) == np.float32)
+        or (model.tensor_name(t).endswith("/grad_int") and model.dtype(t) == np.int16)
     )
+    # Per parameter: a float32 or int32 gradient (accumulator) and 4-byte
+    # optimizer slots either way; the parameter itself as its dtype.
+    param_bytes = parameter_bytes(info.raw["state"]["tensors"])
     breakdown = {
         "activations kept for backward": _kept_for_backward(model, liveness.peak_indices, backward_start),
         "gradients": 4 * params + gradients_in_flight,
         "optimizer state": 4 * params * slots,
-        "adapter parameters": 4 * params,
+        "adapter parameters": param_bytes,
     }
     breakdown["everything else"] = max(training - sum(breakdown.values()), 0)
     return Report(
@@ -90,6 +109,7 @@ def report(model_bytes: bytes) -> Report:
         optimizer_state_bytes=4 * params * slots,
         breakdown=breakdown,
         live_peak_bytes=liveness.peak_bytes,
+        trainable_param_bytes=param_bytes,
     )
 
 

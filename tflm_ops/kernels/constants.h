@@ -71,6 +71,12 @@ constexpr uint8_t kFullyConnectedIntOptionsVersion = 1;
 constexpr uint8_t kFullyConnectedIntGradOptionsVersion = 1;
 constexpr uint8_t kLossIntOptionsVersion = 1;
 constexpr uint8_t kSgdIntOptionsVersion = 1;
+// TFLMT_SGD_INT with momentum: version 1's fields, then the momentum in Q16
+// (the state then holds an int32 velocity per parameter).
+constexpr uint8_t kSgdIntMomentumVersion = 2;
+// TFLMT_FULLY_CONNECTED_INT(_GRAD) with a trainable weight delta (--method
+// head): version 1's fields, then the delta's offset and its QMult.
+constexpr uint8_t kIntWeightDeltaVersion = 2;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

@@ -16,6 +16,9 @@
 //                  7 LoRA hidden (or -1), 8 weight-scale ratios (int32
 //                  constant [out], Q14)
 // Grad outputs:    0 dx (int16, optional), 1 dx exponent (int32 [1], with dx)
+// Options version 2 (--method head) appends a trainable weight delta: its
+// offset in the state and, forward, its QMult to output units; backward, the
+// QMult of its gradient (x is then an input of the gradient op too).
 #include "kernels/integer_state.h"
 #include "kernels/kernel_util.h"
 #include "kernels/kernels.h"
@@ -40,6 +43,7 @@ struct LayerOptions {
   int a_offset = 0;  // int16 values from the start of the parameters
   int b_offset = 0;
   int bias_offset = -1;  // -1: no trainable bias
+  int weights_offset = -1;  // -1: no trainable weight delta (options version 1)
 
   bool Read(OptionsReader& r) {
     shape.rows = r.I32();
@@ -53,10 +57,14 @@ struct LayerOptions {
            rank <= reference::kMaxIntLoraRank &&
            (rank == 0 || (a_offset >= 0 && b_offset >= 0)) && bias_offset >= -1;
   }
-  bool Trains() const { return rank > 0 || bias_offset >= 0; }
+  bool Trains() const { return rank > 0 || bias_offset >= 0 || weights_offset >= 0; }
   // One past the last parameter the layer trains.
   int64_t ParamsEnd() const {
     int64_t end = bias_offset >= 0 ? bias_offset + int64_t{shape.out} : 0;
+    if (weights_offset >= 0) {
+      const int64_t w_end = weights_offset + int64_t{shape.out} * shape.in;
+      end = w_end > end ? w_end : end;
+    }
     if (rank == 0) return end;
     const int64_t a_end = a_offset + int64_t{rank} * shape.in;
     const int64_t b_end = b_offset + int64_t{rank} * shape.out;
@@ -74,6 +82,10 @@ reference::IntLora LoraIn(const LayerOptions& o, uint8_t* s) {
   if (o.bias_offset >= 0) {
     lora.bias = params + o.bias_offset;
     lora.grad_bias = grads + o.bias_offset;
+  }
+  if (o.weights_offset >= 0) {
+    lora.weights = params + o.weights_offset;
+    lora.grad_weights = grads + o.weights_offset;
   }
   if (o.rank == 0) return lora;
   lora.rank = o.rank;
@@ -113,17 +125,28 @@ struct ForwardData {
   reference::IntForwardParams params;  // channel_requant set in Prepare
 };
 
+// Version 2 appends the weight delta's fields to version 1's.
+bool WithWeightDelta(const char* options, size_t length) {
+  return options != nullptr && length > 0 && static_cast<uint8_t>(options[0]) == kIntWeightDeltaVersion;
+}
+
 void* ForwardInit(port::Context* context, const char* options, size_t length) {
+  const bool delta = WithWeightDelta(options, length);
   return InitOpData<ForwardData>(
       context, options, length, kFullyConnectedIntOpName,
-      kFullyConnectedIntOptionsVersion, [](OptionsReader& r, ForwardData* d) {
+      delta ? kIntWeightDeltaVersion : kFullyConnectedIntOptionsVersion,
+      [delta](OptionsReader& r, ForwardData* d) {
         if (!d->layer.Read(r)) return false;
         d->params.x_zero_point = r.I32();
         d->params.y_zero_point = r.I32();
         d->params.act_min = r.I32();
         d->params.act_max = r.I32();
-        return ReadQMult(r, &d->params.delta) && ReadQMult(r, &d->params.bias) &&
-               d->params.act_min >= -128 &&
+        bool ok = ReadQMult(r, &d->params.delta) && ReadQMult(r, &d->params.bias);
+        if (delta) {
+          d->layer.weights_offset = r.I32();
+          ok = ok && d->layer.weights_offset >= 0 && ReadQMult(r, &d->params.weights);
+        }
+        return ok && d->params.act_min >= -128 &&
                d->params.act_max <= 127 && d->params.act_min <= d->params.act_max;
       });
 }
@@ -200,18 +223,24 @@ struct GradData {
 };
 
 void* GradInit(port::Context* context, const char* options, size_t length) {
+  const bool delta = WithWeightDelta(options, length);
   return InitOpData<GradData>(
       context, options, length, kFullyConnectedIntGradOpName,
-      kFullyConnectedIntGradOptionsVersion, [](OptionsReader& r, GradData* d) {
+      delta ? kIntWeightDeltaVersion : kFullyConnectedIntGradOptionsVersion,
+      [delta](OptionsReader& r, GradData* d) {
         if (!d->layer.Read(r)) return false;
         reference::IntBackwardParams& p = d->params;
         p.x_zero_point = r.I32();
         p.pass_min = r.I32();
         p.pass_max = r.I32();
-        const bool ok = ReadQMult(r, &p.grad_bias) && ReadQMult(r, &p.grad_a) &&
-                        ReadQMult(r, &p.grad_b) &&
-                        ReadQMult(r, &p.dx_weights) && ReadQMult(r, &p.dx_lora);
+        bool ok = ReadQMult(r, &p.grad_bias) && ReadQMult(r, &p.grad_a) &&
+                  ReadQMult(r, &p.grad_b) &&
+                  ReadQMult(r, &p.dx_weights) && ReadQMult(r, &p.dx_lora);
         p.dx_base = r.I32();
+        if (delta) {
+          d->layer.weights_offset = r.I32();
+          ok = ok && d->layer.weights_offset >= 0 && ReadQMult(r, &p.grad_weights);
+        }
         return ok && p.dx_base > -128 && p.dx_base < 128;
       });
 }
@@ -240,9 +269,11 @@ port::Status GradPrepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_MSG(info.constant_data != nullptr, "%s: weight-scale ratios must be constant", op);
   data->params.channel_weight_ratio = static_cast<const int32_t*>(info.constant_data);
   if (o.Trains()) TFLMT_ENSURE_OK(CheckState(context, node, kGradState, o, op));
-  if (o.rank > 0) {
+  if (o.rank > 0 || o.weights_offset >= 0) {
     TFLMT_ENSURE_OK(RequireInput(context, node, kGradX, op, "x", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "x", port::DataType::kInt8, rows * o.shape.in));
+  }
+  if (o.rank > 0) {
     TFLMT_ENSURE_OK(RequireInput(context, node, kGradHidden, op, "hidden", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "hidden", port::DataType::kInt32, rows * o.rank));
   }
@@ -250,6 +281,8 @@ port::Status GradPrepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_MSG(data->computes_dx || port::NumOutputs(node) == 0,
                    "%s: outputs are dx and its exponent, or none", op);
   TFLMT_ENSURE_MSG(data->computes_dx || o.Trains(), "%s: computes nothing", op);
+  TFLMT_ENSURE_MSG(!(data->computes_dx && o.weights_offset >= 0),
+                   "%s: a trained weight delta is the last trained layer (no dx)", op);
   if (data->computes_dx) {
     TFLMT_ENSURE_OK(RequireOutput(context, node, kDx, op, "dx", &info));
     TFLMT_ENSURE_OK(CheckTensor(info, op, "dx", port::DataType::kInt16, rows * o.shape.in));

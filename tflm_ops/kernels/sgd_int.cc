@@ -3,13 +3,16 @@
 // its int32 gradient accumulators (kernels/integer_state.h), with stochastic
 // rounding (a stateless integer hash of seed, step and parameter index:
 // deterministic, and the same on every target) or round-to-nearest. The
-// learning rate is the model's float32 input, read as bits into Q24.
+// learning rate is the model's float32 input, read as bits into Q24. With
+// momentum (options version 2) the state also holds an int32 velocity per
+// parameter (2^-16 steps) and the update is Keras' v = m v - lr g; p += v.
 // Integers only (reference/lora_int.h).
 //
 // Mode train: one update per sample, accumulators cleared, step counted.
 // Mode skip: the sample is counted as skipped. Other modes: nothing.
 // Inputs:  0 state, 1 mode, 2 learning rate (float32 [1])
 // Outputs: none
+// Options: rounding (0 nearest, 1 stochastic), seed; version 2: momentum Q16
 #include <cstring>
 
 #include "kernels/integer_state.h"
@@ -27,17 +30,28 @@ constexpr int kLearningRate = 2;
 struct OpData {
   bool stochastic = true;
   uint32_t seed = 0;
+  bool momentum = false;  // a velocity slot in the state
+  int32_t momentum_q16 = 0;
   size_t state_bytes = 0;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
-  return InitOpData<OpData>(context, options, length, kSgdIntOpName,
-                            kSgdIntOptionsVersion, [](OptionsReader& r, OpData* d) {
-                              const int32_t rounding = r.I32();
-                              d->seed = static_cast<uint32_t>(r.I32());
-                              d->stochastic = rounding == 1;
-                              return rounding == 0 || rounding == 1;
-                            });
+  // Version 2 appends the momentum to version 1's fields.
+  const bool momentum = options != nullptr && length > 0 &&
+                        static_cast<uint8_t>(options[0]) == kSgdIntMomentumVersion;
+  return InitOpData<OpData>(
+      context, options, length, kSgdIntOpName,
+      momentum ? kSgdIntMomentumVersion : kSgdIntOptionsVersion,
+      [momentum](OptionsReader& r, OpData* d) {
+        const int32_t rounding = r.I32();
+        d->seed = static_cast<uint32_t>(r.I32());
+        d->stochastic = rounding == 1;
+        d->momentum = momentum;
+        if (momentum) d->momentum_q16 = r.I32();
+        // m < 1: the velocity's int64 product stays below 2^47.
+        return (rounding == 0 || rounding == 1) && d->momentum_q16 >= 0 &&
+               d->momentum_q16 < (1 << reference::kMomentumBits);
+      });
 }
 
 port::Status Prepare(port::Context* context, port::Node* node) {
@@ -66,7 +80,8 @@ port::Status Eval(port::Context* context, port::Node* node) {
     return port::Status::kOk;
   }
   const uint32_t params = state::ParamCount(s);
-  if (state::kHeaderBytes + integer_state::PayloadBytes(params) > data.state_bytes) {
+  if (state::kHeaderBytes + integer_state::PayloadBytes(params, data.momentum ? 1 : 0) >
+      data.state_bytes) {
     port::Log("%s: state too small for its parameters", kSgdIntOpName);
     return port::Status::kError;
   }
@@ -78,8 +93,14 @@ port::Status Eval(port::Context* context, port::Node* node) {
     return port::Status::kError;
   }
   const uint32_t step = state::LoadU32(s, state::kStepOffset) + 1;
-  reference::SgdIntUpdate(integer_state::Params(s), integer_state::Grads(s),
-                          static_cast<int>(params), lr_q24, data.stochastic, data.seed, step);
+  if (data.momentum) {
+    reference::SgdMomentumIntUpdate(integer_state::Params(s), integer_state::Grads(s),
+                                    integer_state::Velocities(s), static_cast<int>(params),
+                                    lr_q24, data.momentum_q16, data.stochastic, data.seed, step);
+  } else {
+    reference::SgdIntUpdate(integer_state::Params(s), integer_state::Grads(s),
+                            static_cast<int>(params), lr_q24, data.stochastic, data.seed, step);
+  }
   state::StoreU32(s, state::kStepOffset, step);
   return port::Status::kOk;
 }

@@ -24,21 +24,34 @@ struct QMult {
 
 constexpr int64_t kInt64Max = 0x7FFFFFFFFFFFFFFFLL;
 
-// x / 2^n rounded half away from zero, for 0 <= n <= 62.
+// x / 2^n rounded half away from zero, for 0 <= n <= 62. Without a branch
+// on the sign: for x < 0, -((-x + half) >> n) == (x + half - 1) >> n
+// (arithmetic shift = floor).
 inline int64_t RoundShift(int64_t x, int n) {
   if (n <= 0) return x;
   const int64_t half = int64_t{1} << (n - 1);
-  return x >= 0 ? (x + half) >> n : -((-x + half) >> n);
+  return (x + half - (x < 0 ? 1 : 0)) >> n;
 }
 
-// Number of significant bits of |x| (0 for 0).
+// Number of significant bits of a magnitude (0 for 0): one count-leading-
+// zeros (an instruction, or libgcc's integer __clzdi2 on ARMv6-M) instead
+// of a loop over the bits - it runs once per gradient element.
 inline int BitLength(uint64_t magnitude) {
+#if defined(__GNUC__) || defined(__clang__)
+  return magnitude == 0 ? 0 : 64 - __builtin_clzll(magnitude);
+#else
   int bits = 0;
   while (magnitude != 0) {
     magnitude >>= 1;
     ++bits;
   }
   return bits;
+#endif
+}
+
+// |x| as an unsigned value (also for INT64_MIN).
+inline uint64_t Magnitude(int64_t x) {
+  return x >= 0 ? static_cast<uint64_t>(x) : static_cast<uint64_t>(-(x + 1)) + 1;
 }
 
 // x * real(q) * 2^extra_shift, rounded half away from zero, saturating at the
@@ -47,9 +60,8 @@ inline int BitLength(uint64_t magnitude) {
 // exponent (gradients travel as int16 values with such an exponent).
 inline int64_t Rescale(int64_t x, QMult q, int extra_shift = 0) {
   if (q.multiplier == 0 || x == 0) return 0;
-  const uint64_t magnitude =
-      x >= 0 ? static_cast<uint64_t>(x) : static_cast<uint64_t>(-(x + 1)) + 1;
-  const int reduce = BitLength(magnitude) > 31 ? BitLength(magnitude) - 31 : 0;
+  const int bits = BitLength(Magnitude(x));
+  const int reduce = bits > 31 ? bits - 31 : 0;
   const int64_t reduced = RoundShift(x, reduce);
   const int64_t product = reduced * static_cast<int64_t>(q.multiplier);
   const int right = 31 - q.shift - extra_shift - reduce;
@@ -61,6 +73,39 @@ inline int64_t Rescale(int64_t x, QMult q, int extra_shift = 0) {
   if (product < -limit) return -kInt64Max;
   return product * (int64_t{1} << left);
 }
+
+// Rescale(x, q, extra_shift) for many x with the same q and extra_shift
+// (one tensor's gradient elements in one sample): the shift is worked out
+// once, and an x that already fits 31 bits - the common case - skips the
+// reduction. The results are Rescale's, bit for bit.
+class Rescaler {
+ public:
+  Rescaler(QMult q, int extra_shift)
+      : q_(q), extra_shift_(extra_shift), right_(31 - q.shift - extra_shift),
+        direct_(q.multiplier != 0 && right_ >= 0 && right_ <= 62) {}
+
+  // True when x * multiplier, rounded-shifted right, is Rescale(x) for
+  // every |x| < 2^31 (then Direct may be used).
+  bool direct() const { return direct_; }
+  int right() const { return right_; }
+  int64_t multiplier() const { return q_.multiplier; }
+
+  int64_t operator()(int64_t x) const {
+    if (direct_ && x > -kLimit && x < kLimit) return RoundShift(x * q_.multiplier, right_);
+    return Rescale(x, q_, extra_shift_);
+  }
+  // Rescale(x) from x * multiplier, for |x| < 2^31 when direct().
+  int64_t FromProduct(int64_t x_times_multiplier) const {
+    return RoundShift(x_times_multiplier, right_);
+  }
+
+ private:
+  static constexpr int64_t kLimit = int64_t{1} << 31;
+  QMult q_;
+  int extra_shift_;
+  int right_;
+  bool direct_;
+};
 
 inline int32_t SaturateInt32(int64_t v) {
   return v > 2147483647LL ? 2147483647

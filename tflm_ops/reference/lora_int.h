@@ -49,6 +49,10 @@ struct IntLora {
   int32_t* grad_b = nullptr;
   const int16_t* bias = nullptr;  // [out]
   int32_t* grad_bias = nullptr;
+  // A full weight delta (--method head: the layer's weights train as
+  // W + delta), [out, in]; null: none.
+  const int16_t* weights = nullptr;
+  int32_t* grad_weights = nullptr;
 };
 
 struct IntForwardParams {
@@ -63,6 +67,8 @@ struct IntForwardParams {
   QMult delta;
   // Trainable bias delta (units s_bias) -> output units.
   QMult bias;
+  // Weight delta term (units s_delta * s_x) -> output units.
+  QMult weights;
 };
 
 // TFLM's int8 requantization (reference/quantization.h has the same
@@ -114,6 +120,14 @@ inline void FullyConnectedIntForward(const IntLinearShape& s,
                                     p.channel_requant[2 * o + 1]) +
                     p.y_zero_point;
       if (lora.bias != nullptr) out += Rescale(lora.bias[o], p.bias);
+      if (lora.weights != nullptr) {
+        const int16_t* delta_row = lora.weights + o * s.in;
+        int64_t delta = 0;
+        for (int k = 0; k < s.in; ++k) {
+          delta += static_cast<int32_t>(delta_row[k]) * (xr[k] - p.x_zero_point);
+        }
+        out += Rescale(delta, p.weights);
+      }
       if (lora.rank > 0) {
         int64_t delta = 0;
         for (int j = 0; j < lora.rank; ++j) {
@@ -138,6 +152,7 @@ struct IntBackwardParams {
   QMult grad_bias;   // dy, times 2^e(dy) -> grad_bias units
   QMult grad_a;      // dh * (x - zx), times 2^e(dy) -> grad_a units
   QMult grad_b;      // dy * h, times 2^e(dy) -> grad_b units
+  QMult grad_weights;  // dy * (x - zx), times 2^e(dy) -> weight delta units
   QMult dx_weights;  // W^T dy (units max(s_w) * 2^e) -> 2^(e + dx_base)
   QMult dx_lora;     // A^T dh (units s_A * s_B * 2^e) -> 2^(e + dx_base)
   int32_t dx_base = 0;
@@ -146,9 +161,17 @@ struct IntBackwardParams {
 // The largest |v| of an int16 gradient after rescaling: 2^15 - 1.
 constexpr int kGradientBits = 15;
 
-// Adds this sample's LoRA and bias gradients into the accumulators and, when `dx` is
-// not null, writes the input gradient (int16) and its exponent. `scratch`
+// Adds this sample's LoRA, bias and weight-delta gradients into the
+// accumulators and, when `dx` is not null, writes the input gradient (int16)
+// and its exponent (a weight delta's own term is not in dx: the kernel
+// refuses that combination). `scratch`
 // holds rows * in int64 values (the unscaled input gradient).
+//
+// Cost: every gradient element is rescaled once (one product and one
+// rounding shift: Rescaler works the shifts out once per sample), per-row
+// factors are hoisted out of the inner loops, and the products of W^T dy are
+// summed without rescaling. The results equal the element-by-element
+// definition (Rescale of each product) bit for bit.
 inline void FullyConnectedIntBackward(const IntLinearShape& s,
                                       const IntBackwardParams& p,
                                       const int16_t* dy, int32_t dy_exponent,
@@ -156,57 +179,92 @@ inline void FullyConnectedIntBackward(const IntLinearShape& s,
                                       const int8_t* w, const IntLora& lora,
                                       const int32_t* hidden, int16_t* dx,
                                       int32_t* dx_exponent, int64_t* scratch) {
+  const Rescaler to_grad_bias(p.grad_bias, dy_exponent);
+  const Rescaler to_grad_a(p.grad_a, dy_exponent);
+  const Rescaler to_grad_b(p.grad_b, dy_exponent);
+  const Rescaler to_grad_weights(p.grad_weights, dy_exponent);
+  const Rescaler dx_from_weights(p.dx_weights, 0);
+  const Rescaler dx_from_lora(p.dx_lora, 0);
+  const int rank = lora.rank;
   int64_t dh[kMaxIntLoraRank];
   uint64_t largest = 0;
   for (int row = 0; row < s.rows; ++row) {
     const int16_t* dyr = dy + row * s.out;
     const int8_t* yr = y != nullptr ? y + row * s.out : nullptr;
-    for (int j = 0; j < lora.rank; ++j) dh[j] = 0;
-    if (dx != nullptr) {
-      for (int k = 0; k < s.in; ++k) scratch[row * s.in + k] = 0;
+    const int32_t* hr = rank > 0 ? hidden + row * rank : nullptr;
+    int64_t* wide = dx != nullptr ? scratch + row * s.in : nullptr;
+    for (int j = 0; j < rank; ++j) dh[j] = 0;
+    if (wide != nullptr) {
+      for (int k = 0; k < s.in; ++k) wide[k] = 0;
     }
     for (int o = 0; o < s.out; ++o) {
       if (yr != nullptr && !(yr[o] > p.pass_min && yr[o] < p.pass_max)) continue;
       const int32_t g = dyr[o];
       if (g == 0) continue;
       if (lora.grad_bias != nullptr) {
-        lora.grad_bias[o] = SaturateInt32(lora.grad_bias[o] + Rescale(g, p.grad_bias, dy_exponent));
+        lora.grad_bias[o] = SaturateInt32(lora.grad_bias[o] + to_grad_bias(g));
       }
-      for (int j = 0; j < lora.rank; ++j) {
-        const int64_t product = static_cast<int64_t>(g) * hidden[row * lora.rank + j];
-        int32_t& acc = lora.grad_b[o * lora.rank + j];
-        acc = SaturateInt32(acc + Rescale(product, p.grad_b, dy_exponent));
-        dh[j] += static_cast<int64_t>(lora.b[o * lora.rank + j]) * g;
+      const int16_t* b_row = rank > 0 ? lora.b + o * rank : nullptr;
+      int32_t* grad_b_row = rank > 0 ? lora.grad_b + o * rank : nullptr;
+      for (int j = 0; j < rank; ++j) {
+        grad_b_row[j] = SaturateInt32(grad_b_row[j] + to_grad_b(static_cast<int64_t>(g) * hr[j]));
+        dh[j] += static_cast<int64_t>(b_row[j]) * g;
       }
-      if (dx != nullptr) {
+      if (lora.grad_weights != nullptr) {
+        // |g (x - zx)| < 2^23: always one product, the row's g * multiplier
+        // taken once.
+        int32_t* grad_row = lora.grad_weights + o * s.in;
+        const int8_t* x_row = x + row * s.in;
+        if (to_grad_weights.direct()) {
+          const int64_t factor = static_cast<int64_t>(g) * to_grad_weights.multiplier();
+          for (int k = 0; k < s.in; ++k) {
+            const int64_t change = to_grad_weights.FromProduct(factor * (x_row[k] - p.x_zero_point));
+            grad_row[k] = SaturateInt32(grad_row[k] + change);
+          }
+        } else {
+          for (int k = 0; k < s.in; ++k) {
+            const int64_t change = to_grad_weights(static_cast<int64_t>(g) * (x_row[k] - p.x_zero_point));
+            grad_row[k] = SaturateInt32(grad_row[k] + change);
+          }
+        }
+      }
+      if (wide != nullptr) {
         // Per-channel weight scales folded into dy: g * s_w[o] / max(s_w).
         const int32_t gw = static_cast<int32_t>(
             RoundShift(static_cast<int64_t>(g) * p.channel_weight_ratio[o], 14));
-        for (int k = 0; k < s.in; ++k) {
-          scratch[row * s.in + k] += static_cast<int32_t>(w[o * s.in + k]) * gw;
-        }
+        const int8_t* w_row = w + o * s.in;
+        for (int k = 0; k < s.in; ++k) wide[k] += static_cast<int32_t>(w_row[k]) * gw;
       }
     }
     const int8_t* xr = x != nullptr ? x + row * s.in : nullptr;
-    for (int j = 0; j < lora.rank; ++j) {
+    for (int j = 0; j < rank; ++j) {
       if (dh[j] == 0) continue;
-      for (int k = 0; k < s.in; ++k) {
-        int32_t& acc = lora.grad_a[j * s.in + k];
-        const int64_t product = dh[j] * (xr[k] - p.x_zero_point);
-        acc = SaturateInt32(acc + Rescale(product, p.grad_a, dy_exponent));
+      int32_t* grad_a_row = lora.grad_a + j * s.in;
+      // |dh| < 2^23 and |x - zx| <= 255: every product fits 31 bits, so the
+      // row's factor dh * multiplier is taken once (exact: integers).
+      if (to_grad_a.direct() && dh[j] > -(int64_t{1} << 23) && dh[j] < (int64_t{1} << 23)) {
+        const int64_t factor = dh[j] * to_grad_a.multiplier();
+        for (int k = 0; k < s.in; ++k) {
+          const int64_t change = to_grad_a.FromProduct(factor * (xr[k] - p.x_zero_point));
+          grad_a_row[k] = SaturateInt32(grad_a_row[k] + change);
+        }
+      } else {
+        for (int k = 0; k < s.in; ++k) {
+          const int64_t change = to_grad_a(dh[j] * (xr[k] - p.x_zero_point));
+          grad_a_row[k] = SaturateInt32(grad_a_row[k] + change);
+        }
       }
     }
-    if (dx != nullptr) {
+    if (wide != nullptr) {
       // Both paths to one fixed-point unit 2^(e + dx_base), in int64.
       for (int k = 0; k < s.in; ++k) {
         int64_t lora_part = 0;
-        for (int j = 0; j < lora.rank; ++j) {
+        for (int j = 0; j < rank; ++j) {
           lora_part += static_cast<int64_t>(lora.a[j * s.in + k]) * dh[j];
         }
-        int64_t& v = scratch[row * s.in + k];
-        v = Rescale(v, p.dx_weights) + Rescale(lora_part, p.dx_lora);
-        const uint64_t magnitude = v >= 0 ? static_cast<uint64_t>(v)
-                                          : static_cast<uint64_t>(-(v + 1)) + 1;
+        const int64_t v = dx_from_weights(wide[k]) + dx_from_lora(lora_part);
+        wide[k] = v;
+        const uint64_t magnitude = Magnitude(v);
         if (magnitude > largest) largest = magnitude;
       }
     }
@@ -264,21 +322,59 @@ inline void SoftmaxCrossEntropyInt(const int8_t* logits, const int32_t* labels,
 inline void SgdIntUpdate(int16_t* params, int32_t* grads, int count,
                          int32_t lr_q24, bool stochastic, uint32_t seed,
                          uint32_t step) {
+  constexpr int kShift = kGradFractionBits + kLearningRateBits;  // 32
+  // Branch-free loops (a zero gradient changes nothing either way: its
+  // fraction or rounding half stays below one step), one per rounding.
+  if (stochastic) {
+    for (int i = 0; i < count; ++i) {
+      const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
+      // A uniform fraction in [0, 1) steps: 32 random bits; floor by the
+      // arithmetic shift.
+      const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i));
+      params[i] = SaturateInt16(static_cast<int64_t>(params[i]) - ((t + fraction) >> kShift));
+      grads[i] = 0;
+    }
+    return;
+  }
   for (int i = 0; i < count; ++i) {
-    constexpr int kShift = kGradFractionBits + kLearningRateBits;  // 32
-    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
+    const int64_t t = static_cast<int64_t>(grads[i]) * lr_q24;
+    params[i] = SaturateInt16(static_cast<int64_t>(params[i]) - RoundShift(t, kShift));
     grads[i] = 0;
-    if (t == 0) continue;
+  }
+}
+
+// Quantized SGD with momentum, Keras' form (v = m v - lr g; p += v) in
+// fixed point. The velocity is int32 in units of 2^-16 parameter steps
+// (kVelocityFractionBits): it keeps what one update's whole-step rounding
+// drops (an update of 0.3 steps is carried, not lost), and its range, 2^15
+// steps, is the int16 parameter's own. The momentum is Q16 (m < 1). Per
+// parameter: m v - lr g in 2^-32 steps (int64: Q16 x 2^-16 and Q24 x 2^-8),
+// rounded to nearest into the velocity; the parameter moves by the velocity
+// rounded to a whole step, stochastically (HashRandom, as SgdIntUpdate) or
+// to nearest. Accumulators are cleared.
+constexpr int kVelocityFractionBits = 16;
+constexpr int kMomentumBits = 16;
+
+inline void SgdMomentumIntUpdate(int16_t* params, int32_t* grads, int32_t* velocities,
+                                 int count, int32_t lr_q24, int32_t momentum_q16,
+                                 bool stochastic, uint32_t seed, uint32_t step) {
+  constexpr int kToVelocity = kGradFractionBits + kLearningRateBits - kVelocityFractionBits;  // 16
+  static_assert(kMomentumBits == kToVelocity, "m v and lr g share one unit");
+  for (int i = 0; i < count; ++i) {
+    const int64_t wide = static_cast<int64_t>(momentum_q16) * velocities[i] -
+                         static_cast<int64_t>(grads[i]) * lr_q24;  // 2^-32 steps
+    const int32_t v = SaturateInt32(RoundShift(wide, kToVelocity));
+    velocities[i] = v;
+    grads[i] = 0;
     int64_t change;
     if (stochastic) {
-      // A uniform fraction in [0, 1) steps: 32 random bits.
-      const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i));
-      change = (t + fraction) >> kShift;  // floor: arithmetic shift
+      // A uniform fraction in [0, 1) steps: 16 random bits; floor.
+      const int64_t fraction = HashRandom(seed, step, static_cast<uint32_t>(i)) >> 16;
+      change = (static_cast<int64_t>(v) + fraction) >> kVelocityFractionBits;
     } else {
-      change = RoundShift(t, kShift);
+      change = RoundShift(v, kVelocityFractionBits);
     }
-    const int64_t q = static_cast<int64_t>(params[i]) - change;
-    params[i] = SaturateInt16(q);
+    params[i] = SaturateInt16(static_cast<int64_t>(params[i]) + change);
   }
 }
 
