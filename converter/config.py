@@ -62,6 +62,9 @@ class ConvertConfig:
     arithmetic float (float32 gradients and update) | int8 (integer training:
                int16 LoRA, integer backward pass and SGD; converter/integer.py)
     rounding   int8: the integer SGD's rounding, stochastic | nearest
+    distill    a temperature T: the loss adds distillation toward the model's
+               own recorded outputs (learning without forgetting; ce only;
+               converter/distill.py); None: the plain loss
     """
 
     method: MethodName = "lora"
@@ -81,6 +84,7 @@ class ConvertConfig:
     fisher: np.ndarray | None = field(default=None, repr=False, compare=False)
     arithmetic: Arithmetic = "float"
     rounding: Rounding = "stochastic"
+    distill: float | None = None
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -119,6 +123,10 @@ class ConvertConfig:
             raise ConversionError(f"--rounding must be one of {', '.join(get_args(Rounding))}")
         if self.rounding != "stochastic" and self.arithmetic == "float":
             raise ConversionError("--rounding is an option of --arithmetic int8")
+        if self.distill is not None:
+            from tflm_train.converter.distill import check_temperature
+
+            check_temperature(self.distill)
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -145,4 +153,6 @@ class ConvertConfig:
         }
         if self.regularizer != "none":  # unregularized metadata stays as it was
             out.update(regularizer=self.regularizer, reg_lambda=self.reg_lambda)
+        if self.distill is not None:
+            out.update(distill=self.distill)
         return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflm_train.converter import activation_masks, methods, ops, recompute
+from tflm_train.converter import activation_masks, distill, methods, ops, recompute
 from tflm_train.converter.backward import Backward
 from tflm_train.converter.config import ConvertConfig
 from tflm_train.converter.errors import ConversionError
@@ -51,6 +51,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     if config.arithmetic == "int8":  # integer training: its own rewrite
         if config.regularizer != "none":
             raise ConversionError("--regularizer is not supported with --arithmetic int8 (float training only)")
+        if config.distill is not None:
+            raise ConversionError("--distill is not supported with --arithmetic int8 (float training only)")
         from tflm_train.converter import integer
 
         return integer.convert(model_bytes, config)
@@ -96,7 +98,10 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     if 0 in prediction_shape:  # a corrupt file (fuzz finding: a division by zero below)
         raise ConversionError(f"the loss input {model.tensor_name(prediction)} has shape {list(prediction_shape)}: a dimension of 0")
     classes = prediction_shape[-1] if prediction_shape else 1
-    if loss == "ce":
+    if config.distill is not None:  # learning without forgetting (converter/distill.py)
+        distill.check_loss(loss, output_kind)
+        target = distill.add_target(model, int(np.prod(prediction_shape)) // classes, classes)
+    elif loss == "ce":
         rows = int(np.prod(prediction_shape)) // classes
         target = model.add_tensor("tflm_train/target", [rows], np.int32)
     else:
@@ -107,7 +112,16 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     # Loss, backward pass, update.
     loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
     loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
-    model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss))
+    if config.distill is not None:
+        model.append_op(ops.DISTILL_LOSS, [prediction, target, mode], [loss_value, loss_grad],
+                        custom_options=distill.options(config.distill))
+        rw.notes.append(
+            f"distillation from the base model at temperature {config.distill:g}: the target is "
+            f"[label, weight, {classes} teacher probabilities] per sample"
+        )
+    else:
+        model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad],
+                        custom_options=ops.loss_options(loss))
     activation_masks.apply(model, rw.trainable_ops)  # before the backward rules read them
     backward = Backward(rw, mode, origin)
     backward.build(forward, prediction, loss_grad)
@@ -177,6 +191,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     }
     if regularizer is not None:
         metadata["regularizer"] = regularizer
+    if config.distill is not None:
+        metadata["distill"] = {"temperature": config.distill, "target_header": distill.TARGET_HEADER}
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
     return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)
 

@@ -175,6 +175,11 @@ def _shape(shape: list[int]) -> str:
     "--retain-data", "retain_path", default=None,
     help="--regularizer ewc: base-task .npz (x, y) the Fisher diagonal is computed from.",
 )
+@click.option(
+    "--distill", type=float, default=None, metavar="T",
+    help="Against forgetting: the loss adds distillation toward the model's own outputs, recorded before "
+    "training, softened by temperature T (learning without forgetting; fit --distill-weight sets its weight).",
+)
 @click.option(  # integer training (converter/integer.py)
     "--arithmetic", type=click.Choice(["float", "int8"]), default="float", show_default=True,
     help="int8: integer training for FPU-less chips (LoRA on int8 FULLY_CONNECTED layers, integer SGD).",
@@ -207,6 +212,7 @@ def convert(
     regularizer: str,
     reg_lambda: float,
     retain_path: str | None,
+    distill: float | None,
     arithmetic: str,
     rounding: str,
     c_array: str | None,
@@ -234,6 +240,7 @@ def convert(
         recompute=recompute,
         regularizer=regularizer,
         reg_lambda=reg_lambda,
+        distill=distill,
         arithmetic=arithmetic,
         rounding=rounding,
         **fields,
@@ -345,6 +352,7 @@ class ContinualOptions:
     replay_path: str | None = None  # original-task .npz offered to the replay buffer
     replay_bytes: int | None = None  # the buffer's byte budget
     replay_every: int = 1  # one replayed sample per this many new ones
+    distill_weight: float | None = None  # a --distill model's weight lambda (None: 1)
 
 
 def run_fit(
@@ -379,10 +387,12 @@ def run_fit(
     if continual.retain_path is not None:
         held_out[continual.retain_path] = fitting.prepare(model, load_npz(continual.retain_path), task,
                                                           continual.retain_path)
+    distill_rows, distill_info = _distill_targets(model, x, y, continual)
     replay = _replay_buffer(model, task, continual, seed)
     if on_start is not None:
         on_start(epochs * len(x))
-    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step, replay=replay)
+    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step, replay=replay,
+                         targets=distill_rows)
     header = model.state_header()
     payload = {
         "steps": result.steps,
@@ -407,12 +417,39 @@ def run_fit(
         # Forgetting: how much the original task lost (accuracy: points; mse: how much it rose).
         payload["retain"] = {"data": continual.retain_path, "metric_before": before, "metric_after": after,
                              "forgetting": before - after if result.metric == "accuracy" else after - before}
+    if distill_info is not None:
+        payload["distill"] = distill_info
     if replay is not None:
         payload["replay"] = {"data": continual.replay_path, "budget_bytes": continual.replay_bytes,
                              "bytes": replay.bytes_used, "record_bytes": replay.record_bytes,
                              "capacity": replay.capacity, "held": replay.count, "offered": replay.seen,
                              "every": replay.every, "steps": result.replay_steps}
     return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths), continual.retain_path)
+
+
+def distill_model(model) -> bool:
+    from tflm_train import distill
+
+    return distill.is_distill_model(model)
+
+
+def _distill_targets(model, x, y, options: ContinualOptions):
+    """For a `convert --distill` model: the teacher recorded with the adapter
+    fit starts from (one inference per sample, as a device does before an
+    episode) and the target rows; (None, None) for any other model."""
+    from tflm_train import distill
+
+    if not distill.is_distill_model(model):
+        if options.distill_weight is not None:
+            raise UserError("--distill-weight needs a model converted with --distill T")
+        return None, None
+    weight = 1.0 if options.distill_weight is None else options.distill_weight
+    if not (0 <= weight < float("inf")):
+        raise UserError("--distill-weight must be a finite value >= 0")
+    teacher = distill.record_teacher(model, x)
+    info = {"temperature": model.distill_temperature, "weight": weight, "teacher_bytes": int(teacher.nbytes),
+            "samples": len(x)}
+    return distill.soft_targets(y, teacher, weight), info
 
 
 def _replay_buffer(model, task, options: ContinualOptions, seed: int):
@@ -427,6 +464,7 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
     from tflm_train.data import load_npz
 
     x, y = fitting.prepare(model, load_npz(options.replay_path), task, options.replay_path)
+    y, _ = _distill_targets(model, x, y, options) if distill_model(model) else (y, None)
     return continual.fill_replay(model, x, y, options.replay_bytes, options.replay_every, seed=seed)
 
 
@@ -453,6 +491,8 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
 )
 @click.option("--replay-bytes", type=int, default=None, help="The replay buffer's byte budget (int8 records for an int8 model).")
 @click.option("--replay-every", type=int, default=1, show_default=True, help="One replayed sample per this many new ones.")
+@click.option("--distill-weight", type=float, default=None, help="A model converted with --distill: the weight of "
+              "the pull toward the model's own outputs before the fit (recorded first).  [default: 1]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fit(
     model_path: str,
@@ -468,12 +508,13 @@ def fit(
     replay_path: str | None,
     replay_bytes: int | None,
     replay_every: int,
+    distill_weight: float | None,
     as_json: bool,
 ) -> None:
     """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
     model_bytes = _read(model_path)
     initial = _read(state_in) if state_in else None
-    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every)
+    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every, distill_weight)
 
     def warn(message: str) -> None:
         click.echo(f"tflm-train: warning: {model_path} {message}", err=True)

@@ -41,6 +41,8 @@ constexpr char kFullyConnectedIntOpName[] = "TFLMT_FULLY_CONNECTED_INT";
 constexpr char kFullyConnectedIntGradOpName[] = "TFLMT_FULLY_CONNECTED_INT_GRAD";
 constexpr char kLossIntOpName[] = "TFLMT_LOSS_INT";
 constexpr char kSgdIntOpName[] = "TFLMT_SGD_INT";
+// Distillation from the base model (convert --distill): kernels/distill_loss.cc.
+constexpr char kDistillLossOpName[] = "TFLMT_DISTILL_LOSS";
 
 // ---- Options versions, one per op ---------------------------------------------
 constexpr uint8_t kStateOptionsVersion = 1;
@@ -68,6 +70,7 @@ constexpr uint8_t kFullyConnectedIntOptionsVersion = 1;
 constexpr uint8_t kFullyConnectedIntGradOptionsVersion = 1;
 constexpr uint8_t kLossIntOptionsVersion = 1;
 constexpr uint8_t kSgdIntOptionsVersion = 1;
+constexpr uint8_t kDistillLossOptionsVersion = 1;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;
