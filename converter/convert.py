@@ -165,8 +165,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
 
     original_outputs = [int(t) for t in main.outputs]
     main.inputs = original_inputs + [target, learning_rate, mode, state]
-    main.outputs = original_outputs + [loss_value, state]
-    n_in, n_out = len(original_inputs), len(original_outputs)
+    # --distill: the logits the loss reads are an output too (just before loss
+    # and state, which the device helper finds from the end): the teacher is
+    # recorded from them, not from a quantized softmax whose small
+    # probabilities are rounded to 0 (the temperature needs them).
+    teacher_outputs = [prediction] if config.distill is not None else []
+    main.outputs = original_outputs + teacher_outputs + [loss_value, state]
+    n_in, n_out = len(original_inputs), len(original_outputs) + len(teacher_outputs)
     chosen, peak_before, peak_after = recompute.choose(model, backward.recomputable, config.recompute)
     recompute.apply(model, chosen)
     if chosen:
@@ -183,7 +188,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "classes": int(classes),
         "output_kind": output_kind,
         "inputs": {"x": list(range(n_in)), "target": n_in, "learning_rate": n_in + 1, "mode": n_in + 2, "state": n_in + 3},
-        "outputs": {"y": list(range(n_out)), "loss": n_out, "state": n_out + 1},
+        "outputs": {"y": list(range(len(original_outputs))), "loss": n_out, "state": n_out + 1},
         "forward_ops": [1, 1 + len(forward)],
         "state": layout.to_json(),
         "adapted": rw.adapted,
@@ -193,6 +198,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         metadata["regularizer"] = regularizer
     if config.distill is not None:
         metadata["distill"] = {"temperature": config.distill, "target_header": distill.TARGET_HEADER}
+        metadata["outputs"]["teacher_logits"] = len(original_outputs)
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
     return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)
 

@@ -35,9 +35,10 @@ def teacher_from_output(output: np.ndarray, output_is_logits: bool) -> np.ndarra
 
 def record_teacher(model: TrainableModel, x: np.ndarray) -> np.ndarray:
     """The model's output distribution on every sample with its current
-    adapter, [samples, classes] (one inference each; nothing trains)."""
-    logits = model.info.raw["output_kind"] == "logits"
-    return np.stack([teacher_from_output(model.predict(sample), logits) for sample in x])
+    adapter, [samples, classes] (one inference each; nothing trains): the
+    softmax of its `teacher_logits` output (not of its quantized output,
+    whose small probabilities round to 0)."""
+    return np.stack([teacher_from_output(model.teacher_logits(sample), True) for sample in x])
 
 
 def soft_targets(labels: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:

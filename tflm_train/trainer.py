@@ -206,6 +206,16 @@ class TrainableModel(PlainModel):
         self._check_labels(y.reshape(-1)[0])
         return y.reshape(width).astype(np.float32)
 
+    def teacher_logits(self, x) -> np.ndarray:
+        """A `--distill` model: the logits its loss reads, from one inference
+        with the current adapter (the model's `teacher_logits` output;
+        tflmt::Trainer::RecordTeacher reads the same)."""
+        index = self.info.output_index("teacher_logits")
+        self.interpreter.set_input(0, quantize(np.asarray(x)[None], self.input_details))
+        self._prepare_inference()
+        self.interpreter.invoke()
+        return dequantize(self.interpreter.get_output(index), self.interpreter.output_details(index))[0]
+
     def set_target(self, y) -> None:
         if self.distill_temperature is not None:
             y = self._distill_row(y)

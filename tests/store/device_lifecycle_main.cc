@@ -189,12 +189,15 @@ int main(int argc, char** argv) {
       after = HeldOutLoss(t, heldout);
       v = monitor.Finish(before, after);
     }
-    if (v == tflmt::EpisodeVerdict::kAccept) {
-      t.SaveState(accepted.data(), bytes);
-      if (store.Commit(accepted.data(), bytes) != tflmt::StoreStatus::kOk) return 5;
-    } else if (t.Restore(committed.data(), bytes, v) != kTfLiteOk) {
+    // Every episode ends with one commit: the accepted adapter, or the
+    // committed one again with its counters raised by Restore (a rejection
+    // or rollback is not lost to a power cut before the next acceptance).
+    if (v != tflmt::EpisodeVerdict::kAccept &&
+        t.Restore(committed.data(), bytes, v) != kTfLiteOk) {
       return 6;
     }
+    t.SaveState(accepted.data(), bytes);
+    if (store.Commit(accepted.data(), bytes) != tflmt::StoreStatus::kOk) return 5;
     std::printf("episode %s %u %.9g %.9g\n", Name(v), steps, before, after);
   }
   const tflmt::Trainer::Counters c = t.GetCounters();
@@ -223,6 +226,10 @@ int main(int argc, char** argv) {
     same = rebooted.trainer->Predict(after_reboot.data()) == kTfLiteOk &&
            std::memcmp(after_reboot.data(), before_reboot.data(), out.size() * 4) == 0;
   }
-  std::printf("reboot sequence %u same_predictions %d\n", reopened.Sequence(), same ? 1 : 0);
+  // The counters came back from flash too.
+  const tflmt::Trainer::Counters r = rebooted.trainer->GetCounters();
+  std::printf("reboot sequence %u same_predictions %d counters %u %u %u %u %u\n",
+              reopened.Sequence(), same ? 1 : 0, r.steps, r.skipped_updates,
+              r.skipped_samples, r.rejected_episodes, r.rollbacks);
   return 0;
 }

@@ -210,6 +210,38 @@ TfLiteStatus Trainer::SetDistillTarget(int32_t label, float weight,
   return kTfLiteOk;
 }
 
+TfLiteStatus Trainer::RecordTeacher(float* teacher) {
+  if (!ready_ || !distill_) return kTfLiteError;
+  if (input_not_finite_) return kTfLiteError;  // no teacher for a bad sample
+  if (Run(static_cast<int32_t>(Mode::kInfer)) != kTfLiteOk) return kTfLiteError;
+  // Outputs: [original..., teacher logits, loss, state].
+  const TfLiteTensor* logits =
+      interpreter_.output(interpreter_.outputs_size() - kAddedOutputs - 1);
+  const size_t classes = ElementCount(interpreter_.input(target_)) -
+                         kDistillTargetHeader;
+  if (logits == nullptr || ElementCount(logits) != classes) return kTfLiteError;
+  // The logits as real values, in place in `teacher`, then their softmax.
+  for (size_t c = 0; c < classes; ++c) {
+    switch (logits->type) {
+      case kTfLiteFloat32:
+        teacher[c] = logits->data.f[c];
+        break;
+      case kTfLiteInt8:
+        teacher[c] = (logits->data.int8[c] - logits->params.zero_point) *
+                     logits->params.scale;
+        break;
+      case kTfLiteInt16:
+        teacher[c] = (logits->data.i16[c] - logits->params.zero_point) *
+                     logits->params.scale;
+        break;
+      default:
+        return kTfLiteError;
+    }
+  }
+  return TeacherFromOutput(teacher, classes, true, teacher) ? kTfLiteOk
+                                                             : kTfLiteError;
+}
+
 TfLiteStatus Trainer::Run(int32_t mode) {
   if (!ready_) return kTfLiteError;
   interpreter_.input(mode_)->data.i32[0] = mode;

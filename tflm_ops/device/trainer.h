@@ -76,6 +76,11 @@ class Trainer {
   // plain cross-entropy, e.g. for the held-out check.
   TfLiteStatus SetDistillTarget(int32_t label, float weight,
                                 const float* teacher);
+  // `--distill` model: one inference on the sample set before, with the
+  // adapter loaded now (the committed one, before an episode), and the
+  // teacher's probabilities from the logits the loss reads (the model's
+  // output just before `loss`): classes = TargetCount() - 2 floats.
+  TfLiteStatus RecordTeacher(float* teacher);
 
   // One training step on the sample set before; *loss is its loss (before
   // the update). The update itself happens every `--accumulate` steps. A
