@@ -183,14 +183,30 @@ def run_episode(
     learning_rate: float,
     limits: EpisodeLimits | None = None,
     metric=None,
+    distill_weight: float | None = None,
 ) -> EpisodeResult:
     """Trains one episode on (x, y) and commits or restores (see the module
     docstring). `model` is a TrainableModel holding the committed adapter;
     afterwards it holds the accepted one, or the committed one again.
-    `metric(model)` (optional) adds a human metric to the result."""
+    `metric(model)` (optional) adds a human metric to the result.
+    distill_weight: a `convert --distill` model learns without forgetting:
+    before the episode, the committed adapter's outputs on the episode's
+    samples are recorded as the teacher (tflmt::Trainer::RecordTeacher on a
+    device), and each step pulls toward them with this weight. The held-out
+    check stays plain cross-entropy."""
     from tflm_train.trainer import all_finite
 
     monitor = EpisodeMonitor(limits)
+    if distill_weight is not None:
+        from tflm_train import distill
+
+        if not distill.is_distill_model(model):
+            raise ValueError("distill_weight needs a model converted with --distill")
+        finite = np.array([all_finite(np.asarray(sample)) for sample in x], bool)
+        teacher = np.zeros((len(x), model.info.classes), np.float32)
+        if finite.any():  # a bad sample gets no teacher: it is skipped anyway
+            teacher[finite] = distill.record_teacher(model, np.asarray(x)[finite])
+        y = distill.soft_targets(y, teacher, distill_weight)
     committed = model.save_state()
     before = heldout_loss(model, *heldout)
     metric_before = metric(model) if metric else None
@@ -200,6 +216,8 @@ def run_episode(
     verdict = Verdict.CONTINUE
     for i in range(len(x)):
         sample_finite = all_finite(np.asarray(x[i])) and (model._labels or all_finite(np.asarray(y[i])))
+        if distill_weight is not None and not all_finite(np.asarray(x[i])):
+            sample_finite = False
         loss = model.train_step(x[i], y[i], learning_rate)
         losses.append(loss)
         saturated = output_saturated(model.interpreter.get_output(0), model.output_details["dtype"], probabilities)
