@@ -116,8 +116,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         model.append_op(ops.DISTILL_LOSS, [prediction, target, mode], [loss_value, loss_grad],
                         custom_options=distill.options(config.distill))
         rw.notes.append(
-            f"distillation from the base model at temperature {config.distill:g}: the target is "
-            f"[label, weight, {classes} teacher probabilities] per sample"
+            f"distillation from the base model at temperature {config.distill:g}: each sample's target is "
+            f"its label, a weight and {classes} teacher probabilities; the logits are output as teacher_logits"
         )
     else:
         model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad],

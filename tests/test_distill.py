@@ -206,10 +206,13 @@ def test_device_helper_records_and_packs_as_the_host_does(teacher_harness, logit
 def test_fit_distill_weight_cli(tmp_path):
     converted = tmp_path / "distill.tflite"
     run_json("convert", MODEL, "-o", str(converted), "--distill", "2")
-    out = run_json("fit", str(converted), "--data", TRAIN, "--epochs", "1", "--lr", "0.02", "--distill-weight", "1")
-    assert out["distill"] == {"temperature": 2.0, "weight": 1.0, "teacher_bytes": 4 * 10 * out["distill"]["samples"],
-                              "samples": out["distill"]["samples"]}
-    assert np.isfinite(out["loss_last"])
+    out = run_json("fit", str(converted), "--data", TRAIN, "--epochs", "1", "--lr", "0.02", "--distill-weight", "0",
+                   "--replay-data", str(Path(TRAIN).parent / "base_retain.npz"), "--replay-bytes", "1120",
+                   "--replay-distill-weight", "0.25")
+    assert out["distill"] == {"temperature": 2.0, "weight": 0.0, "replay_weight": 0.25, "teacher_bytes": 4 * 10 * 64,
+                              "samples": 64}
+    assert out["replay"]["record_bytes"] == 64 + 4 * 12  # int8 digit + [label, weight, 10 probabilities]
+    assert out["replay"]["held"] == 10 and np.isfinite(out["loss_last"])
     plain = tmp_path / "plain.tflite"
     run_json("convert", MODEL, "-o", str(plain))
     assert_user_error(run("fit", str(plain), "--data", TRAIN, "--distill-weight", "1"), "--distill-weight")

@@ -353,6 +353,7 @@ class ContinualOptions:
     replay_bytes: int | None = None  # the buffer's byte budget
     replay_every: int = 1  # one replayed sample per this many new ones
     distill_weight: float | None = None  # a --distill model's weight lambda (None: 1)
+    replay_distill_weight: float | None = None  # on replayed samples (None: distill_weight)
 
 
 def run_fit(
@@ -419,6 +420,11 @@ def run_fit(
                              "forgetting": before - after if result.metric == "accuracy" else after - before}
     if distill_info is not None:
         payload["distill"] = distill_info
+        if replay is not None:  # the weight _distill_targets gave the replayed samples
+            replay_weight = continual.replay_distill_weight
+            if replay_weight is None:
+                replay_weight = 1.0 if continual.distill_weight is None else continual.distill_weight
+            payload["distill"]["replay_weight"] = replay_weight
     if replay is not None:
         payload["replay"] = {"data": continual.replay_path, "budget_bytes": continual.replay_bytes,
                              "bytes": replay.bytes_used, "record_bytes": replay.record_bytes,
@@ -433,19 +439,21 @@ def distill_model(model) -> bool:
     return distill.is_distill_model(model)
 
 
-def _distill_targets(model, x, y, options: ContinualOptions):
+def _distill_targets(model, x, y, options: ContinualOptions, replayed: bool = False):
     """For a `convert --distill` model: the teacher recorded with the adapter
     fit starts from (one inference per sample, as a device does before an
     episode) and the target rows; (None, None) for any other model."""
     from tflm_train import distill
 
     if not distill.is_distill_model(model):
-        if options.distill_weight is not None:
-            raise UserError("--distill-weight needs a model converted with --distill T")
+        if options.distill_weight is not None or options.replay_distill_weight is not None:
+            raise UserError("--distill-weight and --replay-distill-weight need a model converted with --distill T")
         return None, None
     weight = 1.0 if options.distill_weight is None else options.distill_weight
+    if replayed and options.replay_distill_weight is not None:
+        weight = options.replay_distill_weight
     if not (0 <= weight < float("inf")):
-        raise UserError("--distill-weight must be a finite value >= 0")
+        raise UserError("--distill-weight and --replay-distill-weight must be finite values >= 0")
     teacher = distill.record_teacher(model, x)
     info = {"temperature": model.distill_temperature, "weight": weight, "teacher_bytes": int(teacher.nbytes),
             "samples": len(x)}
@@ -464,7 +472,7 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
     from tflm_train.data import load_npz
 
     x, y = fitting.prepare(model, load_npz(options.replay_path), task, options.replay_path)
-    y, _ = _distill_targets(model, x, y, options) if distill_model(model) else (y, None)
+    y, _ = _distill_targets(model, x, y, options, replayed=True) if distill_model(model) else (y, None)
     return continual.fill_replay(model, x, y, options.replay_bytes, options.replay_every, seed=seed)
 
 
@@ -493,6 +501,8 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
 @click.option("--replay-every", type=int, default=1, show_default=True, help="One replayed sample per this many new ones.")
 @click.option("--distill-weight", type=float, default=None, help="A model converted with --distill: the weight of "
               "the pull toward the model's own outputs before the fit (recorded first).  [default: 1]")
+@click.option("--replay-distill-weight", type=float, default=None, help="The same weight for replayed samples "
+              "(their teacher recorded when they enter the buffer).  [default: --distill-weight]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fit(
     model_path: str,
@@ -509,12 +519,14 @@ def fit(
     replay_bytes: int | None,
     replay_every: int,
     distill_weight: float | None,
+    replay_distill_weight: float | None,
     as_json: bool,
 ) -> None:
     """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
     model_bytes = _read(model_path)
     initial = _read(state_in) if state_in else None
-    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every, distill_weight)
+    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every, distill_weight,
+                                 replay_distill_weight)
 
     def warn(message: str) -> None:
         click.echo(f"tflm-train: warning: {model_path} {message}", err=True)
@@ -571,6 +583,13 @@ def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plo
         retain = payload["retain"]
         console.print(_metric_line(result.metric, retain["metric_before"], retain["metric_after"], run.retain)
                       + " (original task: " + _forgetting(result.metric, retain["forgetting"]) + ")")
+    if "distill" in payload:
+        info = payload["distill"]
+        console.print(
+            f"distillation: temperature {info['temperature']:g}, weight {info['weight']:g} on the new samples"
+            + (f", {info['replay_weight']:g} on replayed ones" if "replay_weight" in info else "")
+            + f"; teacher recorded first ({info['teacher_bytes']:,} bytes: 4 per class per sample)"
+        )
     if "replay" in payload:
         replay = payload["replay"]
         console.print(
