@@ -99,7 +99,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         raise ConversionError(f"the loss input {model.tensor_name(prediction)} has shape {list(prediction_shape)}: a dimension of 0")
     classes = prediction_shape[-1] if prediction_shape else 1
     if config.distill is not None:  # learning without forgetting (converter/distill.py)
-        distill.check_loss(loss, output_kind)
+        distill.check_loss(loss)
         target = distill.add_target(model, int(np.prod(prediction_shape)) // classes, classes)
     elif loss == "ce":
         rows = int(np.prod(prediction_shape)) // classes

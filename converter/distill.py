@@ -3,8 +3,10 @@
 The loss becomes TFLMT_DISTILL_LOSS (tflm_ops/kernels/distill_loss.cc): softmax
 cross-entropy on the label plus lambda T^2 KL(teacher_T || student_T), where the
 teacher is the model's own output distribution with the committed adapter,
-recorded before training (on a device: one inference per new sample, before
-the episode; tflm_ops/device/distill.h). Its target input is float32
+recorded before training: one inference per sample reads the logits the loss
+reads, which the converted model outputs as `teacher_logits` (just before
+`loss` and `state`); on a device tflmt::Trainer::RecordTeacher
+(tflm_ops/device/distill.h). Its target input is float32
 [rows, classes + 2], one row per sample: label, weight lambda, the teacher's
 probabilities. The weight travels with the sample, so `fit --distill-weight`
 (or the firmware) chooses it without a new conversion, and a row with weight
@@ -40,7 +42,6 @@ def add_target(model, rows: int, classes: int) -> int:
     return model.add_tensor("tflm_train/target", [rows, classes + TARGET_HEADER], np.float32)
 
 
-def check_loss(loss: str, output_kind: str) -> None:
+def check_loss(loss: str) -> None:
     if loss != "ce":
         raise ConversionError(f"--distill needs the cross-entropy loss (ce), not {loss}")
-    del output_kind  # probabilities or logits: the teacher recorder handles both

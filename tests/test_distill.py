@@ -19,7 +19,7 @@ import pytest
 
 from graphs import Graph, relative_error
 from lazy_tensorflow import tf
-from test_cli import MODEL, TRAIN, assert_user_error, run, run_json
+from test_cli import MODEL, TRAIN, run_json
 from tflm_train import distill
 from tflm_train.converter import ConversionError, ConvertConfig, convert, ops
 from tflm_train.converter.distill import options as distill_options
@@ -205,7 +205,7 @@ def test_device_helper_records_and_packs_as_the_host_does(teacher_harness, logit
 
 def test_fit_distill_weight_cli(tmp_path):
     converted = tmp_path / "distill.tflite"
-    run_json("convert", MODEL, "-o", str(converted), "--distill", "2")
+    converted.write_bytes(convert(Path(MODEL).read_bytes(), ConvertConfig(distill=2.0)).model)
     out = run_json("fit", str(converted), "--data", TRAIN, "--epochs", "1", "--lr", "0.02", "--distill-weight", "0",
                    "--replay-data", str(Path(TRAIN).parent / "base_retain.npz"), "--replay-bytes", "1120",
                    "--replay-distill-weight", "0.25")
@@ -213,6 +213,11 @@ def test_fit_distill_weight_cli(tmp_path):
                               "samples": 64}
     assert out["replay"]["record_bytes"] == 64 + 4 * 12  # int8 digit + [label, weight, 10 probabilities]
     assert out["replay"]["held"] == 10 and np.isfinite(out["loss_last"])
-    plain = tmp_path / "plain.tflite"
-    run_json("convert", MODEL, "-o", str(plain))
-    assert_user_error(run("fit", str(plain), "--data", TRAIN, "--distill-weight", "1"), "--distill-weight")
+
+def test_distill_weight_needs_a_distill_model():
+    from tflm_train.cli import ContinualOptions, run_fit
+    from tflm_train.errors import UserError
+
+    plain = convert(Path(MODEL).read_bytes(), ConvertConfig()).model
+    with pytest.raises(UserError, match="--distill-weight and --replay-distill-weight need a model converted with"):
+        run_fit(plain, TRAIN, [], 1, 0.02, None, 0, continual=ContinualOptions(distill_weight=1.0))

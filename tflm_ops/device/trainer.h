@@ -13,7 +13,8 @@
 //
 // A converted model's subgraph 0 has the inputs
 //   [original inputs..., target, learning_rate, mode, state]
-// and the outputs [original outputs..., loss, state]; the state is one uint8
+// and the outputs [original outputs..., loss, state] (a `--distill` model
+// has its teacher logits just before loss); the state is one uint8
 // variable tensor (kernels/training_state.h), so saving it is reading an
 // output and loading it is writing an input.
 //

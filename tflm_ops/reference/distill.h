@@ -16,6 +16,8 @@
 #ifndef TFLM_OPS_REFERENCE_DISTILL_H_
 #define TFLM_OPS_REFERENCE_DISTILL_H_
 
+#include <cmath>
+
 #include "reference/fully_connected.h"
 #include "reference/math.h"
 
@@ -35,12 +37,12 @@ inline bool DistillTargetValid(const float* t, int classes) {
     return false;
   }
   const float weight = t[1];
-  if (!(weight >= 0.0f && weight <= 3.0e38f)) return false;  // finite, >= 0
+  if (!(weight >= 0.0f && std::isfinite(weight))) return false;
   if (weight == 0.0f) return true;
   float sum = 0.0f;
   for (int c = 0; c < classes; ++c) {
     const float p = t[kDistillTargetHeader + c];
-    if (!(p >= 0.0f && p <= 1.0e30f)) return false;
+    if (!(p >= 0.0f && std::isfinite(p))) return false;
     sum += p;
   }
   return sum > 0.0f;
