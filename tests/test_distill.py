@@ -221,3 +221,15 @@ def test_distill_weight_needs_a_distill_model():
     plain = convert(Path(MODEL).read_bytes(), ConvertConfig()).model
     with pytest.raises(UserError, match="--distill-weight and --replay-distill-weight need a model converted with"):
         run_fit(plain, TRAIN, [], 1, 0.02, None, 0, continual=ContinualOptions(distill_weight=1.0))
+
+
+def test_python_api_fit_with_distillation(digits_data):
+    import tflm_train
+
+    x, y = digits_data
+    model = TrainableModel(convert(Path(MODEL).read_bytes(), ConvertConfig(distill=2.0)).model)
+    result = tflm_train.fit(model, x[:16], y[:16], epochs=1, learning_rate=0.02, distill_weight=0.5)
+    assert result.steps == 16 and np.isfinite(result.losses).all()
+    plain = TrainableModel(convert(Path(MODEL).read_bytes(), ConvertConfig()).model)
+    with pytest.raises(tflm_train.TflmTrainError, match="distill_weight needs"):
+        tflm_train.fit(plain, x[:4], y[:4], epochs=1, distill_weight=0.5)
