@@ -233,3 +233,17 @@ def test_python_api_fit_with_distillation(digits_data):
     plain = TrainableModel(convert(Path(MODEL).read_bytes(), ConvertConfig()).model)
     with pytest.raises(tflm_train.TflmTrainError, match="distill_weight needs"):
         tflm_train.fit(plain, x[:4], y[:4], epochs=1, distill_weight=0.5)
+
+
+def test_episodes_record_the_committed_teacher(tmp_path):
+    """`tflm-train episodes --distill-weight`: one accepted episode on a
+    --distill model; the option is refused for a plain one."""
+    from tflm_train.errors import UserError
+    from tflm_train.lifecycle_cli import run_episodes
+
+    base = Path(MODEL).read_bytes()
+    distilled = convert(base, ConvertConfig(distill=2.0)).model
+    payload, state = run_episodes(distilled, [TRAIN], TRAIN, 16, 1, 0.02, None, 0, distill_weight=0.3)
+    assert payload["episodes"][0]["verdict"] == "accept" and len(state) > 0
+    with pytest.raises(UserError, match="--distill-weight needs a model converted with --distill"):
+        run_episodes(convert(base, ConvertConfig()).model, [TRAIN], TRAIN, 16, 1, 0.02, None, 0, distill_weight=0.3)
