@@ -420,11 +420,8 @@ def run_fit(
                              "forgetting": before - after if result.metric == "accuracy" else after - before}
     if distill_info is not None:
         payload["distill"] = distill_info
-        if replay is not None:  # the weight _distill_targets gave the replayed samples
-            replay_weight = continual.replay_distill_weight
-            if replay_weight is None:
-                replay_weight = 1.0 if continual.distill_weight is None else continual.distill_weight
-            payload["distill"]["replay_weight"] = replay_weight
+        if replay is not None:
+            payload["distill"]["replay_weight"] = _distill_weight(continual, replayed=True)
     if replay is not None:
         payload["replay"] = {"data": continual.replay_path, "budget_bytes": continual.replay_bytes,
                              "bytes": replay.bytes_used, "record_bytes": replay.record_bytes,
@@ -433,10 +430,15 @@ def run_fit(
     return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths), continual.retain_path)
 
 
-def distill_model(model) -> bool:
-    from tflm_train import distill
-
-    return distill.is_distill_model(model)
+def _distill_weight(options: ContinualOptions, replayed: bool) -> float:
+    """--distill-weight (default 1); for replayed samples --replay-distill-weight
+    when given."""
+    weight = 1.0 if options.distill_weight is None else options.distill_weight
+    if replayed and options.replay_distill_weight is not None:
+        weight = options.replay_distill_weight
+    if not (0 <= weight < float("inf")):
+        raise UserError("--distill-weight and --replay-distill-weight must be finite values >= 0")
+    return weight
 
 
 def _distill_targets(model, x, y, options: ContinualOptions, replayed: bool = False):
@@ -449,11 +451,7 @@ def _distill_targets(model, x, y, options: ContinualOptions, replayed: bool = Fa
         if options.distill_weight is not None or options.replay_distill_weight is not None:
             raise UserError("--distill-weight and --replay-distill-weight need a model converted with --distill T")
         return None, None
-    weight = 1.0 if options.distill_weight is None else options.distill_weight
-    if replayed and options.replay_distill_weight is not None:
-        weight = options.replay_distill_weight
-    if not (0 <= weight < float("inf")):
-        raise UserError("--distill-weight and --replay-distill-weight must be finite values >= 0")
+    weight = _distill_weight(options, replayed)
     teacher = distill.record_teacher(model, x)
     info = {"temperature": model.distill_temperature, "weight": weight, "teacher_bytes": int(teacher.nbytes),
             "samples": len(x)}
@@ -472,7 +470,9 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
     from tflm_train.data import load_npz
 
     x, y = fitting.prepare(model, load_npz(options.replay_path), task, options.replay_path)
-    y, _ = _distill_targets(model, x, y, options, replayed=True) if distill_model(model) else (y, None)
+    rows, _ = _distill_targets(model, x, y, options, replayed=True)
+    if rows is not None:  # each record keeps its teacher, recorded as it enters the buffer
+        y = rows
     return continual.fill_replay(model, x, y, options.replay_bytes, options.replay_every, seed=seed)
 
 

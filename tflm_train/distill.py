@@ -37,8 +37,15 @@ def record_teacher(model: TrainableModel, x: np.ndarray) -> np.ndarray:
     """The model's output distribution on every sample with its current
     adapter, [samples, classes] (one inference each; nothing trains): the
     softmax of its `teacher_logits` output (not of its quantized output,
-    whose small probabilities round to 0)."""
-    return np.stack([teacher_from_output(model.teacher_logits(sample), True) for sample in x])
+    whose small probabilities round to 0). A sample holding a NaN or an
+    infinity gets zeros: it is skipped, not trained on."""
+    from tflm_train.trainer import all_finite
+
+    teacher = np.zeros((len(x), model.info.classes), np.float32)
+    for i, sample in enumerate(x):
+        if all_finite(np.asarray(sample)):
+            teacher[i] = teacher_from_output(model.teacher_logits(sample), True)
+    return teacher
 
 
 def soft_targets(labels: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:

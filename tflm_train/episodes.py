@@ -18,8 +18,11 @@ The monitor (EpisodeMonitor) is a line-for-line twin of tflmt::EpisodeMonitor
 (tflm_ops/device/episode.h), and `restore` of tflmt::Trainer::Restore: the
 counters (skipped updates and samples, rejected episodes, rollbacks) live in
 the state's header and are carried over into the restored adapter, so they
-count over the device's life. A device stores the accepted state with
-tflmt::AdapterStore (power-fail safe); on the host it is a state file.
+count over the device's life. A device stores the state with
+tflmt::AdapterStore (power-fail safe) after every episode: the accepted one,
+or the committed one again with its counters raised, so that a rejection or
+rollback survives a reboot (docs/device_api.md); on the host it is a state
+file.
 """
 
 from __future__ import annotations
@@ -202,11 +205,7 @@ def run_episode(
 
         if not distill.is_distill_model(model):
             raise ValueError("distill_weight needs a model converted with --distill")
-        finite = np.array([all_finite(np.asarray(sample)) for sample in x], bool)
-        teacher = np.zeros((len(x), model.info.classes), np.float32)
-        if finite.any():  # a bad sample gets no teacher: it is skipped anyway
-            teacher[finite] = distill.record_teacher(model, np.asarray(x)[finite])
-        y = distill.soft_targets(y, teacher, distill_weight)
+        y = distill.soft_targets(y, distill.record_teacher(model, x), distill_weight)
     committed = model.save_state()
     before = heldout_loss(model, *heldout)
     metric_before = metric(model) if metric else None
@@ -216,8 +215,6 @@ def run_episode(
     verdict = Verdict.CONTINUE
     for i in range(len(x)):
         sample_finite = all_finite(np.asarray(x[i])) and (model._labels or all_finite(np.asarray(y[i])))
-        if distill_weight is not None and not all_finite(np.asarray(x[i])):
-            sample_finite = False
         loss = model.train_step(x[i], y[i], learning_rate)
         losses.append(loss)
         saturated = output_saturated(model.interpreter.get_output(0), model.output_details["dtype"], probabilities)
