@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,20 +39,27 @@ class Recipe:
     replay_distill_weight: float | None = None  # on replayed samples (None: distill_weight)
     replay_bytes: int = 0
     replay_every: int = 1
-    extra: dict = field(default_factory=dict)
 
 
+# The README's rows (the bold one last). A record with its teacher holds the
+# float32 target row [label, weight, classes probabilities]: 64 + 48 B per
+# digit, 600 + 24 B per BasicMotions window.
 RECIPES = {
     "digits": [
         Recipe("plain", 8, 0.02),
+        Recipe("distill-new-T2-w1", 8, 0.02, distill=2.0, distill_weight=1.0),
+        Recipe("distill-new-T2-w0.2", 8, 0.02, distill=2.0, distill_weight=0.2),
         Recipe("replay300", 12, 0.03, replay_bytes=20400),
-        Recipe("distill-T2-w1", 8, 0.02, distill=2.0, distill_weight=1.0),
-        Recipe("distill-T2-w1-replay300", 12, 0.03, distill=2.0, distill_weight=1.0, replay_bytes=300 * 112),
+        Recipe("replay300-16ep", 16, 0.03, replay_bytes=20400),
+        Recipe("replay300-distill-replayed", 16, 0.03, distill=2.0, distill_weight=0.0, replay_distill_weight=0.25,
+               replay_bytes=300 * 112),
     ],
     "basic_motions": [
         Recipe("plain", 40, 0.03, optimizer="adam"),
+        Recipe("distill-new-T2-w0.25", 40, 0.03, optimizer="adam", distill=2.0, distill_weight=0.25),
         Recipe("replay10-every2", 40, 0.03, optimizer="adam", replay_bytes=6040, replay_every=2),
-        Recipe("distill-T2-w1", 40, 0.03, optimizer="adam", distill=2.0, distill_weight=1.0),
+        Recipe("replay10-every2-distill-replayed", 40, 0.03, optimizer="adam", distill=2.0, distill_weight=0.0,
+               replay_distill_weight=0.25, replay_bytes=10 * 624, replay_every=2),
     ],
 }
 
