@@ -2,17 +2,17 @@
 // --distill T` (learning without forgetting; kernels/distill_loss.cc).
 //
 // Before an episode, the firmware records the teacher for each new sample:
-// the model's output with the committed adapter (one Trainer::Predict per
-// sample, while the committed adapter is loaded), turned into probabilities
-// by TeacherFromOutput and kept next to the sample (4 B per class). Each
-// training step then sets the target row [label, weight, teacher...] with
-// PackDistillTarget and Trainer::SetTarget (or Trainer::SetDistillTarget):
+// the softmax of the logits the loss reads, with the committed adapter
+// loaded (Trainer::RecordTeacher: one inference, which reads the model's
+// `teacher_logits` output and calls TeacherFromOutput), kept next to the
+// sample (4 B per class). Each training step then sets the target row
+// [label, weight, teacher...] (Trainer::SetDistillTarget, which calls
+// PackDistillTarget):
 //
-//   float out[kClasses], teacher[kSamples][kClasses];
-//   for (i...) { trainer.SetInput(x[i]); trainer.Predict(out);
-//                tflmt::TeacherFromOutput(out, kClasses, false, teacher[i]); }
+//   float teacher[kSamples][kClasses];          // kClasses = TargetCount() - 2
+//   for (i...) { trainer.SetInput(x[i]); trainer.RecordTeacher(teacher[i]); }
 //   for (i...) { trainer.SetInput(x[i]);
-//                trainer.SetDistillTarget(label[i], 0.5f, teacher[i]);
+//                trainer.SetDistillTarget(label[i], 0.25f, teacher[i]);
 //                trainer.TrainStep(lr, &loss); }
 //
 // The temperature is the model's (an option of its loss op): the kernel
