@@ -67,6 +67,9 @@ class ConvertConfig:
     arithmetic float (float32 gradients and update) | int8 (integer training:
                int16 LoRA, integer backward pass and SGD; converter/integer.py)
     rounding   int8: the integer SGD's rounding, stochastic | nearest
+    distill    a temperature T: the loss adds distillation toward the model's
+               own recorded outputs (learning without forgetting; ce only;
+               converter/distill.py); None: the plain loss
     """
 
     method: MethodName = "lora"
@@ -89,6 +92,7 @@ class ConvertConfig:
     rounding: Rounding = "stochastic"
     pos_weight: float = 1.0
     neg_weight: float = 1.0
+    distill: float | None = None
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -134,6 +138,12 @@ class ConvertConfig:
             raise ConversionError("--pos-weight / --neg-weight are not supported with --arithmetic int8 (float training only)")
         if self.class_weighted and self.loss is not None and self.loss != "bce":
             raise ConversionError("--pos-weight / --neg-weight weight binary cross-entropy: use them with --loss bce")
+        if self.distill is not None:
+            from tflm_train.converter.distill import check_temperature
+
+            check_temperature(self.distill)
+        if self.distill is not None and self.class_weighted:
+            raise ConversionError("--distill and --pos-weight / --neg-weight do not combine: distillation has its own loss")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
 
@@ -167,4 +177,6 @@ class ConvertConfig:
             out.update(pos_weight=self.pos_weight, neg_weight=self.neg_weight)
         if self.regularizer != "none":  # unregularized metadata stays as it was
             out.update(regularizer=self.regularizer, reg_lambda=self.reg_lambda)
+        if self.distill is not None:
+            out.update(distill=self.distill)
         return out

@@ -35,6 +35,8 @@ FULLY_CONNECTED_INT = "TFLMT_FULLY_CONNECTED_INT"
 FULLY_CONNECTED_INT_GRAD = "TFLMT_FULLY_CONNECTED_INT_GRAD"
 LOSS_INT = "TFLMT_LOSS_INT"
 SGD_INT = "TFLMT_SGD_INT"
+# Distillation from the base model (convert --distill; converter/distill.py).
+DISTILL_LOSS = "TFLMT_DISTILL_LOSS"
 
 # In the order the plugin registers them (kernels.h AllKernels).
 ALL_OPS = (
@@ -60,6 +62,7 @@ ALL_OPS = (
     FULLY_CONNECTED_INT_GRAD,
     LOSS_INT,
     SGD_INT,
+    DISTILL_LOSS,
 )
 
 # ---- Options versions, one per op -------------------------------------------------------
@@ -86,6 +89,7 @@ OPTIONS_VERSIONS: dict[str, int] = {
     FULLY_CONNECTED_INT_GRAD: 1,
     LOSS_INT: 1,
     SGD_INT: 1,
+    DISTILL_LOSS: 1,
 }
 # TFLMT_SGD_INT with momentum appends the momentum (Q16); version 1 stays valid.
 SGD_INT_MOMENTUM_VERSION = 2

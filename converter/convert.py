@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflm_train.converter import activation_masks, methods, ops, recompute
+from tflm_train.converter import activation_masks, distill, methods, ops, recompute
 from tflm_train.converter.backward import Backward
 from tflm_train.converter.config import ConvertConfig
 from tflm_train.converter.errors import ConversionError
@@ -51,6 +51,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     if config.arithmetic == "int8":  # integer training: its own rewrite
         if config.regularizer != "none":
             raise ConversionError("--regularizer is not supported with --arithmetic int8 (float training only)")
+        if config.distill is not None:
+            raise ConversionError("--distill is not supported with --arithmetic int8 (float training only)")
         from tflm_train.converter import integer
 
         return integer.convert(model_bytes, config)
@@ -98,7 +100,10 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     if 0 in prediction_shape:  # a corrupt file (fuzz finding: a division by zero below)
         raise ConversionError(f"the loss input {model.tensor_name(prediction)} has shape {list(prediction_shape)}: a dimension of 0")
     classes = prediction_shape[-1] if prediction_shape else 1
-    if loss == "ce":
+    if config.distill is not None:  # learning without forgetting (converter/distill.py)
+        distill.check_loss(loss)
+        target = distill.add_target(model, int(np.prod(prediction_shape)) // classes, classes)
+    elif loss == "ce":
         rows = int(np.prod(prediction_shape)) // classes
         target = model.add_tensor("tflm_train/target", [rows], np.int32)
     else:
@@ -109,7 +114,16 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     # Loss, backward pass, update.
     loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
     loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
-    model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss, config.pos_weight, config.neg_weight))
+    if config.distill is not None:
+        model.append_op(ops.DISTILL_LOSS, [prediction, target, mode], [loss_value, loss_grad],
+                        custom_options=distill.options(config.distill))
+        rw.notes.append(
+            f"distillation from the base model at temperature {config.distill:g}: each sample's target is "
+            f"its label, a weight and {classes} teacher probabilities; the logits are output as teacher_logits"
+        )
+    else:
+        model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad],
+                        custom_options=ops.loss_options(loss, config.pos_weight, config.neg_weight))
     activation_masks.apply(model, rw.trainable_ops)  # before the backward rules read them
     backward = Backward(rw, mode, origin)
     backward.build(forward, prediction, loss_grad)
@@ -153,8 +167,13 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
 
     original_outputs = [int(t) for t in main.outputs]
     main.inputs = original_inputs + [target, learning_rate, mode, state]
-    main.outputs = original_outputs + [loss_value, state]
-    n_in, n_out = len(original_inputs), len(original_outputs)
+    # --distill: the logits the loss reads are an output too (just before loss
+    # and state, which the device helper finds from the end): the teacher is
+    # recorded from them, not from a quantized softmax whose small
+    # probabilities are rounded to 0 (the temperature needs them).
+    teacher_outputs = [prediction] if config.distill is not None else []
+    main.outputs = original_outputs + teacher_outputs + [loss_value, state]
+    n_in, n_out = len(original_inputs), len(original_outputs) + len(teacher_outputs)
     chosen, peak_before, peak_after = recompute.choose(model, backward.recomputable, config.recompute)
     recompute.apply(model, chosen)
     if chosen:
@@ -171,7 +190,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         "classes": int(classes),
         "output_kind": output_kind,
         "inputs": {"x": list(range(n_in)), "target": n_in, "learning_rate": n_in + 1, "mode": n_in + 2, "state": n_in + 3},
-        "outputs": {"y": list(range(n_out)), "loss": n_out, "state": n_out + 1},
+        "outputs": {"y": list(range(len(original_outputs))), "loss": n_out, "state": n_out + 1},
         "forward_ops": [1, 1 + len(forward)],
         "state": layout.to_json(),
         "adapted": rw.adapted,
@@ -179,6 +198,9 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     }
     if regularizer is not None:
         metadata["regularizer"] = regularizer
+    if config.distill is not None:
+        metadata["distill"] = {"temperature": config.distill, "target_header": distill.TARGET_HEADER}
+        metadata["outputs"]["teacher_logits"] = len(original_outputs)
     model.set_metadata(METADATA_NAME, json.dumps(metadata).encode())
     return ConvertResult(model.sealed_bytes(), metadata)  # with its CRC (integrity.py)
 

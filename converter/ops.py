@@ -24,6 +24,7 @@ from tflm_train.converter.constants import (  # noqa: F401 - re-exported
     CONV_2D,
     CONV_2D_GRAD,
     CROP,
+    DISTILL_LOSS,
     DEPTHWISE_CONV_2D,
     DEPTHWISE_CONV_2D_GRAD,
     FULLY_CONNECTED,

@@ -112,12 +112,16 @@ def fit(
     learning_rate: float = 0.01,
     seed: int = 0,
     on_step: Callable[[int, float], None] | None = None,
+    distill_weight: float | None = None,
 ) -> FitResult:
     """Fine-tunes a converted model, one sample per step, in the interpreter.
 
     x: samples shaped (N, *input shape); y: class labels (N,) or float
     targets, whichever the model's loss takes (checked). Returns the loss of
     every step and the metric (accuracy or mse) on x before and after.
+    distill_weight: a model converted with distill=T learns without
+    forgetting: its outputs on x are recorded first, and each step pulls
+    toward them with this weight (tflm_train/distill.py).
     """
     if not isinstance(model, TrainableModel):
         raise UserError("fit needs a converted model (TrainableModel); convert it first")
@@ -126,7 +130,16 @@ def fit(
     if not learning_rate >= 0:
         raise UserError("learning_rate must be >= 0")
     task, xs, ys = _prepared(model, x, y)
-    return _fitting.fit(model, xs, ys, task, epochs, learning_rate, seed, on_step=on_step)
+    targets = None
+    if distill_weight is not None:
+        from tflm_train import distill
+
+        if not distill.is_distill_model(model):
+            raise UserError("distill_weight needs a model converted with distill=T")
+        if not 0 <= distill_weight < float("inf"):
+            raise UserError("distill_weight must be a finite value >= 0")
+        targets = distill.soft_targets(ys, distill.record_teacher(model, xs), distill_weight)
+    return _fitting.fit(model, xs, ys, task, epochs, learning_rate, seed, on_step=on_step, targets=targets)
 
 
 def evaluate(model: PlainModel, x, y) -> float:

@@ -178,6 +178,11 @@ def _shape(shape: list[int]) -> str:
     "--retain-data", "retain_path", default=None,
     help="--regularizer ewc: base-task .npz (x, y) the Fisher diagonal is computed from.",
 )
+@click.option(
+    "--distill", type=float, default=None, metavar="T",
+    help="Against forgetting: the loss adds distillation toward the model's own outputs, recorded before "
+    "training, softened by temperature T (learning without forgetting; fit --distill-weight sets its weight).",
+)
 @click.option(  # integer training (converter/integer.py)
     "--arithmetic", type=click.Choice(["float", "int8"]), default="float", show_default=True,
     help="int8: integer training for FPU-less chips (lora, bias or head on int8 FULLY_CONNECTED layers; integer SGD, optionally with momentum).",
@@ -216,6 +221,7 @@ def convert(
     regularizer: str,
     reg_lambda: float,
     retain_path: str | None,
+    distill: float | None,
     arithmetic: str,
     rounding: str,
     c_array: str | None,
@@ -245,6 +251,7 @@ def convert(
         recompute=recompute,
         regularizer=regularizer,
         reg_lambda=reg_lambda,
+        distill=distill,
         arithmetic=arithmetic,
         rounding=rounding,
         pos_weight=pos_weight,
@@ -423,6 +430,8 @@ class ContinualOptions:
     replay_path: str | None = None  # original-task .npz offered to the replay buffer
     replay_bytes: int | None = None  # the buffer's byte budget
     replay_every: int = 1  # one replayed sample per this many new ones
+    distill_weight: float | None = None  # a --distill model's weight lambda (None: 1)
+    replay_distill_weight: float | None = None  # on replayed samples (None: distill_weight)
 
 
 def run_fit(
@@ -457,10 +466,12 @@ def run_fit(
     if continual.retain_path is not None:
         held_out[continual.retain_path] = fitting.prepare(model, load_npz(continual.retain_path), task,
                                                           continual.retain_path)
+    distill_rows, distill_info = _distill_targets(model, x, y, continual)
     replay = _replay_buffer(model, task, continual, seed)
     if on_start is not None:
         on_start(epochs * len(x))
-    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step, replay=replay)
+    result = fitting.fit(model, x, y, task, epochs, lr, seed, held_out=held_out, on_step=on_step, replay=replay,
+                         targets=distill_rows)
     header = model.state_header()
     payload = {
         "steps": result.steps,
@@ -485,12 +496,44 @@ def run_fit(
         # Forgetting: how much the original task lost (accuracy: points; mse: how much it rose).
         payload["retain"] = {"data": continual.retain_path, "metric_before": before, "metric_after": after,
                              "forgetting": before - after if result.metric == "accuracy" else after - before}
+    if distill_info is not None:
+        payload["distill"] = distill_info
+        if replay is not None:
+            payload["distill"]["replay_weight"] = _distill_weight(continual, replayed=True)
     if replay is not None:
         payload["replay"] = {"data": continual.replay_path, "budget_bytes": continual.replay_bytes,
                              "bytes": replay.bytes_used, "record_bytes": replay.record_bytes,
                              "capacity": replay.capacity, "held": replay.count, "offered": replay.seen,
                              "every": replay.every, "steps": result.replay_steps}
     return FitRun(result, payload, model.save_state(), len(x), epochs, list(eval_paths), continual.retain_path)
+
+
+def _distill_weight(options: ContinualOptions, replayed: bool) -> float:
+    """--distill-weight (default 1); for replayed samples --replay-distill-weight
+    when given."""
+    weight = 1.0 if options.distill_weight is None else options.distill_weight
+    if replayed and options.replay_distill_weight is not None:
+        weight = options.replay_distill_weight
+    if not (0 <= weight < float("inf")):
+        raise UserError("--distill-weight and --replay-distill-weight must be finite values >= 0")
+    return weight
+
+
+def _distill_targets(model, x, y, options: ContinualOptions, replayed: bool = False):
+    """For a `convert --distill` model: the teacher recorded with the adapter
+    fit starts from (one inference per sample, as a device does before an
+    episode) and the target rows; (None, None) for any other model."""
+    from tflm_train import distill
+
+    if not distill.is_distill_model(model):
+        if options.distill_weight is not None or options.replay_distill_weight is not None:
+            raise UserError("--distill-weight and --replay-distill-weight need a model converted with --distill T")
+        return None, None
+    weight = _distill_weight(options, replayed)
+    teacher = distill.record_teacher(model, x)
+    info = {"temperature": model.distill_temperature, "weight": weight, "teacher_bytes": int(teacher.nbytes),
+            "samples": len(x)}
+    return distill.soft_targets(y, teacher, weight), info
 
 
 def _replay_buffer(model, task, options: ContinualOptions, seed: int):
@@ -505,6 +548,9 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
     from tflm_train.data import load_npz
 
     x, y = fitting.prepare(model, load_npz(options.replay_path), task, options.replay_path)
+    rows, _ = _distill_targets(model, x, y, options, replayed=True)
+    if rows is not None:  # each record keeps its teacher, recorded as it enters the buffer
+        y = rows
     return continual.fill_replay(model, x, y, options.replay_bytes, options.replay_every, seed=seed)
 
 
@@ -532,6 +578,10 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
 @click.option("--replay-bytes", type=int, default=None, help="The replay buffer's byte budget (int8 records for an int8 model).")
 @click.option("--replay-every", type=int, default=1, show_default=True, help="One replayed sample per this many new ones.")
 @_streaming_options
+@click.option("--distill-weight", type=float, default=None, help="A model converted with --distill: the weight of "
+              "the pull toward the model's own outputs before the fit (recorded first).  [default: 1]")
+@click.option("--replay-distill-weight", type=float, default=None, help="The same weight for replayed samples "
+              "(their teacher recorded when they enter the buffer).  [default: --distill-weight]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fit(
     model_path: str,
@@ -550,6 +600,8 @@ def fit(
     manifest: str | None,
     window: int | None,
     cutoff: float | None,
+    distill_weight: float | None,
+    replay_distill_weight: float | None,
     as_json: bool,
 ) -> None:
     """Fine-tune a converted MODEL on local data, in the TFLM interpreter.
@@ -563,7 +615,8 @@ def fit(
         _fit_clips(model_bytes, data_path, eval_paths, epochs, lr, initial, seed, state_out,
                    (manifest, window, cutoff), as_json)
         return
-    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every)
+    continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every, distill_weight,
+                                 replay_distill_weight)
 
     def warn(message: str) -> None:
         click.echo(f"tflm-train: warning: {model_path} {message}", err=True)
@@ -620,6 +673,13 @@ def _render_fit(console, run: FitRun, data_path: str, state_out: str | None, plo
         retain = payload["retain"]
         console.print(_metric_line(result.metric, retain["metric_before"], retain["metric_after"], run.retain)
                       + " (original task: " + _forgetting(result.metric, retain["forgetting"]) + ")")
+    if "distill" in payload:
+        info = payload["distill"]
+        console.print(
+            f"distillation: temperature {info['temperature']:g}, weight {info['weight']:g} on the new samples"
+            + (f", {info['replay_weight']:g} on replayed ones" if "replay_weight" in info else "")
+            + f"; teacher recorded first ({info['teacher_bytes']:,} bytes: 4 per class per sample)"
+        )
     if "replay" in payload:
         replay = payload["replay"]
         console.print(

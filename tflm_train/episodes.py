@@ -18,8 +18,11 @@ The monitor (EpisodeMonitor) is a line-for-line twin of tflmt::EpisodeMonitor
 (tflm_ops/device/episode.h), and `restore` of tflmt::Trainer::Restore: the
 counters (skipped updates and samples, rejected episodes, rollbacks) live in
 the state's header and are carried over into the restored adapter, so they
-count over the device's life. A device stores the accepted state with
-tflmt::AdapterStore (power-fail safe); on the host it is a state file.
+count over the device's life. A device stores the state with
+tflmt::AdapterStore (power-fail safe) after every episode: the accepted one,
+or the committed one again with its counters raised, so that a rejection or
+rollback survives a reboot (docs/device_api.md); on the host it is a state
+file.
 """
 
 from __future__ import annotations
@@ -183,14 +186,26 @@ def run_episode(
     learning_rate: float,
     limits: EpisodeLimits | None = None,
     metric=None,
+    distill_weight: float | None = None,
 ) -> EpisodeResult:
     """Trains one episode on (x, y) and commits or restores (see the module
     docstring). `model` is a TrainableModel holding the committed adapter;
     afterwards it holds the accepted one, or the committed one again.
-    `metric(model)` (optional) adds a human metric to the result."""
+    `metric(model)` (optional) adds a human metric to the result.
+    distill_weight: a `convert --distill` model learns without forgetting:
+    before the episode, the committed adapter's outputs on the episode's
+    samples are recorded as the teacher (tflmt::Trainer::RecordTeacher on a
+    device), and each step pulls toward them with this weight. The held-out
+    check stays plain cross-entropy."""
     from tflm_train.trainer import all_finite
 
     monitor = EpisodeMonitor(limits)
+    if distill_weight is not None:
+        from tflm_train import distill
+
+        if not distill.is_distill_model(model):
+            raise ValueError("distill_weight needs a model converted with --distill")
+        y = distill.soft_targets(y, distill.record_teacher(model, x), distill_weight)
     committed = model.save_state()
     before = heldout_loss(model, *heldout)
     metric_before = metric(model) if metric else None

@@ -92,12 +92,15 @@ def fit(
     on_step: Callable[[int, float], None] | None = None,
     held_out: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     replay=None,
+    targets: np.ndarray | None = None,
 ) -> FitResult:
     """Trains one sample per step, in a shuffled order per epoch.
 
     replay: a tflm_train.continual.ReplayBuffer of original-task samples;
     after every k-th new sample one replayed sample trains too (its loss is
-    not in `losses`, which follow the new data)."""
+    not in `losses`, which follow the new data).
+    targets: what each training step gets instead of y[i] (a distillation
+    model's rows, tflm_train/distill.py); y stays the metric's labels."""
     result = FitResult(metric=task.metric)
     result.metric_before = evaluate(model, x, y, task)
     held_out = held_out or {}
@@ -106,7 +109,7 @@ def fit(
     for _ in range(epochs):
         epoch = []
         for i in rng.permutation(len(x)):
-            loss = model.train_step(x[i], y[i], learning_rate)
+            loss = model.train_step(x[i], (y if targets is None else targets)[i], learning_rate)
             epoch.append(loss)
             result.losses.append(loss)
             if on_step is not None:

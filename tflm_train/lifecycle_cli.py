@@ -11,7 +11,7 @@ from tflm_train.errors import UserError
 
 
 def run_episodes(model_bytes: bytes, data_paths, heldout_path: str, heldout_size: int, epochs: int, lr: float,
-                 state_in: bytes | None, seed: int) -> tuple[dict, bytes]:
+                 state_in: bytes | None, seed: int, distill_weight: float | None = None) -> tuple[dict, bytes]:
     """One episode per data file, each accepted, rejected or rolled back."""
     import numpy as np
 
@@ -30,6 +30,11 @@ def run_episodes(model_bytes: bytes, data_paths, heldout_path: str, heldout_size
     model = TrainableModel(model_bytes)
     if state_in is not None:
         model.load_state(state_in)
+    if distill_weight is not None:
+        if model.distill_temperature is None:
+            raise UserError("--distill-weight needs a model converted with --distill T")
+        if not (0 <= distill_weight < float("inf")):
+            raise UserError("--distill-weight must be a finite value >= 0")
     task = fitting.task_of(model)
     hx, hy = fitting.prepare(model, load_npz(heldout_path), task, heldout_path)
     heldout = (hx[:heldout_size], hy[:heldout_size])
@@ -39,7 +44,8 @@ def run_episodes(model_bytes: bytes, data_paths, heldout_path: str, heldout_size
         x, y = fitting.prepare(model, load_npz(path), task, path)
         order = np.concatenate([rng.permutation(len(x)) for _ in range(epochs)])
         result = episodes.run_episode(model, x[order], y[order], heldout, lr,
-                                      metric=lambda m: fitting.evaluate(m, *heldout, task))
+                                      metric=lambda m: fitting.evaluate(m, *heldout, task),
+                                      distill_weight=distill_weight)
         results.append({"data": path, **result.to_json()})
     payload = {
         "metric": task.metric,
@@ -111,12 +117,16 @@ def register(cli: click.Group) -> None:
     @click.option("--state-in", default=None, help="The committed state to start from.")
     @click.option("--state-out", default=None, help="Save the committed state (with its counters) here.")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the sample order.")
+    @click.option("--distill-weight", type=float, default=None,
+                  help="A model converted with --distill: before each episode the committed adapter's outputs on "
+                  "its samples are recorded, and training pulls toward them with this weight.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-    def episodes(model_path, data_paths, heldout_path, heldout_size, epochs, lr, state_in, state_out, seed, as_json):
+    def episodes(model_path, data_paths, heldout_path, heldout_size, epochs, lr, state_in, state_out, seed,
+                 distill_weight, as_json):
         """Train a converted MODEL in episodes: commit each only if the held-out check is not worse;
         roll back a diverging one (as tflmt::EpisodeMonitor does on the device)."""
         payload, state = run_episodes(_read(model_path), data_paths, heldout_path, heldout_size, epochs, lr,
-                                      _read(state_in) if state_in else None, seed)
+                                      _read(state_in) if state_in else None, seed, distill_weight)
         if state_out:
             write_all({state_out: state})
         if as_json:

@@ -128,6 +128,11 @@ class TrainableModel(PlainModel):
         super().__init__(model_bytes, arena_size)
         self._target_details = self.interpreter.input_details(self._target)
         self._labels = self._target_details["dtype"] == np.int32
+        # `convert --distill T`: the target row is [label, weight, teacher
+        # probabilities] (tflm_train/distill.py); a bare label trains as
+        # plain cross-entropy (weight 0).
+        distill = info.raw.get("distill")
+        self.distill_temperature: float | None = None if distill is None else float(distill["temperature"])
         # A streaming model writes resource variables on every invocation.
         self.streams = any(model.op_type(op) == "ASSIGN_VARIABLE" for op in model.operators)
 
@@ -186,8 +191,35 @@ class TrainableModel(PlainModel):
         if bad.size:
             raise DataError(f"label {bad.reshape(-1)[0]} is not one of the model's classes [0, {classes})")
 
+    def _distill_row(self, y) -> np.ndarray:
+        """A distillation model's target row: y as given (a full row), or a
+        bare label as [label, 0, zeros] (plain cross-entropy)."""
+        y = np.asarray(y)
+        width = self.info.classes + 2
+        if y.ndim == 0 or y.size == 1:
+            self._check_labels(y.reshape(-1)[0] if y.ndim else y.item())
+            row = np.zeros(width, np.float32)
+            row[0] = float(y.reshape(-1)[0])
+            return row
+        if y.size != width:
+            raise DataError(f"a distillation target has {width} values (label, weight, {width - 2} probabilities), got {y.size}")
+        self._check_labels(y.reshape(-1)[0])
+        return y.reshape(width).astype(np.float32)
+
+    def teacher_logits(self, x) -> np.ndarray:
+        """A `--distill` model: the logits its loss reads, from one inference
+        with the current adapter (the model's `teacher_logits` output;
+        tflmt::Trainer::RecordTeacher reads the same)."""
+        index = self.info.output_index("teacher_logits")
+        self.interpreter.set_input(0, quantize(np.asarray(x)[None], self.input_details))
+        self._prepare_inference()
+        self.interpreter.invoke()
+        return dequantize(self.interpreter.get_output(index), self.interpreter.output_details(index))[0]
+
     def set_target(self, y) -> None:
-        if self._labels:
+        if self.distill_temperature is not None:
+            y = self._distill_row(y)
+        elif self._labels:
             self._check_labels(y)
         self.interpreter.set_input(self._target, quantize(np.asarray(y)[None], self._target_details))
 
@@ -200,7 +232,9 @@ class TrainableModel(PlainModel):
         the model's classes raises DataError.
         """
         x = np.asarray(x)
-        if self._labels:
+        if self.distill_temperature is not None:
+            y = self._distill_row(y)
+        elif self._labels:
             self._check_labels(y)
         if not (all_finite(x) and (self._labels or all_finite(y))):
             return self._skip_step()

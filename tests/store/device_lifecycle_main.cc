@@ -4,8 +4,12 @@
 // it against a TFLM tree (TFLM_DIR) and compares every verdict, step count,
 // counter and the final state with tflm_train.episodes in the wheel.
 //
-//   device_lifecycle MODEL HELDOUT EPISODE_DATA:LR [EPISODE_DATA:LR ...]
+//   device_lifecycle MODEL HELDOUT [distill=W] EPISODE_DATA:LR [EPISODE_DATA:LR ...]
 //
+// distill=W (a model converted with --distill): before each episode the
+// committed adapter's teacher is recorded for every sample
+// (Trainer::RecordTeacher) and each step trains on [label, W, teacher]
+// (Trainer::SetDistillTarget).
 // Data files are TMTD (tflm-train device data). Prints one line per episode
 // ("episode <verdict> <steps> <heldout_before> <heldout_after>"), then the
 // counters, then reboots (a new interpreter), loads the store's adapter and
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "device/adapter_store.h"
+#include "device/distill.h"
 #include "device/episode.h"
 #include "device/trainer.h"
 #include "port/tflm/tflm_train_ops.h"
@@ -163,7 +168,14 @@ int main(int argc, char** argv) {
     return 3;  // empty flash: factory
   }
 
-  for (int e = 3; e < argc; ++e) {
+  int first_episode = 3;
+  float distill_weight = -1.0f;  // < 0: plain labels
+  if (std::strncmp(argv[3], "distill=", 8) == 0) {
+    distill_weight = std::strtof(argv[3] + 8, nullptr);
+    first_episode = 4;
+  }
+  const size_t classes = t.TargetCount() - tflmt::kDistillTargetHeader;
+  for (int e = first_episode; e < argc; ++e) {
     std::string arg = argv[e];
     const size_t colon = arg.rfind(':');
     const float lr = std::strtof(arg.c_str() + colon + 1, nullptr);
@@ -171,6 +183,15 @@ int main(int argc, char** argv) {
     if (!LoadDataset(arg.substr(0, colon).c_str(), &data)) return 2;
 
     t.SaveState(committed.data(), bytes);
+    // The teacher: the committed adapter's outputs, before the episode.
+    std::vector<float> teacher;
+    if (distill_weight >= 0.0f) {
+      teacher.resize(size_t(data.count) * classes);
+      for (uint32_t i = 0; i < data.count; ++i) {
+        t.SetInput(&data.x[size_t(i) * data.x_values]);
+        if (t.RecordTeacher(&teacher[size_t(i) * classes]) != kTfLiteOk) return 8;
+      }
+    }
     const float before = HeldOutLoss(t, heldout);
     tflmt::EpisodeMonitor monitor{tflmt::EpisodeLimits()};
     monitor.Begin(t.GetCounters().skipped_updates, before);
@@ -179,7 +200,11 @@ int main(int argc, char** argv) {
     for (uint32_t i = 0; i < data.count && v == tflmt::EpisodeVerdict::kContinue; ++i) {
       float loss = NAN;
       t.SetInput(&data.x[size_t(i) * data.x_values]);
-      t.SetLabel(data.labels[i]);
+      if (distill_weight >= 0.0f) {
+        t.SetDistillTarget(data.labels[i], distill_weight, &teacher[size_t(i) * classes]);
+      } else {
+        t.SetLabel(data.labels[i]);
+      }
       if (t.TrainStep(lr, &loss) != kTfLiteOk) return 4;
       ++steps;
       v = monitor.Observe(loss, true, t.GetCounters().skipped_updates, t.OutputSaturated());
@@ -189,12 +214,15 @@ int main(int argc, char** argv) {
       after = HeldOutLoss(t, heldout);
       v = monitor.Finish(before, after);
     }
-    if (v == tflmt::EpisodeVerdict::kAccept) {
-      t.SaveState(accepted.data(), bytes);
-      if (store.Commit(accepted.data(), bytes) != tflmt::StoreStatus::kOk) return 5;
-    } else if (t.Restore(committed.data(), bytes, v) != kTfLiteOk) {
+    // Every episode ends with one commit: the accepted adapter, or the
+    // committed one again with its counters raised by Restore (a rejection
+    // or rollback is not lost to a power cut before the next acceptance).
+    if (v != tflmt::EpisodeVerdict::kAccept &&
+        t.Restore(committed.data(), bytes, v) != kTfLiteOk) {
       return 6;
     }
+    t.SaveState(accepted.data(), bytes);
+    if (store.Commit(accepted.data(), bytes) != tflmt::StoreStatus::kOk) return 5;
     std::printf("episode %s %u %.9g %.9g\n", Name(v), steps, before, after);
   }
   const tflmt::Trainer::Counters c = t.GetCounters();
@@ -223,6 +251,10 @@ int main(int argc, char** argv) {
     same = rebooted.trainer->Predict(after_reboot.data()) == kTfLiteOk &&
            std::memcmp(after_reboot.data(), before_reboot.data(), out.size() * 4) == 0;
   }
-  std::printf("reboot sequence %u same_predictions %d\n", reopened.Sequence(), same ? 1 : 0);
+  // The counters came back from flash too.
+  const tflmt::Trainer::Counters r = rebooted.trainer->GetCounters();
+  std::printf("reboot sequence %u same_predictions %d counters %u %u %u %u %u\n",
+              reopened.Sequence(), same ? 1 : 0, r.steps, r.skipped_updates,
+              r.skipped_samples, r.rejected_episodes, r.rollbacks);
   return 0;
 }

@@ -245,6 +245,13 @@ void RunConfiguration(const Bytes& payload, uint32_t page_bytes,
   // Both slots hold adapters: the commit overwrites the previous (a1).
   EveryCut("commit over the previous slot", flash, slot_bytes, commit(a3),
            {a2, a3}, recovery, totals);
+  // A rejected episode: the same adapter again, only its counters raised
+  // (the state header's rejected-episodes word, offset 52), so that they
+  // survive a reboot.
+  Bytes a2_rejected = a2;
+  a2_rejected[52] = static_cast<uint8_t>(a2_rejected[52] + 1);
+  EveryCut("re-commit with raised counters (rejected)", flash, slot_bytes,
+           commit(a2_rejected), {a2, a2_rejected}, recovery, totals);
   EveryCut("rollback to the previous adapter", flash, slot_bytes, rollback,
            {a2, a1}, recovery, totals);
   EveryCut("rollback to factory", flash, slot_bytes, to_factory,

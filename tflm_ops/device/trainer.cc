@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "device/distill.h"
 #include "kernels/kernels.h"
 #include "kernels/training_state.h"
 #include "reference/quantization.h"
@@ -98,6 +99,11 @@ TfLiteStatus Trainer::Begin() {
                 "model converted by tflm-train");
     return kTfLiteError;
   }
+  // A `--distill` model's target is one row [label, weight, probabilities]
+  // per sample: two values more than the output (an MSE/BCE target has as
+  // many, a label one).
+  distill_ = target->type == kTfLiteFloat32 &&
+             ElementCount(target) == ElementCount(y) + kDistillTargetHeader;
   ready_ = true;
   return kTfLiteOk;
 }
@@ -154,6 +160,9 @@ TfLiteStatus Trainer::SetInput(const float* real_values) {
 TfLiteStatus Trainer::SetLabel(int32_t label) {
   if (!ready_) return kTfLiteError;
   TfLiteTensor* target = interpreter_.input(target_);
+  if (distill_) {  // [label, weight 0, ...]: plain cross-entropy
+    return SetDistillTarget(label, 0.0f, nullptr);
+  }
   if (!IsScalar(target, kTfLiteInt32)) {
     MicroPrintf("Trainer: SetLabel needs a one-sample cross-entropy model");
     return kTfLiteError;
@@ -174,6 +183,63 @@ TfLiteStatus Trainer::SetTarget(const float* values) {
   target_not_finite_ = !AllFinite(values, n);
   std::memcpy(target->data.f, values, n * sizeof(float));
   return kTfLiteOk;
+}
+
+size_t Trainer::TargetCount() const {
+  if (!ready_) return 0;
+  return ElementCount(interpreter_.input(target_));
+}
+
+TfLiteStatus Trainer::SetDistillTarget(int32_t label, float weight,
+                                       const float* teacher) {
+  if (!ready_) return kTfLiteError;
+  if (!distill_) {
+    MicroPrintf("Trainer: SetDistillTarget needs a model converted with --distill");
+    return kTfLiteError;
+  }
+  TfLiteTensor* target = interpreter_.input(target_);
+  const size_t classes = ElementCount(target) - kDistillTargetHeader;
+  if (teacher == nullptr) {  // weight 0: the probabilities are not read
+    std::memset(target->data.f, 0, ElementCount(target) * sizeof(float));
+    target->data.f[0] = static_cast<float>(label);
+    target->data.f[1] = weight;
+  } else {
+    PackDistillTarget(label, weight, teacher, classes, target->data.f);
+  }
+  target_not_finite_ = !AllFinite(target->data.f, ElementCount(target));
+  return kTfLiteOk;
+}
+
+TfLiteStatus Trainer::RecordTeacher(float* teacher) {
+  if (!ready_ || !distill_) return kTfLiteError;
+  if (input_not_finite_) return kTfLiteError;  // no teacher for a bad sample
+  if (Run(static_cast<int32_t>(Mode::kInfer)) != kTfLiteOk) return kTfLiteError;
+  // Outputs: [original..., teacher logits, loss, state].
+  const TfLiteTensor* logits =
+      interpreter_.output(interpreter_.outputs_size() - kAddedOutputs - 1);
+  const size_t classes = ElementCount(interpreter_.input(target_)) -
+                         kDistillTargetHeader;
+  if (logits == nullptr || ElementCount(logits) != classes) return kTfLiteError;
+  // The logits as real values, in place in `teacher`, then their softmax.
+  for (size_t c = 0; c < classes; ++c) {
+    switch (logits->type) {
+      case kTfLiteFloat32:
+        teacher[c] = logits->data.f[c];
+        break;
+      case kTfLiteInt8:
+        teacher[c] = (logits->data.int8[c] - logits->params.zero_point) *
+                     logits->params.scale;
+        break;
+      case kTfLiteInt16:
+        teacher[c] = (logits->data.i16[c] - logits->params.zero_point) *
+                     logits->params.scale;
+        break;
+      default:
+        return kTfLiteError;
+    }
+  }
+  return TeacherFromOutput(teacher, classes, true, teacher) ? kTfLiteOk
+                                                             : kTfLiteError;
 }
 
 TfLiteStatus Trainer::Run(int32_t mode) {

@@ -13,7 +13,8 @@
 //
 // A converted model's subgraph 0 has the inputs
 //   [original inputs..., target, learning_rate, mode, state]
-// and the outputs [original outputs..., loss, state]; the state is one uint8
+// and the outputs [original outputs..., loss, state] (a `--distill` model
+// has its teacher logits just before loss); the state is one uint8
 // variable tensor (kernels/training_state.h), so saving it is reading an
 // output and loading it is writing an input.
 //
@@ -66,8 +67,21 @@ class Trainer {
   size_t InputBytes() const;
   // Cross-entropy target: the class of a one-sample model.
   TfLiteStatus SetLabel(int32_t label);
-  // MSE / binary cross-entropy target: as many values as output 0.
+  // MSE / binary cross-entropy target: as many values as output 0; for a
+  // `--distill` model, the whole row (TargetCount() values, device/distill.h).
   TfLiteStatus SetTarget(const float* values);
+  // Values of the target input (1 for a label).
+  size_t TargetCount() const;
+  // `--distill` model: the row [label, weight, teacher probabilities] from
+  // its parts (device/distill.h). SetLabel on such a model writes weight 0:
+  // plain cross-entropy, e.g. for the held-out check.
+  TfLiteStatus SetDistillTarget(int32_t label, float weight,
+                                const float* teacher);
+  // `--distill` model: one inference on the sample set before, with the
+  // adapter loaded now (the committed one, before an episode), and the
+  // teacher's probabilities from the logits the loss reads (the model's
+  // output just before `loss`): classes = TargetCount() - 2 floats.
+  TfLiteStatus RecordTeacher(float* teacher);
 
   // One training step on the sample set before; *loss is its loss (before
   // the update). The update itself happens every `--accumulate` steps. A
@@ -136,6 +150,7 @@ class Trainer {
   size_t loss_ = 0;
   size_t state_out_ = 0;
   bool ready_ = false;
+  bool distill_ = false;  // the target is a distillation row (device/distill.h)
   // The last SetInput / SetTarget values held a NaN or an infinity.
   bool input_not_finite_ = false;
   bool target_not_finite_ = false;

@@ -41,6 +41,8 @@ constexpr char kFullyConnectedIntOpName[] = "TFLMT_FULLY_CONNECTED_INT";
 constexpr char kFullyConnectedIntGradOpName[] = "TFLMT_FULLY_CONNECTED_INT_GRAD";
 constexpr char kLossIntOpName[] = "TFLMT_LOSS_INT";
 constexpr char kSgdIntOpName[] = "TFLMT_SGD_INT";
+// Distillation from the base model (convert --distill): kernels/distill_loss.cc.
+constexpr char kDistillLossOpName[] = "TFLMT_DISTILL_LOSS";
 
 // ---- Options versions, one per op ---------------------------------------------
 constexpr uint8_t kStateOptionsVersion = 1;
@@ -77,6 +79,7 @@ constexpr uint8_t kSgdIntMomentumVersion = 2;
 // TFLMT_FULLY_CONNECTED_INT(_GRAD) with a trainable weight delta (--method
 // head): version 1's fields, then the delta's offset and its QMult.
 constexpr uint8_t kIntWeightDeltaVersion = 2;
+constexpr uint8_t kDistillLossOptionsVersion = 1;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

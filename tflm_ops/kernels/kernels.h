@@ -33,6 +33,7 @@ extern const port::KernelDef kFullyConnectedIntKernel;
 extern const port::KernelDef kFullyConnectedIntGradKernel;
 extern const port::KernelDef kLossIntKernel;
 extern const port::KernelDef kSgdIntKernel;
+extern const port::KernelDef kDistillLossKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -46,7 +47,8 @@ using AllKernels = KernelList<
     &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
     &kOptimizerKernel, &kAddGradsKernel, &kPoolGradKernel, &kMeanGradKernel,
     &kCropKernel, &kBroadcastGradKernel, &kFullyConnectedIntKernel,
-    &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel>;
+    &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel,
+    &kDistillLossKernel>;
 
 // The mode of this invocation. Prepare has checked that the op's mode input
 // exists (CheckModeInput); a missing one reads as kInfer all the same, so a
