@@ -35,6 +35,10 @@ FULLY_CONNECTED_INT = "TFLMT_FULLY_CONNECTED_INT"
 FULLY_CONNECTED_INT_GRAD = "TFLMT_FULLY_CONNECTED_INT_GRAD"
 LOSS_INT = "TFLMT_LOSS_INT"
 SGD_INT = "TFLMT_SGD_INT"
+# Integer training through convolutions (converter/integer_conv.py).
+CONV_INT = "TFLMT_CONV_INT"
+CONV_INT_GRAD = "TFLMT_CONV_INT_GRAD"
+POOL_INT_GRAD = "TFLMT_POOL_INT_GRAD"
 
 # In the order the plugin registers them (kernels.h AllKernels).
 ALL_OPS = (
@@ -60,6 +64,9 @@ ALL_OPS = (
     FULLY_CONNECTED_INT_GRAD,
     LOSS_INT,
     SGD_INT,
+    CONV_INT,
+    CONV_INT_GRAD,
+    POOL_INT_GRAD,
 )
 
 # ---- Options versions, one per op -------------------------------------------------------
@@ -86,6 +93,9 @@ OPTIONS_VERSIONS: dict[str, int] = {
     FULLY_CONNECTED_INT_GRAD: 1,
     LOSS_INT: 1,
     SGD_INT: 1,
+    CONV_INT: 1,
+    CONV_INT_GRAD: 1,
+    POOL_INT_GRAD: 1,
 }
 
 

@@ -41,6 +41,10 @@ constexpr char kFullyConnectedIntOpName[] = "TFLMT_FULLY_CONNECTED_INT";
 constexpr char kFullyConnectedIntGradOpName[] = "TFLMT_FULLY_CONNECTED_INT_GRAD";
 constexpr char kLossIntOpName[] = "TFLMT_LOSS_INT";
 constexpr char kSgdIntOpName[] = "TFLMT_SGD_INT";
+// Integer training through convolutions: kernels/conv_int_grad.cc.
+constexpr char kConvIntOpName[] = "TFLMT_CONV_INT";
+constexpr char kConvIntGradOpName[] = "TFLMT_CONV_INT_GRAD";
+constexpr char kPoolIntGradOpName[] = "TFLMT_POOL_INT_GRAD";
 
 // ---- Options versions, one per op ---------------------------------------------
 constexpr uint8_t kStateOptionsVersion = 1;
@@ -68,6 +72,9 @@ constexpr uint8_t kFullyConnectedIntOptionsVersion = 1;
 constexpr uint8_t kFullyConnectedIntGradOptionsVersion = 1;
 constexpr uint8_t kLossIntOptionsVersion = 1;
 constexpr uint8_t kSgdIntOptionsVersion = 1;
+constexpr uint8_t kConvIntOptionsVersion = 1;
+constexpr uint8_t kConvIntGradOptionsVersion = 1;
+constexpr uint8_t kPoolIntGradOptionsVersion = 1;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

@@ -33,6 +33,9 @@ extern const port::KernelDef kFullyConnectedIntKernel;
 extern const port::KernelDef kFullyConnectedIntGradKernel;
 extern const port::KernelDef kLossIntKernel;
 extern const port::KernelDef kSgdIntKernel;
+extern const port::KernelDef kConvIntKernel;
+extern const port::KernelDef kConvIntGradKernel;
+extern const port::KernelDef kPoolIntGradKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -46,7 +49,8 @@ using AllKernels = KernelList<
     &kActivationGradKernel, &kSoftmaxGradKernel, &kLossKernel,
     &kOptimizerKernel, &kAddGradsKernel, &kPoolGradKernel, &kMeanGradKernel,
     &kCropKernel, &kBroadcastGradKernel, &kFullyConnectedIntKernel,
-    &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel>;
+    &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel,
+    &kConvIntKernel, &kConvIntGradKernel, &kPoolIntGradKernel>;
 
 // The mode of this invocation. Prepare has checked that the op's mode input
 // exists (CheckModeInput); a missing one reads as kInfer all the same, so a
