@@ -179,7 +179,8 @@ def check_method(method: str, steps: dict, targets) -> None:
     convs = [i for i in targets if isinstance(steps.get(i), ConvStep)]
     if convs and method != "bias":
         raise ConversionError(
-            f"--arithmetic int8 trains CONV_2D / DEPTHWISE_CONV_2D layers with --method bias only (operator {convs[0]})"
+            f"--arithmetic int8 trains LoRA on FULLY_CONNECTED layers only; CONV_2D / DEPTHWISE_CONV_2D layers "
+            f"(operator {convs[0]}) train with --method bias only"
         )
 
 
