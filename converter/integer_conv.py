@@ -232,3 +232,21 @@ def add_backward(model: Model, index: int, step, dy: int, dy_exp: int, state: in
     model.append_op(ops.CONV_INT_GRAD, [dy, dy_exp, y_in, t.weights, state if trains else -1, mode, ratios],
                     outputs, custom_options=options)
     return (outputs[0], outputs[1]) if outputs else (-1, -1)
+
+
+def merge_layer(model: Model, op, metadata: dict, params: np.ndarray) -> ops.LinearLayer:
+    """A TFLMT_CONV_INT as the LinearLayer converter/merge.py folds: its
+    geometry from the options, the full bias (frozen + trained delta) written
+    into `params` at the delta's place."""
+    values = [int(v) for v in np.frombuffer(bytes(op.customOptions)[1:], "<i4")]
+    depthwise, geometry, bias_offset = values[0], values[1:17], values[17]
+    _b, _ih, _iw, in_c, out_h, out_w, out_c, k_h, k_w, s_h, s_w, d_h, d_w, pad_top, pad_left, multiplier = geometry
+    activation = {entry["first_offset"]: entry["activation"] for entry in metadata["adapted"]}[bias_offset]
+    x, weights, bias = model.inputs_of(op)[:3]
+    if bias >= 0:
+        params[bias_offset : bias_offset + out_c] += model.constant(bias).astype(np.float64) * (
+            float(model.quant(x).scale[0]) * model.quant(weights).scale.astype(np.float64))
+    kind = ops.LinearKind.DEPTHWISE_CONV_2D if depthwise else ops.LinearKind.CONV_2D
+    return ops.LinearLayer(kind, in_c, out_c, activation, kernel=(k_h, k_w), stride=(s_h, s_w), dilation=(d_h, d_w),
+                           padding=(pad_top, pad_left), depth_multiplier=multiplier, out_size=(out_h, out_w),
+                           bias_offset=bias_offset)

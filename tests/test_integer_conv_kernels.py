@@ -308,3 +308,24 @@ def test_cnn_reference_models_fine_tune_in_integers_as_in_float(name):
         ratio[arithmetic] = loss() / before
     assert ratio["int8"] <= ratio["float"] + RATIO_MARGIN, ratio
     assert ratio["int8"] != 1.0  # it trained
+
+
+def test_an_integer_conv_state_merges_into_a_plain_model(motions):
+    from tflm_train.converter.merge import merge
+
+    base, result = motions
+    model = TrainableModel(result.model)
+    task = fitting.task_of(model)
+    fitting.fit(model, *_data(model, "user_train"), task, 20, 0.03, seed=0)
+    x, y = _data(model, "user_test")
+    trained = fitting.evaluate(model, x, y, task)
+    assert trained > 0.6  # it trained (28.6% before)
+    merged = PlainModel(merge(result.model, model.save_state()))
+    plain_task = fitting.Task("accuracy", classes=4)
+    assert abs(fitting.evaluate(merged, x, y, plain_task) - trained) < 0.04  # at most one window of 28
+    initial_bytes = merge(result.model)
+    plain = Model.from_bytes(initial_bytes)
+    assert not any(plain.op_type(op).startswith("TFLMT_") for op in plain.operators)  # builtin ops only
+    # The initial state (zero deltas) merges to the base model's predictions.
+    initial, original = PlainModel(initial_bytes), PlainModel(base)
+    assert all(np.array_equal(np.argmax(initial.predict(s)), np.argmax(original.predict(s))) for s in x)
