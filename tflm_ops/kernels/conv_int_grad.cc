@@ -338,6 +338,8 @@ port::Status PoolPrepare(port::Context* context, port::Node* node) {
   TFLMT_ENSURE_OK(CheckSize(info, op, "dx", port::DataType::kInt16, InValues(g)));
   TFLMT_ENSURE_OK(RequireOutput(context, node, kDxExponent, op, "dx exponent", &info));
   TFLMT_ENSURE_OK(CheckTensor(info, op, "dx exponent", port::DataType::kInt32, 1));
+  // Only overlapping windows sum shares: the others need no scratch.
+  if (!reference::PoolWindowsOverlap(g)) return port::Status::kOk;
   return port::RequestScratch(context, sizeof(int64_t) * static_cast<size_t>(InValues(g)),
                               &data->scratch);
 }
@@ -351,7 +353,7 @@ port::Status PoolEval(port::Context* context, port::Node* node) {
       *port::Input(context, node, kPoolDyExponent).As<int32_t>(),
       x.present() ? x.As<int8_t>() : nullptr, port::Output(context, node, kDx).As<int16_t>(),
       port::Output(context, node, kDxExponent).As<int32_t>(),
-      static_cast<int64_t*>(port::Scratch(context, data.scratch)));
+      data.scratch >= 0 ? static_cast<int64_t*>(port::Scratch(context, data.scratch)) : nullptr);
   return port::Status::kOk;
 }
 

@@ -174,17 +174,18 @@ enum class IntPoolKind : int32_t { kMax = 0, kAverage = 1 };
 // Fraction bits of an average pool's share 1/count.
 constexpr int kPoolShareBits = 24;
 
-// The input gradient of a pool (geometry: k = the window, in_c = out_c =
-// channels). Max: each output's gradient goes to the first largest input of
-// its window (x, int8). Average: spread over the window's inside taps, each
-// 1/count of it. MEAN over height and width is the average pool whose window
-// is the whole image. `scratch` holds in_pixels * channels int64 values.
-inline void PoolIntBackward(const ConvGeometry& g, IntPoolKind kind,
-                            const int16_t* dy, int32_t dy_exponent, const int8_t* x,
-                            int16_t* dx, int32_t* dx_exponent, int64_t* scratch) {
+// Whether an input position can lie in more than one window of a pool.
+inline bool PoolWindowsOverlap(const ConvGeometry& g) {
+  return g.stride_h < g.k_h || g.stride_w < g.k_w;
+}
+
+// Calls f(input pixel, channel, value * 2^-kPoolShareBits) for what each
+// output's gradient gives each input: max, all of it to the first largest
+// input of its window (x, int8); average, 1/count of it to each inside tap.
+template <typename F>
+inline void ForEachPoolShare(const ConvGeometry& g, IntPoolKind kind, const int16_t* dy,
+                             const int8_t* x, F f) {
   const int channels = g.in_c;
-  const int in_values = g.in_pixels() * channels;
-  for (int i = 0; i < in_values; ++i) scratch[i] = 0;
   for (int b = 0; b < g.batches; ++b) {
     for (int oy = 0; oy < g.out_h; ++oy) {
       for (int ox = 0; ox < g.out_w; ++ox) {
@@ -197,9 +198,7 @@ inline void PoolIntBackward(const ConvGeometry& g, IntPoolKind kind,
           const int32_t d = dy[pixel * channels + c];
           if (d == 0) continue;
           if (kind == IntPoolKind::kAverage) {
-            ForEachIntTap(g, b, oy, ox, [&](int, int, int ip) {
-              scratch[ip * channels + c] += d * share;
-            });
+            ForEachIntTap(g, b, oy, ox, [&](int, int, int ip) { f(ip, c, d * share); });
             continue;
           }
           int best = -1;
@@ -210,12 +209,43 @@ inline void PoolIntBackward(const ConvGeometry& g, IntPoolKind kind,
               best = ip;
             }
           });
-          scratch[best * channels + c] += static_cast<int64_t>(d) * (int64_t{1} << kPoolShareBits);
+          f(best, c, static_cast<int64_t>(d) * (int64_t{1} << kPoolShareBits));
         }
       }
     }
   }
-  NormalizeGradient(scratch, in_values, dy_exponent - kPoolShareBits, dx, dx_exponent);
+}
+
+// The input gradient of a pool (geometry: k = the window, in_c = out_c =
+// channels); MEAN over height and width is the average pool whose window is
+// the whole image. Overlapping windows sum their shares in `scratch`
+// (in_pixels * channels int64 values); otherwise each input gets at most one
+// share, and two passes (the largest share, then the values) need no scratch
+// (null) and give the same bytes.
+inline void PoolIntBackward(const ConvGeometry& g, IntPoolKind kind,
+                            const int16_t* dy, int32_t dy_exponent, const int8_t* x,
+                            int16_t* dx, int32_t* dx_exponent, int64_t* scratch) {
+  const int channels = g.in_c;
+  const int in_values = g.in_pixels() * channels;
+  if (scratch != nullptr) {
+    for (int i = 0; i < in_values; ++i) scratch[i] = 0;
+    ForEachPoolShare(g, kind, dy, x, [&](int ip, int c, int64_t v) { scratch[ip * channels + c] += v; });
+    NormalizeGradient(scratch, in_values, dy_exponent - kPoolShareBits, dx, dx_exponent);
+    return;
+  }
+  uint64_t largest = 0;
+  ForEachPoolShare(g, kind, dy, x, [&](int, int, int64_t v) {
+    const uint64_t magnitude =
+        v >= 0 ? static_cast<uint64_t>(v) : static_cast<uint64_t>(-(v + 1)) + 1;
+    if (magnitude > largest) largest = magnitude;
+  });
+  const int bits = BitLength(largest);
+  const int drop = bits > kGradientBits ? bits - kGradientBits : 0;
+  for (int i = 0; i < in_values; ++i) dx[i] = 0;
+  ForEachPoolShare(g, kind, dy, x, [&](int ip, int c, int64_t v) {
+    dx[ip * channels + c] = SaturateInt16(RoundShift(v, drop));
+  });
+  *dx_exponent = dy_exponent - kPoolShareBits + drop;
 }
 
 }  // namespace reference
