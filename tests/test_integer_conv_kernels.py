@@ -329,3 +329,48 @@ def test_an_integer_conv_state_merges_into_a_plain_model(motions):
     # The initial state (zero deltas) merges to the base model's predictions.
     initial, original = PlainModel(initial_bytes), PlainModel(base)
     assert all(np.array_equal(np.argmax(initial.predict(s)), np.argmax(original.predict(s))) for s in x)
+
+
+# ---- malformed models: one clear refusal, never a crash (in a child process) -------------------
+def _mutated_motions(mutate) -> bytes:
+    model = Model.from_bytes(convert((MOTIONS / "model_int8.tflite").read_bytes(), BIAS_ALL).model)
+    mutate(model)
+    return model.sealed_bytes()  # edited, checksum recomputed: reaches the kernels
+
+
+def _first(model: Model, op_type: str):
+    return next(op for op in model.operators if model.op_type(op) == op_type)
+
+
+def _truncate_options(op_type: str):
+    def mutate(model):
+        op = _first(model, op_type)
+        op.customOptions = list(op.customOptions)[:-4]
+    return mutate
+
+
+def _geometry_off_by_one(model):  # two samples where the tensors hold one
+    op = _first(model, ops.CONV_INT_GRAD)
+    blob = bytearray(op.customOptions)
+    blob[5:9] = (int.from_bytes(blob[5:9], "little") + 1).to_bytes(4, "little")
+    op.customOptions = list(blob)
+
+
+def _drop_pool_x(model):
+    op = next(op for op in model.operators if model.op_type(op) == ops.POOL_INT_GRAD and int(op.inputs[2]) >= 0)
+    inputs = [int(t) for t in op.inputs]
+    inputs[2] = -1
+    op.inputs = inputs
+
+
+@pytest.mark.parametrize("mutate, pattern", [
+    (_truncate_options(ops.CONV_INT), r"TFLMT_CONV_INT: malformed options"),
+    (_truncate_options(ops.CONV_INT_GRAD), r"TFLMT_CONV_INT_GRAD: malformed options"),
+    (_truncate_options(ops.POOL_INT_GRAD), r"TFLMT_POOL_INT_GRAD: malformed options"),
+    (_geometry_off_by_one, r"TFLMT_CONV_INT_GRAD: dy holds 1600 values, expected 3200"),
+    (_drop_pool_x, r"TFLMT_POOL_INT_GRAD: a max pool reads its input x"),
+], ids=["conv_options", "conv_grad_options", "pool_grad_options", "conv_grad_geometry", "max_pool_without_x"])
+def test_malformed_integer_conv_ops_are_refused(mutate, pattern, tmp_path):
+    from test_kernel_robustness import assert_refused
+
+    assert_refused(_mutated_motions(mutate), tmp_path, pattern)
