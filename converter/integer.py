@@ -236,9 +236,9 @@ def convert(model_bytes: bytes, config):
         raise ConversionError("the model's main subgraph has no inputs or outputs")
     original_inputs = [int(t) for t in main.inputs]
     original_outputs = [int(t) for t in main.outputs]
-    eligible = [i for i, op in enumerate(model.operators)
-                if model.op_type(op) in ("FULLY_CONNECTED",) + integer_conv.CONV_OPS]
-    targets = match_targets(model, config.targets or "last:2", eligible, "FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D")
+    eligible_kinds, kind_label = integer_conv.eligible(config.method)
+    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in eligible_kinds]
+    targets = match_targets(model, config.targets or "last:2", eligible, kind_label)
     output = original_outputs[0]
     prediction, loss_note = loss_input(model, output, "ce")
     if model.dtype(prediction) != np.int8:
@@ -247,7 +247,6 @@ def convert(model_bytes: bytes, config):
     kinds = {index: model.op_type(model.operators[index]) for index in chain}
     layers = {index: _Layer(model, index) for index in chain if kinds[index] == "FULLY_CONNECTED"}
     conv_steps = {index: integer_conv.chain_step(model, index) for index in chain if index not in layers}
-    integer_conv.check_method(config.method, conv_steps, targets)
     logits_quant = model.quant(prediction)
     classes = int(model.shape(prediction)[-1])
     rows = int(np.prod(model.shape(prediction))) // classes

@@ -175,13 +175,12 @@ def chain_step(model: Model, index: int):
     return None  # RESHAPE / SQUEEZE: nothing to do
 
 
-def check_method(method: str, steps: dict, targets) -> None:
-    convs = [i for i in targets if isinstance(steps.get(i), ConvStep)]
-    if convs and method != "bias":
-        raise ConversionError(
-            f"--arithmetic int8 trains LoRA on FULLY_CONNECTED layers only; CONV_2D / DEPTHWISE_CONV_2D layers "
-            f"(operator {convs[0]}) train with --method bias only"
-        )
+def eligible(method: str) -> tuple[tuple[str, ...], str]:
+    """The operator kinds `method` may target in integers, and their name for
+    messages: conv layers train their bias only (no integer LoRA on them)."""
+    if method == "bias":
+        return ("FULLY_CONNECTED",) + CONV_OPS, "FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D"
+    return ("FULLY_CONNECTED",), "FULLY_CONNECTED (integer LoRA; conv layers train with --method bias)"
 
 
 def add_forward(model: Model, step: ConvStep, layout, state: int) -> dict:

@@ -61,12 +61,12 @@ def test_lora_on_a_conv_layer_is_refused_in_one_line(tmp_path):
     out = tmp_path / "out.tflite"
     result = subprocess.run(
         [sys.executable, "-m", "tflm_train.cli", "convert", str(MOTIONS / "model_int8.tflite"), "-o", str(out),
-         "--arithmetic", "int8", "--method", "lora", "--targets", "last:2"], capture_output=True, text=True,
+         "--arithmetic", "int8", "--method", "lora", "--targets", "sequential_1/conv_2_1"], capture_output=True, text=True,
         timeout=300,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--method bias only" in lines[0] and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "conv layers train with --method bias" in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
 
 
