@@ -25,9 +25,10 @@ MOTIONS = ROOT / "tflm_train/examples/basic_motions"
 
 
 def basic_motions(seeds=range(5), epochs: int = 40, lr: float = 0.03) -> None:
-    from tflm_train import fitting
     from tflm_train.converter.config import ConvertConfig
     from tflm_train.converter.convert import convert
+
+    from tflm_train import fitting
     from tflm_train.data import load_npz
     from tflm_train.trainer import TrainableModel
 
@@ -40,7 +41,7 @@ def basic_motions(seeds=range(5), epochs: int = 40, lr: float = 0.03) -> None:
             model = TrainableModel(convert(base, config).model)
             task = fitting.task_of(model)
 
-            def data(name):
+            def data(name, model=model, task=task):
                 return fitting.prepare(model, load_npz(MOTIONS / f"{name}.npz"), task, name)
 
             fitting.fit(model, *data("user_train"), task, epochs, lr, seed=seed)
@@ -59,10 +60,10 @@ def basic_motions(seeds=range(5), epochs: int = 40, lr: float = 0.03) -> None:
 def cnn_models(names=("ds_cnn_s", "mobilenet_v1_025_vww", "tiny_conv", "resnet8"), epochs: int = 4, lr: float = 0.01) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import cnn_models as built_models
-
     from tflm_train.converter.config import ConvertConfig
     from tflm_train.converter.convert import convert
     from tflm_train.converter.errors import ConversionError
+
     from tflm_train.trainer import TrainableModel
 
     cap = 16 * np.log(2)
@@ -80,7 +81,7 @@ def cnn_models(names=("ds_cnn_s", "mobilenet_v1_025_vww", "tiny_conv", "resnet8"
                 continue
             model = TrainableModel(result.model)
 
-            def loss():
+            def loss(model=model, x=x, labels=labels):
                 return np.mean([min(model.evaluate_loss(s, l), cap) for s, l in zip(x, labels)])
 
             before = loss()
