@@ -37,6 +37,10 @@ LOSS_INT = "TFLMT_LOSS_INT"
 SGD_INT = "TFLMT_SGD_INT"
 # Distillation from the base model (convert --distill; converter/distill.py).
 DISTILL_LOSS = "TFLMT_DISTILL_LOSS"
+# Integer training through convolutions (converter/integer_conv.py).
+CONV_INT = "TFLMT_CONV_INT"
+CONV_INT_GRAD = "TFLMT_CONV_INT_GRAD"
+POOL_INT_GRAD = "TFLMT_POOL_INT_GRAD"
 
 # In the order the plugin registers them (kernels.h AllKernels).
 ALL_OPS = (
@@ -63,6 +67,9 @@ ALL_OPS = (
     LOSS_INT,
     SGD_INT,
     DISTILL_LOSS,
+    CONV_INT,
+    CONV_INT_GRAD,
+    POOL_INT_GRAD,
 )
 
 # ---- Options versions, one per op -------------------------------------------------------
@@ -90,6 +97,9 @@ OPTIONS_VERSIONS: dict[str, int] = {
     LOSS_INT: 1,
     SGD_INT: 1,
     DISTILL_LOSS: 1,
+    CONV_INT: 1,
+    CONV_INT_GRAD: 1,
+    POOL_INT_GRAD: 1,
 }
 # TFLMT_SGD_INT with momentum appends the momentum (Q16); version 1 stays valid.
 SGD_INT_MOMENTUM_VERSION = 2

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from tflm_train.converter import ops
+from tflm_train.converter import integer_conv, ops
 from tflm_train.converter.constants import INT_WEIGHT_DELTA_VERSION, SGD_INT_MOMENTUM_VERSION
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.layers import dequantize, linear_target
@@ -132,10 +132,10 @@ def _chain(model: Model, prediction: int, targets: list[int]) -> list[int]:
         if index is None:
             raise ConversionError("an adapted layer does not feed the loss")
         kind = model.op_type(model.operators[index])
-        if kind != "FULLY_CONNECTED":
+        if kind != "FULLY_CONNECTED" and not integer_conv.crossable(kind):
             raise ConversionError(
                 f"operator {index} ({kind}) lies between the adapted layers and the loss: "
-                "--arithmetic int8 backpropagates through FULLY_CONNECTED layers only"
+                "--arithmetic int8 backpropagates through FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, pools, MEAN and RESHAPE only"
             )
         if tensor != prediction and len(consumers.get(tensor, [])) > 1:
             raise ConversionError(f"operator {index}'s output feeds several operators: not supported by --arithmetic int8")
@@ -278,9 +278,10 @@ def convert(model_bytes: bytes, config):
         raise ConversionError("the model's main subgraph has no inputs or outputs")
     original_inputs = [int(t) for t in main.inputs]
     original_outputs = [int(t) for t in main.outputs]
-    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) == "FULLY_CONNECTED"]
+    eligible_kinds, kind_label = integer_conv.eligible(config.method)
+    eligible = [i for i, op in enumerate(model.operators) if model.op_type(op) in eligible_kinds]
     default_targets = "last:1" if config.method == "head" else "last:2"
-    targets = match_targets(model, config.targets or default_targets, eligible, "FULLY_CONNECTED")
+    targets = match_targets(model, config.targets or default_targets, eligible, kind_label)
     output = original_outputs[0]
     prediction, loss_note = loss_input(model, output, "ce")
     if model.dtype(prediction) != np.int8:
@@ -288,7 +289,9 @@ def convert(model_bytes: bytes, config):
     chain = _chain(model, prediction, targets)
     if config.method == "head" and (len(targets) != 1 or chain != list(targets)):
         raise ConversionError("--arithmetic int8 --method head trains one layer, the FULLY_CONNECTED before the loss")
-    layers = {index: _Layer(model, index) for index in chain}
+    kinds = {index: model.op_type(model.operators[index]) for index in chain}
+    layers = {index: _Layer(model, index) for index in chain if kinds[index] == "FULLY_CONNECTED"}
+    conv_steps = {index: integer_conv.chain_step(model, index) for index in chain if index not in layers}
     logits_quant = model.quant(prediction)
     classes = int(model.shape(prediction)[-1])
     rows = int(np.prod(model.shape(prediction))) // classes
@@ -307,6 +310,9 @@ def convert(model_bytes: bytes, config):
     trains = {}  # chain index -> _Trainable
     use_lora = config.method == "lora"
     for index in sorted(targets):
+        if index in conv_steps:  # a conv layer's bias (converter/integer_conv.py)
+            adapted.append(integer_conv.add_forward(model, conv_steps[index], layout, state))
+            continue
         layer, t = layers[index], layers[index].target
         tr = _Trainable()
         outputs = [t.y]
@@ -343,7 +349,7 @@ def convert(model_bytes: bytes, config):
         adapted.append({"index": index, "name": t.short, "op": "FULLY_CONNECTED", "params": tr.size,
                         "activation": int(t.activation), "first_offset": tr.first_offset})  # for merge
     forward = list(model.operators)
-    chosen = ", ".join(layers[i].target.short for i in sorted(targets))
+    chosen = ", ".join((layers.get(i) or conv_steps[i]).target.short for i in sorted(targets))
     what = {"lora": f"LoRA rank {r}, scale {lora_scale:g}", "bias": "bias-only (an int16 delta on the frozen bias)",
             "head": "head: the layer's weights and bias (int16 deltas on the frozen int8 layer)"}[config.method]
     momentum = f" and momentum {config.optimizer.momentum:g}" if config.optimizer.kind == "momentum" else ""
@@ -365,6 +371,10 @@ def convert(model_bytes: bytes, config):
 
     deepest = chain[0]
     for index in reversed(chain):
+        if index in conv_steps:
+            dy, dy_exp = integer_conv.add_backward(model, index, conv_steps[index], dy, dy_exp, state, mode,
+                                                   needs_dx=index != deepest)
+            continue
         layer, t = layers[index], layers[index].target
         ratios = model.add_tensor(f"{t.name}/weight_ratios", [t.units], np.int32, data=layer.ratios)
         tr = trains.get(index, _Trainable())

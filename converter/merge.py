@@ -21,7 +21,7 @@ import json
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from tflm_train.converter import methods, ops
+from tflm_train.converter import integer_conv, methods, ops
 from tflm_train.converter.errors import ConversionError
 from tflm_train.converter.convert import METADATA_NAME
 from tflm_train.converter.integrity import refuse_damaged
@@ -294,6 +294,8 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
             merged_ops.extend(folder.fold(op))
         elif kind == ops.FULLY_CONNECTED_INT:
             merged_ops.extend(folder.fold(op, _integer_layer(model, op, info.raw, folder.params)))
+        elif kind == ops.CONV_INT:  # an integer conv layer's bias (converter/integer_conv.py)
+            merged_ops.extend(folder.fold(op, integer_conv.merge_layer(model, op, info.raw, folder.params)))
         elif kind == ops.ADAPTER and drop_adapters:
             # y' = y + U a + bu without the adapter: readers of y' read y.
             source, adapted = model.inputs_of(op)[0], model.outputs_of(op)[0]

@@ -1,9 +1,10 @@
 """Integer training needs no floating point: the kernel library builds for a
 Cortex-M0+ (no FPU, soft-float ABI) with -Werror, and the integer training
 kernels (--arithmetic int8: TFLMT_FULLY_CONNECTED_INT(_GRAD), TFLMT_LOSS_INT,
-TFLMT_SGD_INT) reference none of libgcc's soft-float helpers, neither in their
-own objects nor with every kernel helper they reach linked in. The float
-kernels do reference them, which shows the check can fail."""
+TFLMT_SGD_INT; through convolutions TFLMT_CONV_INT(_GRAD), TFLMT_POOL_INT_GRAD)
+reference none of libgcc's soft-float helpers, neither in their own objects
+nor with every kernel helper they reach linked in. The float kernels do
+reference them, which shows the check can fail."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from cross_build import build_kernels
 
 pytestmark = pytest.mark.slow  # a CMake cross-build of every kernel: ~20 s
 
-INTEGER_KERNELS = ("lora_int", "loss_int", "sgd_int")
-KERNEL_DEFS = ("kFullyConnectedIntKernel", "kFullyConnectedIntGradKernel", "kLossIntKernel", "kSgdIntKernel")
+INTEGER_KERNELS = ("lora_int", "loss_int", "sgd_int", "conv_int_grad")
+KERNEL_DEFS = ("kFullyConnectedIntKernel", "kFullyConnectedIntGradKernel", "kLossIntKernel", "kSgdIntKernel",
+               "kConvIntKernel", "kConvIntGradKernel", "kPoolIntGradKernel")
 # libgcc's soft-float entry points: the ARM EABI names (__aeabi_fadd,
 # __aeabi_d2iz, __aeabi_fcmplt, ...) and the generic ones (__addsf3,
 # __extendsfdf2, __eqsf2, __unordsf2, __fixsfsi, __floatsisf, ...).
@@ -61,7 +63,7 @@ def test_float_kernels_do_call_soft_float(objects):
 
 def test_integer_kernels_with_their_helpers_call_no_soft_float(objects, tmp_path):
     """Linked with kernel_util (the Prepare checks they call), keeping only
-    what the four kernel definitions reach: still no soft-float helper. What
+    what the integer kernel definitions reach: still no soft-float helper. What
     remains undefined is the interpreter glue (port::) and integer helpers."""
     elf = tmp_path / "integer_kernels.elf"
     keep = []

@@ -424,6 +424,8 @@ def all_cases() -> list[Case]:
         converted_case("digits_int8_bias_adam", "digits", "int8", method="bias", targets="last:3", optimizer=adam),
         converted_case("digits_float_lora_mse", "digits", "float", loss="mse"),
         converted_case("digits_int8_lora_integer", "digits", "int8", targets="last:3", arithmetic="int8"),
+        converted_case("basic_motions_int8_bias_integer", "basic_motions", "int8", lr=0.03, method="bias",
+                       targets="last:3", arithmetic="int8"),
         converted_case("basic_motions_int8_lora_adam", "basic_motions", "int8", lr=0.01, targets="last:3",
                        optimizer=adam),
         converted_case("basic_motions_float_bias_sgd", "basic_motions", "float", lr=0.01, method="bias",

@@ -43,6 +43,10 @@ constexpr char kLossIntOpName[] = "TFLMT_LOSS_INT";
 constexpr char kSgdIntOpName[] = "TFLMT_SGD_INT";
 // Distillation from the base model (convert --distill): kernels/distill_loss.cc.
 constexpr char kDistillLossOpName[] = "TFLMT_DISTILL_LOSS";
+// Integer training through convolutions: kernels/conv_int_grad.cc.
+constexpr char kConvIntOpName[] = "TFLMT_CONV_INT";
+constexpr char kConvIntGradOpName[] = "TFLMT_CONV_INT_GRAD";
+constexpr char kPoolIntGradOpName[] = "TFLMT_POOL_INT_GRAD";
 
 // ---- Options versions, one per op ---------------------------------------------
 constexpr uint8_t kStateOptionsVersion = 1;
@@ -80,6 +84,9 @@ constexpr uint8_t kSgdIntMomentumVersion = 2;
 // head): version 1's fields, then the delta's offset and its QMult.
 constexpr uint8_t kIntWeightDeltaVersion = 2;
 constexpr uint8_t kDistillLossOptionsVersion = 1;
+constexpr uint8_t kConvIntOptionsVersion = 1;
+constexpr uint8_t kConvIntGradOptionsVersion = 1;
+constexpr uint8_t kPoolIntGradOptionsVersion = 1;
 
 // ---- Enums ----------------------------------------------------------------------
 using reference::Activation;

@@ -34,6 +34,9 @@ extern const port::KernelDef kFullyConnectedIntGradKernel;
 extern const port::KernelDef kLossIntKernel;
 extern const port::KernelDef kSgdIntKernel;
 extern const port::KernelDef kDistillLossKernel;
+extern const port::KernelDef kConvIntKernel;
+extern const port::KernelDef kConvIntGradKernel;
+extern const port::KernelDef kPoolIntGradKernel;
 
 template <const port::KernelDef*... Kernels>
 struct KernelList {
@@ -48,7 +51,8 @@ using AllKernels = KernelList<
     &kOptimizerKernel, &kAddGradsKernel, &kPoolGradKernel, &kMeanGradKernel,
     &kCropKernel, &kBroadcastGradKernel, &kFullyConnectedIntKernel,
     &kFullyConnectedIntGradKernel, &kLossIntKernel, &kSgdIntKernel,
-    &kDistillLossKernel>;
+    &kDistillLossKernel,
+    &kConvIntKernel, &kConvIntGradKernel, &kPoolIntGradKernel>;
 
 // The mode of this invocation. Prepare has checked that the op's mode input
 // exists (CheckModeInput); a missing one reads as kInfer all the same, so a
