@@ -216,6 +216,22 @@ def converted_case(name: str, example: str, precision: str, lr: float = 0.05, **
     return record(name, converted, _training_invocations(converted, x, y, lr))
 
 
+def distill_case() -> Case:
+    """Distillation (convert --distill): target rows [label, weight, teacher probabilities],
+    with the weight varied so that both the soft and the plain cross-entropy term run."""
+    base = (EXAMPLES / "digits" / "model_float.tflite").read_bytes()
+    converted = convert(base, ConvertConfig(distill=2.0)).model
+    data = np.load(EXAMPLES / "digits" / "user_train.npz")
+    x, y = data["x"], data["y"]
+    classes = int(y.max()) + 1
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0.0, 2.0, (len(x), classes))
+    teacher = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    weights = np.array([0.5, 0.0, 1.0, 0.25, 0.5, 0.75, 0.5])[np.arange(len(x)) % 7]
+    targets = np.concatenate([y[:, None].astype(np.float32), weights[:, None], teacher], axis=1).astype(np.float32)
+    return record("digits_float_lora_distill", converted, _training_invocations(converted, x, targets, 0.05))
+
+
 # ---- hand-built graphs --------------------------------------------------------------------------
 class _Graph:
     """A model of a few ops; every graph input is fed in every invocation."""
@@ -426,6 +442,7 @@ def all_cases() -> list[Case]:
         converted_case("digits_int8_lora_integer", "digits", "int8", targets="last:3", arithmetic="int8"),
         converted_case("basic_motions_int8_bias_integer", "basic_motions", "int8", lr=0.03, method="bias",
                        targets="last:3", arithmetic="int8"),
+        distill_case(),
         converted_case("basic_motions_int8_lora_adam", "basic_motions", "int8", lr=0.01, targets="last:3",
                        optimizer=adam),
         converted_case("basic_motions_float_bias_sgd", "basic_motions", "float", lr=0.01, method="bias",

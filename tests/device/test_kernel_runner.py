@@ -108,6 +108,11 @@ INTEGER_KERNEL_FLASH_BUDGET = 12 * 1024
 # a firmware training a convolutional model in integers registers them.
 INTEGER_CONV_KERNEL_OBJECTS = ("conv_int_grad.cc.obj",)
 INTEGER_CONV_KERNEL_FLASH_BUDGET = 10 * 1024  # measured 7,650 B code + 874 B read-only data
+# Distillation's loss (convert --distill; issue 15): only a firmware training a model
+# converted with --distill registers it, in place of TFLMT_LOSS.
+DISTILL_KERNEL_OBJECTS = ("distill_loss.cc.obj",)
+DISTILL_KERNEL_FLASH_BUDGET = 4 * 1024
+OPTIONAL_KERNEL_OBJECTS = INTEGER_KERNEL_OBJECTS + INTEGER_CONV_KERNEL_OBJECTS + DISTILL_KERNEL_OBJECTS
 
 
 def test_kernels_linked_into_cortex_m4_firmware_fit_the_flash_budget(workdir):
@@ -118,15 +123,19 @@ def test_kernels_linked_into_cortex_m4_firmware_fit_the_flash_budget(workdir):
     map_file = workdir / "build-cortex-m4" / "kernel_runner.map"
     archive = "libtflm_train_kernels.a"
     floats = qemu.linked_flash_bytes(
-        map_file, archive, lambda name: name not in INTEGER_KERNEL_OBJECTS + INTEGER_CONV_KERNEL_OBJECTS)
+        map_file, archive, lambda name: name not in OPTIONAL_KERNEL_OBJECTS)
     integers = qemu.linked_flash_bytes(map_file, archive, lambda name: name in INTEGER_KERNEL_OBJECTS)
     integer_convs = qemu.linked_flash_bytes(map_file, archive, lambda name: name in INTEGER_CONV_KERNEL_OBJECTS)
+    distill = qemu.linked_flash_bytes(map_file, archive, lambda name: name in DISTILL_KERNEL_OBJECTS)
     print(f"float training kernels linked on Cortex-M4: {floats['text']:,} B code + {floats['rodata']:,} B "
           f"read-only data; integer training kernels: {integers['text']:,} + {integers['rodata']:,} B; "
-          f"integer conv kernels: {integer_convs['text']:,} + {integer_convs['rodata']:,} B")
+          f"integer conv kernels: {integer_convs['text']:,} + {integer_convs['rodata']:,} B; "
+          f"distillation loss: {distill['text']:,} + {distill['rodata']:,} B")
     assert floats["text"] > 10_000, floats  # the map was read: every kernel is in the runner
     assert integers["text"] > 1_000, integers  # the integer kernels are in the runner too
     assert floats["text"] + floats["rodata"] <= KERNEL_FLASH_BUDGET, floats
     assert integers["text"] + integers["rodata"] <= INTEGER_KERNEL_FLASH_BUDGET, integers
     assert integer_convs["text"] > 1_000, integer_convs
     assert integer_convs["text"] + integer_convs["rodata"] <= INTEGER_CONV_KERNEL_FLASH_BUDGET, integer_convs
+    assert distill["text"] > 500, distill
+    assert distill["text"] + distill["rodata"] <= DISTILL_KERNEL_FLASH_BUDGET, distill
