@@ -3,7 +3,10 @@ tflmt::FeatureRing and tflmt::RepeatLabels (tflm_ops/device/wake_word_buffer.cc)
 compiled for the host under ASan/UBSan and compared with a Python model of the
 same ring and labelling; the source compiled for Cortex-M4 with no heap, no
 exceptions and no mutable globals. tflmt::LearnRepeat (wake_word_trainer.cc)
-needs TFLM's headers: it is compiled for Cortex-M4 against TFLM_DIR when set."""
+needs TFLM: with a tflite-micro checkout in TFLM_DIR (CI has none, like
+tests/test_device_lifecycle.py) it is compiled for Cortex-M4, and run on the
+real MicroInterpreter with hey_jarvis, where its saved state must equal the
+same replay through tflm_train's TrainableModel byte for byte."""
 
 from __future__ import annotations
 
@@ -141,3 +144,79 @@ def test_learn_repeat_compiles_for_cortex_m4_against_tflm(tmp_path):
     symbols = _cortex_m4_object(ROOT / "tflm_ops/device/wake_word_trainer.cc", tmp_path / "learn.o", extra)
     assert "LearnRepeat" in symbols
     _assert_device_clean(symbols)
+
+
+# ---- LearnRepeat on the real TFLM interpreter (TFLM_DIR) ---------------------------------------
+@pytest.fixture(scope="module")
+def learn_repeat_binary(tmp_path_factory) -> Path:
+    import hashlib
+
+    from tflm_train.device_run import cache_dir, third_party_includes
+
+    tflm = Path(os.environ["TFLM_DIR"])
+    includes = third_party_includes(tflm)
+    # Keyed by this source tree too: a CMake build directory belongs to one tree.
+    key = hashlib.sha256("|".join([str(tflm), str(ROOT), *includes]).encode()).hexdigest()[:12]
+    build = Path(os.environ.get("TFLMT_HOST_TFLM_BUILD") or cache_dir() / f"host-tflm-{key}")
+    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), f"-DTFLM_DIR={tflm}",
+                    f"-DTFLMT_EXTRA_INCLUDE_DIRS={';'.join(includes)}", "-DTFLMT_BUILD_HOST_EXAMPLE=ON",
+                    "-DTFLMT_BUILD_WHEEL_PLUGIN=OFF"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "tflm_train_tflm", "tflmt_tflm_micro"],
+                   check=True, capture_output=True)
+    binary = tmp_path_factory.mktemp("learn_repeat") / "learn_repeat"
+    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-rtti",
+             "-fno-exceptions", "-DTF_LITE_STATIC_MEMORY", f"-I{ROOT / 'tflm_ops'}", f"-isystem{tflm}",
+             *(f"-isystem{d}" for d in includes)]
+    subprocess.run([shutil.which("g++") or "g++", *flags, str(ROOT / "tests/wake_word/learn_repeat_main.cc"),
+                    str(build / "libtflm_train_tflm.a"), str(build / "libtflmt_tflm_micro.a"), "-o", str(binary)],
+                   check=True)
+    return binary
+
+
+@pytest.mark.slow  # compiles TFLM once (cached)
+@pytest.mark.wakeword
+@pytest.mark.skipif(not os.environ.get("TFLM_DIR"), reason="set TFLM_DIR to a tflite-micro checkout")
+def test_learn_repeat_on_tflm_matches_the_host_replay(learn_repeat_binary, tmp_path):
+    import importlib.resources
+
+    from tflm_train.converter import ConvertConfig, convert
+    from tflm_train.trainer import TrainableModel, dequantize, quantize
+
+    base = (importlib.resources.files("pymicro_wakeword") / "models" / "hey_jarvis.tflite").read_bytes()
+    converted = convert(base, ConvertConfig(method="lora", targets="last:3", r=4)).model
+    (tmp_path / "model.tflite").write_bytes(converted)
+    stream = utterance_stream(np.random.default_rng(0), 150, 110, 20)
+    (tmp_path / "stream.bin").write_bytes(stream.tobytes())
+    capacity, press, release, epochs, lr, positive_weight, before_press = 100, 105, 140, 2, 0.01, 3.0, 0
+    run = subprocess.run([str(learn_repeat_binary), str(tmp_path / "model.tflite"), str(tmp_path / "stream.bin"),
+                          *map(str, [capacity, press, release, epochs, lr, positive_weight, before_press])],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = next(line for line in run.stdout.splitlines() if line.startswith("result ")).split()
+
+    # The same on the host: every invocation inferred live, then the replay.
+    model = TrainableModel(converted)
+    xs = [dequantize(s.reshape(3, 40), model.input_details) for s in stream]
+    assert all((quantize(x, model.input_details) == s.reshape(3, 40)).all() for x, s in zip(xs, stream))
+    for x in xs:
+        model.predict(x)
+    ok, _, labels = python_labels(stream, capacity, press, release, 2, 14, 20, before_press)
+    assert ok
+    positive_losses = []
+    for _ in range(epochs):
+        for x, label in zip(xs[-capacity:], labels):
+            if label == IGNORE:
+                model.predict(x)
+                continue
+            weight = np.float32(positive_weight if label == 1 else 1.0)
+            loss = model.train_step(x, np.array([float(label)], np.float32), float(np.float32(lr) * weight))
+            if label == 1:
+                positive_losses.append(loss)
+    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
+    assert result[1:6] == ["0", str(positives), str(negatives), str(epochs * (positives + negatives)),
+                           str(epochs * int((labels == IGNORE).sum()))]
+    np.testing.assert_allclose([float(result[6]), float(result[7])],
+                               [np.mean(positive_losses[:positives]), np.mean(positive_losses[-positives:])],
+                               rtol=1e-5)
+    assert float(result[7]) < float(result[6])  # the repeat was learned
+    assert (tmp_path / "model.tflite.state").read_bytes() == model.save_state()
