@@ -59,6 +59,11 @@ class ConvertConfig:
     fisher     ewc: the Fisher diagonal, one float per trainable parameter in
                state order (tflm_train.continual.fisher_diagonal computes it
                from base-task data); stored in the model as a constant
+    pos_weight, neg_weight  loss bce: class weights carried by the loss op
+               (options version 2): the loss and gradient of a target's
+               positive share are scaled by pos_weight, the rest by
+               neg_weight (a wake word: few positive invocations per clip
+               against many negatives); 1, 1: the plain loss
     arithmetic float (float32 gradients and update) | int8 (integer training:
                int16 LoRA, integer backward pass and SGD; converter/integer.py)
     rounding   int8: the integer SGD's rounding, stochastic | nearest
@@ -81,6 +86,8 @@ class ConvertConfig:
     fisher: np.ndarray | None = field(default=None, repr=False, compare=False)
     arithmetic: Arithmetic = "float"
     rounding: Rounding = "stochastic"
+    pos_weight: float = 1.0
+    neg_weight: float = 1.0
 
     def __post_init__(self) -> None:
         spec = methods.get(self.method)  # refuses an unknown name
@@ -119,8 +126,19 @@ class ConvertConfig:
             raise ConversionError(f"--rounding must be one of {', '.join(get_args(Rounding))}")
         if self.rounding != "stochastic" and self.arithmetic == "float":
             raise ConversionError("--rounding is an option of --arithmetic int8")
+        for flag, weight in (("--pos-weight", self.pos_weight), ("--neg-weight", self.neg_weight)):
+            if not (weight >= 0 and weight < float("inf")):
+                raise ConversionError(f"{flag} must be a finite value >= 0")
+        if self.class_weighted and self.arithmetic != "float":
+            raise ConversionError("--pos-weight / --neg-weight are not supported with --arithmetic int8 (float training only)")
+        if self.class_weighted and self.loss is not None and self.loss != "bce":
+            raise ConversionError("--pos-weight / --neg-weight weight binary cross-entropy: use them with --loss bce")
         if self.classes is not None and self.classes < 1:
             raise ConversionError("--classes must be at least 1")
+
+    @property
+    def class_weighted(self) -> bool:
+        return self.pos_weight != 1.0 or self.neg_weight != 1.0
 
     @property
     def lora_scale(self) -> float:
@@ -143,6 +161,8 @@ class ConvertConfig:
             "sparse_biases": self.sparse_biases,
             "recompute": self.recompute,
         }
+        if self.class_weighted:  # unweighted metadata stays as it was
+            out.update(pos_weight=self.pos_weight, neg_weight=self.neg_weight)
         if self.regularizer != "none":  # unregularized metadata stays as it was
             out.update(regularizer=self.regularizer, reg_lambda=self.reg_lambda)
         return out

@@ -159,6 +159,8 @@ LOSS_KINDS = {"ce": LossKind.SOFTMAX_CROSS_ENTROPY, "mse": LossKind.MEAN_SQUARED
 REGULARIZER_KINDS = {"none": RegularizerKind.NONE, "l2sp": RegularizerKind.L2SP, "ewc": RegularizerKind.EWC}
 # TFLMT_OPTIMIZER options carrying a regularizer (C++ kOptimizerRegularizedVersion).
 OPTIMIZER_REGULARIZED_VERSION = 2
+# TFLMT_LOSS options carrying class weights (C++ kLossWeightedVersion).
+LOSS_WEIGHTED_VERSION = 2
 OPTIMIZER_KINDS = {"sgd": OptimizerKind.SGD, "momentum": OptimizerKind.MOMENTUM, "adam": OptimizerKind.ADAM}
 POOL_KINDS = {"average": PoolKind.AVERAGE, "max": PoolKind.MAX}
 BROADCAST_KINDS = {"add": BroadcastKind.ADD, "subtract": BroadcastKind.SUBTRACT, "multiply": BroadcastKind.MULTIPLY}

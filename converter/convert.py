@@ -71,6 +71,8 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
         spec = config.targets if config.targets is not None else method.default_targets(len(eligible))
         targets = match_targets(model, spec, eligible, " / ".join(kinds))
     loss = config.loss or method.default_loss(config) or default_loss(model, int(main.outputs[0]))
+    if config.class_weighted and loss != "bce":
+        raise ConversionError(f"--pos-weight / --neg-weight weight binary cross-entropy, but the loss is {loss}")
 
     state = model.add_tensor("tflm_train/state", [1], np.uint8, is_variable=True)
     layout = StateLayout(
@@ -107,7 +109,7 @@ def convert(model_bytes: bytes, config: ConvertConfig) -> ConvertResult:
     # Loss, backward pass, update.
     loss_value = model.add_tensor("tflm_train/loss", [1], np.float32)
     loss_grad = model.add_tensor(model.tensor_name(prediction) + "/grad", prediction_shape, np.float32)
-    model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss))
+    model.append_op(ops.LOSS, [prediction, target, mode], [loss_value, loss_grad], custom_options=ops.loss_options(loss, config.pos_weight, config.neg_weight))
     activation_masks.apply(model, rw.trainable_ops)  # before the backward rules read them
     backward = Backward(rw, mode, origin)
     backward.build(forward, prediction, loss_grad)

@@ -5,6 +5,10 @@ a trained head becomes an ordinary layer; training operators, inputs and
 outputs are removed. Int8 layers are requantized per output channel (scale
 max|W'| / 127, zero point 0; int32 bias at input scale x weight scale), so
 the merged model runs on any TFLM or TFLite runtime with builtin ops only.
+A float head trained on an int8 model goes back to int8 the same way, with
+its own weight scale, and the original's output ops and types
+(requantized_head): a wake-word head merges into a model with the shipped
+uint8 interface.
 Whether a method folds, and how, is in its MethodSpec (merges, merge_note):
 bottleneck adapters are nonlinear and cannot be folded, so such a model is
 deployed as converted, in inference mode.
@@ -154,6 +158,47 @@ class _Folder:
         return produced
 
 
+# The requantized head's logits: int8, zero point 0, range [-8, 8]. A
+# LOGISTIC's int8 output (steps of 1/256) is the same for every logit beyond
+# +-8 (sigmoid(8) is 1/2981 from 1), so clamping there loses nothing, and the
+# step (0.063) is finer than a shipped wake-word head's (0.18 for hey_jarvis).
+HEAD_LOGITS_RANGE = 8.0
+
+
+def requantized_head(model: Model, folder: _Folder, op, chain: list[dict]) -> tuple[list, int, int]:
+    """A trained float head on an int8 body, back in int8: weights with
+    their own per-channel scale (max |w| / 127, so training was not capped
+    by the shipped scale and the merge is not either), an int32 bias, int8
+    logits over [-8, 8], then the original's output ops (LOGISTIC, then
+    QUANTIZE) with the original's output types and quantization.
+    Returns (ops, the float logits tensor they replace, the new output)."""
+    layer = ops.LinearLayer.from_options(op.customOptions)
+    x = model.inputs_of(op)[0]
+    logits_float = model.outputs_of(op)[0]
+    name = model.tensor_name(logits_float)
+    w_real, _ = folder._weights(layer, -1)
+    b_real = folder._slice(layer.bias_offset, (layer.out_channels,)).astype(np.float64)
+    q, scales = _requantize_per_channel(w_real, 0)
+    x_scale = float(model.quant(x).scale[0])
+    bias_scale = x_scale * scales.astype(np.float64)
+    shape = model.shape(logits_float)
+    w_tensor = model.add_tensor(f"{name}/merged_weights", list(layer.weight_shape()), np.int8, data=q,
+                                quant=Quant.of(scales, 0, 0))
+    b_tensor = model.add_tensor(f"{name}/merged_bias", [layer.out_channels], np.int32,
+                                data=np.round(b_real / bias_scale).astype(np.int32), quant=Quant.of(bias_scale, 0))
+    logits = model.add_tensor(f"{name}/int8", shape, np.int8, quant=Quant.of(HEAD_LOGITS_RANGE / 127.0, 0))
+    op_type, options, options_type = _builtin_options(model, layer, x)
+    produced = [model.make_op(op_type, [x, w_tensor, b_tensor], [logits], builtin_options=options,
+                              builtin_options_type=options_type)]
+    tensor = logits
+    for step in chain:
+        out = model.add_tensor(f"{name}/{step['op'].lower()}", shape, np.dtype(step["dtype"]),
+                               quant=Quant.of(step["scale"], step["zero_point"]))
+        produced.append(model.make_op(step["op"], [tensor], [out]))  # LOGISTIC, then QUANTIZE
+        tensor = out
+    return produced, logits_float, tensor
+
+
 def initial_state(model: Model, info) -> bytes:
     """The full state a converted model starts from (what TFLMT_STATE builds)."""
     for t in range(len(model.tensors)):
@@ -214,9 +259,25 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
         folder = _Folder(model, parameters(state, header))
     first, end = info.raw["forward_ops"]
     merged_ops = []
+    # Trained heads that go back to int8 (head's "int8_chain"): their float
+    # logits, and everything computed only from them, are replaced.
+    int8_heads = {entry["name"] + "/head/logits": entry["int8_chain"]
+                  for entry in info.raw.get("adapted", []) if "int8_chain" in entry}
+    replaced: set[int] = set()
+    new_output: dict[str, int] = {}
     for op in model.operators[first:end]:
         kind = model.op_type(op)
-        if kind in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+        inputs = [t for t in model.inputs_of(op) if t >= 0]
+        if inputs and replaced and all(t in replaced for t in inputs):
+            replaced.update(model.outputs_of(op))  # the float activation after a requantized head
+            continue
+        if kind == ops.FULLY_CONNECTED and model.tensor_name(model.outputs_of(op)[0]) in int8_heads:
+            chain = int8_heads[model.tensor_name(model.outputs_of(op)[0])]
+            produced, logits_float, final = requantized_head(model, folder, op, chain)
+            merged_ops.extend(produced)
+            replaced.add(logits_float)
+            new_output["tensor"] = final
+        elif kind in (ops.FULLY_CONNECTED, ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
             merged_ops.extend(folder.fold(op))
         elif kind == ops.FULLY_CONNECTED_INT:
             merged_ops.extend(folder.fold(op, _integer_layer(model, op, info.raw, folder.params)))
@@ -237,6 +298,8 @@ def merge(converted_bytes: bytes, state: bytes | None = None, drop_adapters: boo
     main.operators = merged_ops
     main.inputs = [int(main.inputs[i]) for i in info.raw["inputs"]["x"]]
     main.outputs = [int(main.outputs[i]) for i in info.raw["outputs"]["y"]]
+    if replaced:  # the requantized head's output takes the float one's place
+        main.outputs = [new_output["tensor"] if t in replaced else t for t in main.outputs]
     model.remove_metadata(METADATA_NAME)
     model.set_metadata(
         MERGED_METADATA_NAME,

@@ -38,6 +38,7 @@ from tflm_train.converter.constants import (  # noqa: F401 - re-exported
     OPTIMIZER,
     OPTIMIZER_KINDS,
     OPTIMIZER_REGULARIZED_VERSION,
+    LOSS_WEIGHTED_VERSION,
     OPTIONS_VERSIONS,
     REGULARIZER_KINDS,
     POOL_GRAD,
@@ -233,8 +234,12 @@ def softmax_grad_options(beta: float) -> bytes:
     return struct.pack("<Bf", OPTIONS_VERSIONS[SOFTMAX_GRAD], beta)
 
 
-def loss_options(kind: str) -> bytes:
-    return struct.pack("<BB", OPTIONS_VERSIONS[LOSS], LOSS_KINDS[kind])
+def loss_options(kind: str, pos_weight: float = 1.0, neg_weight: float = 1.0) -> bytes:
+    """Version 1; with class weights (binary cross-entropy) version 2, which
+    appends the positive and the negative weight as float32."""
+    if pos_weight == 1.0 and neg_weight == 1.0:
+        return struct.pack("<BB", OPTIONS_VERSIONS[LOSS], LOSS_KINDS[kind])
+    return struct.pack("<BBff", LOSS_WEIGHTED_VERSION, LOSS_KINDS[kind], pos_weight, neg_weight)
 
 
 @dataclass

@@ -182,6 +182,11 @@ def _shape(shape: list[int]) -> str:
 @click.option("--rounding", type=click.Choice(["stochastic", "nearest"]), default="stochastic", show_default=True,
               help="--arithmetic int8: rounding of the integer SGD update.")
 @click.option("--c-array", "c_array", default=None, help="Also write the model as a C header for firmware.")
+# -- class weights of binary cross-entropy (streaming wake words: few positive invocations per clip)
+@click.option("--pos-weight", type=float, default=1.0, show_default=True,
+              help="--loss bce: weight of the positive targets' loss (carried by the loss op).")
+@click.option("--neg-weight", type=float, default=1.0, show_default=True,
+              help="--loss bce: weight of the negative targets' loss.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def convert(
     model_path: str,
@@ -210,6 +215,8 @@ def convert(
     arithmetic: str,
     rounding: str,
     c_array: str | None,
+    pos_weight: float,
+    neg_weight: float,
     as_json: bool,
 ) -> None:
     """Rewrite MODEL so that it trains itself on the device."""
@@ -236,6 +243,8 @@ def convert(
         reg_lambda=reg_lambda,
         arithmetic=arithmetic,
         rounding=rounding,
+        pos_weight=pos_weight,
+        neg_weight=neg_weight,
         **fields,
     )
     model_bytes = _read(model_path)
@@ -337,6 +346,68 @@ class FitRun:
     retain: str | None = None  # --retain-data: the original task's file
 
 
+# ---- streaming models: clip files (tflm_train/streaming.py, docs/streaming.md) -----------------
+def _streaming_options(command):
+    """fit / evaluate options of the detection rule, for clip files."""
+    for option in reversed([
+        click.option("--manifest", default=None, help="Clip files: microWakeWord JSON manifest giving the detection "
+                     "rule (micro.sliding_window_size, micro.probability_cutoff)."),
+        click.option("--window", type=int, default=None, help="Clip files: probabilities averaged per detection "
+                     "(overrides the manifest).  [default: 1]"),
+        click.option("--cutoff", type=float, default=None, help="Clip files: a window mean above this is a "
+                     "detection (overrides the manifest).  [default: 0.5]"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _is_clip_file(path: str) -> bool:
+    from tflm_train.streaming import is_clip_file
+
+    return is_clip_file(path)
+
+
+def _fit_clips(model_bytes, data_path, eval_paths, epochs, lr, initial, seed, state_out, rule_options, as_json):
+    from tflm_train import streaming
+
+    rule = streaming.detection_rule(*rule_options)
+    result, payload, state = streaming.run_fit_clips(model_bytes, data_path, eval_paths, epochs, lr, initial, seed, rule)
+    write_all({state_out: state} if state_out else {})
+    if as_json:
+        emit_json(payload)
+        return
+    console = _console()
+    console.print(
+        f"{result.clips} clips x {epochs} epochs: {result.steps} trained invocations "
+        f"({result.trained_invocations} of {result.invocations} per epoch); mean loss {payload['loss_first']:.4f} "
+        f"in the first epoch, {payload['loss_last']:.4f} in the last"
+    )
+    console.print(f"detection rule: mean of the last {rule.window} probabilities > {rule.cutoff:g} ({rule.source})")
+    console.print(f"{data_path} before: {result.before.line()}")
+    console.print(f"{data_path} after:  {result.after.line()}")
+    for path, (before, after) in result.held_out.items():
+        console.print(f"{path} before: {before.line()}")
+        console.print(f"{path} after:  {after.line()}")
+    console.print(f"training memory (measured, TFLM arena): {payload['arena_bytes']:,} bytes, of which "
+                  f"training state {payload['state_bytes']:,}")
+    if state_out:
+        console.print(f"state saved to {state_out}")
+
+
+def _evaluate_clips(model_bytes, data_path, state, rule_options, as_json):
+    from tflm_train import streaming
+
+    rule = streaming.detection_rule(*rule_options)
+    outcome = streaming.run_evaluate_clips(model_bytes, data_path, state, rule)
+    if as_json:
+        emit_json(outcome)
+        return
+    found = streaming.Detections(outcome["positives"], outcome["detected"], outcome["negatives"],
+                                 outcome["false_accepts"])
+    _console().print(f"{found.line()} ({outcome['clips']} clips, {outcome['invocations']} invocations; "
+                     f"mean of the last {rule.window} probabilities > {rule.cutoff:g}, {rule.source})")
+
+
 @dataclass
 class ContinualOptions:
     """fit's options against forgetting (tflm_train/continual.py)."""
@@ -368,7 +439,7 @@ def run_fit(
     if model.streams and warn is not None:
         warn(
             "keeps a stream in resource variables, so each sample is fed as the next frame of one stream; "
-            "train clip by clip with tflm_train.trainer (reset_stream) instead"
+            "give a clip file instead (docs/streaming.md), which trains clip by clip"
         )
     if state_in is not None:
         model.load_state(state_in)
@@ -453,6 +524,7 @@ def _replay_buffer(model, task, options: ContinualOptions, seed: int):
 )
 @click.option("--replay-bytes", type=int, default=None, help="The replay buffer's byte budget (int8 records for an int8 model).")
 @click.option("--replay-every", type=int, default=1, show_default=True, help="One replayed sample per this many new ones.")
+@_streaming_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fit(
     model_path: str,
@@ -468,11 +540,22 @@ def fit(
     replay_path: str | None,
     replay_bytes: int | None,
     replay_every: int,
+    manifest: str | None,
+    window: int | None,
+    cutoff: float | None,
     as_json: bool,
 ) -> None:
-    """Fine-tune a converted MODEL on local data, in the TFLM interpreter."""
+    """Fine-tune a converted MODEL on local data, in the TFLM interpreter.
+
+    A clip file (streaming models, docs/streaming.md) trains clip by clip."""
     model_bytes = _read(model_path)
     initial = _read(state_in) if state_in else None
+    if _is_clip_file(data_path):
+        if retain_path or replay_path or plot:
+            raise UserError("--retain-data, --replay-data and --plot take x/y samples, not clip files")
+        _fit_clips(model_bytes, data_path, eval_paths, epochs, lr, initial, seed, state_out,
+                   (manifest, window, cutoff), as_json)
+        return
     continual = ContinualOptions(retain_path, replay_path, replay_bytes, replay_every)
 
     def warn(message: str) -> None:
@@ -603,9 +686,16 @@ def run_evaluate(model_bytes: bytes, data_path: str, state: bytes | None) -> dic
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help=".npz with x and y.")
 @click.option("--state", "state_path", default=None, help="Converted models: evaluate with this state.")
+@_streaming_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(model_path: str, data_path: str, state_path: str | None, as_json: bool) -> None:
-    """Accuracy or MSE of any model (original, converted, merged) on data."""
+def evaluate(model_path: str, data_path: str, state_path: str | None, manifest: str | None, window: int | None,
+             cutoff: float | None, as_json: bool) -> None:
+    """Accuracy or MSE of any model (original, converted, merged) on data;
+    detections per clip on a clip file (streaming models, docs/streaming.md)."""
+    if _is_clip_file(data_path):
+        _evaluate_clips(_read(model_path), data_path, _read(state_path) if state_path else None,
+                        (manifest, window, cutoff), as_json)
+        return
     outcome = run_evaluate(_read(model_path), data_path, _read(state_path) if state_path else None)
     if as_json:
         emit_json(outcome)

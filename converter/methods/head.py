@@ -82,6 +82,7 @@ def _replace(rw: Rewrite, target: int) -> None:
     if layer.kind != ops.LinearKind.FULLY_CONNECTED:
         raise ConversionError("head: the replaced layer must be a FULLY_CONNECTED")
     chain, old_output = _output_chain(rw, layer.y)
+    int8_chain = _int8_chain(model, layer, chain)
     classes = rw.config.classes or layer.units
     name = layer.short + "/head"
     if classes == layer.units:
@@ -105,7 +106,38 @@ def _replace(rw: Rewrite, target: int) -> None:
             rw.insert_after(anchor, act_op)
             anchor = act_op
     model.main.outputs = [new_output if int(t) == old_output else int(t) for t in model.main.outputs]
-    rw.adapted.append({"index": layer.index, "name": layer.short, "op": "FULLY_CONNECTED", "params": params})
+    entry = {"index": layer.index, "name": layer.short, "op": "FULLY_CONNECTED", "params": params}
+    if int8_chain is not None:
+        entry["int8_chain"] = int8_chain
+    rw.adapted.append(entry)
+
+
+# Output ops after an int8 head that merge rebuilds in int8 (converter/merge.py):
+# a LOGISTIC, then QUANTIZEs. (A SOFTMAX head stays float32 when merged: its
+# int8 logits would need the trained logits' range, which no data-free rule gives.)
+_REQUANTIZABLE_CHAIN = {"LOGISTIC", "QUANTIZE"}
+
+
+def _int8_chain(model, layer, chain) -> list[dict] | None:
+    """For a replaced int8 layer: the ops between it and the model output,
+    with their output types and quantization, so that `merge` can requantize
+    the trained float head and give the merged model the original's int8 /
+    uint8 interface. None when the layer was not int8 or the chain holds
+    other ops (merge then keeps the head in float32)."""
+    if model.dtype(layer.x) != np.int8 or model.dtype(layer.y) != np.int8:
+        return None
+    kinds = [model.op_type(op) for op in chain]
+    if not kinds or kinds[0] != "LOGISTIC" or any(kind not in _REQUANTIZABLE_CHAIN for kind in kinds):
+        return None
+    entries = []
+    for op in chain:
+        out = model.outputs_of(op)[0]
+        quant = model.quant(out)
+        if quant is None or quant.per_channel:
+            return None
+        entries.append({"op": model.op_type(op), "dtype": np.dtype(model.dtype(out)).name,
+                        "scale": float(quant.scale[0]), "zero_point": int(quant.zero_point[0])})
+    return entries
 
 
 def _append(rw: Rewrite) -> None:

@@ -55,6 +55,9 @@ constexpr uint8_t kAdapterGradOptionsVersion = 1;
 constexpr uint8_t kActivationGradOptionsVersion = 1;
 constexpr uint8_t kSoftmaxGradOptionsVersion = 1;
 constexpr uint8_t kLossOptionsVersion = 1;
+// TFLMT_LOSS options with positive / negative class weights (binary
+// cross-entropy; two floats appended); version 1 blobs stay valid.
+constexpr uint8_t kLossWeightedVersion = 2;
 constexpr uint8_t kOptimizerOptionsVersion = 1;
 // TFLMT_OPTIMIZER options with a regularizer toward the starting point
 // (kind and lambda appended); version 1 blobs stay valid.

@@ -4,6 +4,11 @@
 //   kind 1  mean squared error; target float32 shaped like the prediction
 //   kind 2  binary cross-entropy on logits; target float32 in [0, 1]
 //
+// Options version 2 (kLossWeightedVersion) appends two float32 class weights,
+// positive then negative, for binary cross-entropy: the loss and gradient of
+// the positive share of a target are scaled by the first, the rest by the
+// second (reference::WeightedBinaryCrossEntropy).
+//
 // The converter feeds cross-entropy the logits before a final SOFTMAX (and
 // binary cross-entropy those before a final LOGISTIC), which is both stable
 // and exact even when the model's quantized output rounds a probability to 0.
@@ -39,14 +44,31 @@ struct OpData {
   ActivationQuant prediction;
   int batches = 0;
   int values = 0;  // per sample (classes for cross-entropy)
+  bool weighted = false;  // class weights (options version 2)
+  float pos_weight = 1.0f;
+  float neg_weight = 1.0f;
 };
 
 void* Init(port::Context* context, const char* options, size_t length) {
+  const bool weighted = options != nullptr && length > 0 &&
+                        static_cast<uint8_t>(options[0]) == kLossWeightedVersion;
   return InitOpData<OpData>(
-      context, options, length, kLossOpName, kLossOptionsVersion,
-      [](OptionsReader& reader, OpData* data) {
+      context, options, length, kLossOpName,
+      weighted ? kLossWeightedVersion : kLossOptionsVersion,
+      [weighted](OptionsReader& reader, OpData* data) {
         const uint8_t kind = reader.U8();
         data->kind = static_cast<LossKind>(kind);
+        if (weighted) {
+          data->weighted = true;
+          data->pos_weight = reader.F32();
+          data->neg_weight = reader.F32();
+          // Weights belong to binary cross-entropy and are finite, >= 0.
+          if (data->kind != LossKind::kBinaryCrossEntropy ||
+              !std::isfinite(data->pos_weight) || data->pos_weight < 0.0f ||
+              !std::isfinite(data->neg_weight) || data->neg_weight < 0.0f) {
+            return false;
+          }
+        }
         return kind <= static_cast<uint8_t>(LossKind::kBinaryCrossEntropy);
       });
 }
@@ -142,8 +164,12 @@ port::Status Eval(port::Context* context, port::Node* node) {
       break;
     case LossKind::kBinaryCrossEntropy:
       if (training && !AllFinite(target.As<float>(), n)) return skip();
-      *loss = reference::BinaryCrossEntropy(prediction, target.As<float>(), n,
-                                            grad);
+      *loss = data.weighted
+                  ? reference::WeightedBinaryCrossEntropy(
+                        prediction, target.As<float>(), n, data.pos_weight,
+                        data.neg_weight, grad)
+                  : reference::BinaryCrossEntropy(prediction,
+                                                  target.As<float>(), n, grad);
       break;
   }
   if (training && (!std::isfinite(*loss) || !AllFinite(grad, n))) {

@@ -64,6 +64,29 @@ inline float BinaryCrossEntropy(const ValuesRef& logits, const float* target, in
   return total / n;
 }
 
+// Binary cross-entropy with class weights (pos on the target's share, neg on
+// the rest), over all n values:
+//   loss = mean( pos t softplus(-z) + neg (1 - t) softplus(z) )
+//   grad = (neg (1 - t) sigmoid(z) - pos t (1 - sigmoid(z))) / n
+// pos = neg = 1 is BinaryCrossEntropy. For a wake word the few positive
+// invocations of a clip face thousands of negative ones: pos > neg evens them.
+inline float WeightedBinaryCrossEntropy(const ValuesRef& logits, const float* target,
+                                        int n, float pos_weight, float neg_weight,
+                                        float* grad) {
+  float total = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float z = logits[i];
+    const float t = target[i];
+    const float tail = Log1p(Exp(-std::fabs(z)));
+    const float softplus_z = (z > 0.0f ? z : 0.0f) + tail;    // -log(1 - sigmoid(z))
+    const float softplus_neg_z = (z < 0.0f ? -z : 0.0f) + tail;  // -log(sigmoid(z))
+    total += pos_weight * t * softplus_neg_z + neg_weight * (1.0f - t) * softplus_z;
+    const float sigmoid = Logistic(z);
+    grad[i] = (neg_weight * (1.0f - t) * sigmoid - pos_weight * t * (1.0f - sigmoid)) / n;
+  }
+  return total / n;
+}
+
 }  // namespace reference
 }  // namespace tflmt
 
