@@ -208,10 +208,10 @@ def voice_set(voice: str, positives: int, negatives: int, seed: int, scale: floa
 # The example's splits: (voice, positives, negatives, seed) per split name.
 def splits() -> dict[str, list[tuple[str, int, int, int]]]:
     return {
-        "adapt_train": [(ADAPTED_VOICE, 60, 120, 1)],
+        "adapt_train": [(ADAPTED_VOICE, 60, 200, 1)],
         "adapt_test": [(ADAPTED_VOICE, 100, 200, 2)],
         # A few clips of the known voices go into training (replay against forgetting).
-        "known_train": [(v, 8, 8, 10 + i) for i, v in enumerate(KNOWN_VOICES)],
+        "known_train": [(v, 8, 30, 10 + i) for i, v in enumerate(KNOWN_VOICES)],
         "known_test": [(v, 30, 30, 20 + i) for i, v in enumerate(KNOWN_VOICES)],
     }
 
