@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tflm-train" / "wake_word")
+    parser.add_argument("--work", type=Path, default=None, help="where the run's files go (default CACHE/run)")
     parser.add_argument("--method", default="lora")
     parser.add_argument("--targets", default="last:3")
     parser.add_argument("--rank", default="8")
@@ -77,12 +78,14 @@ def main() -> None:
     parser.add_argument("--lr", default="0.01")
     parser.add_argument("--pos-weight", default="2")
     parser.add_argument("--seed", default="0")
+    parser.add_argument("--regularizer", default="none", help="none, l2sp (toward the shipped weights) or ewc")
+    parser.add_argument("--reg-lambda", default="0")
     args = parser.parse_args()
 
     models = importlib.resources.files("pymicro_wakeword") / "models"
     base, manifest = Path(str(models / "hey_jarvis.tflite")), Path(str(models / "hey_jarvis.json"))
     rule = json.loads(manifest.read_text())["micro"]
-    work = args.cache / "run"
+    work = args.work or args.cache / "run"
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -102,6 +105,8 @@ def main() -> None:
                     "--loss", "bce", "--pos-weight", args.pos_weight]
     if args.method in ("lora", "adapter"):
         convert_args += ["--rank", args.rank]
+    if args.regularizer != "none":
+        convert_args += ["--regularizer", args.regularizer, "--reg-lambda", args.reg_lambda]
     tflm_train(*convert_args)
 
     print(f"3. fit {len(train)} clips, {args.epochs} epochs, lr {args.lr} "
