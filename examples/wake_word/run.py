@@ -72,9 +72,9 @@ def main() -> None:
                         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tflm-train" / "wake_word")
     parser.add_argument("--work", type=Path, default=None, help="where the run's files go (default CACHE/run)")
     parser.add_argument("--method", default="lora")
-    parser.add_argument("--targets", default="last:3")
+    parser.add_argument("--targets", default="last:5")
     parser.add_argument("--rank", default="8")
-    parser.add_argument("--epochs", default="5")
+    parser.add_argument("--epochs", default="4")
     parser.add_argument("--lr", default="0.01")
     parser.add_argument("--pos-weight", default="2")
     parser.add_argument("--seed", default="0")
@@ -146,7 +146,7 @@ def main() -> None:
     arena = report.get("arena_bytes_training"), report.get("arena_bytes_inference")
     print(f"   training arena {arena[0]:,} B (inference {arena[1]:,} B), state {fit['state_bytes']:,} B; "
           f"{time.time() - started:.0f} s")
-    (work / "summary.json").write_text(json.dumps({"args": vars(args) | {"cache": str(args.cache)},
+    (work / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                    "results": summary, "arena": arena}, indent=1))
 
 
