@@ -139,3 +139,21 @@ def test_kernel_refuses_weights_on_another_loss():
     op.customOptions = np.frombuffer(ops.loss_options("mse", 2.0, 1.0), np.uint8)
     with pytest.raises(InterpreterError, match="TFLMT_LOSS: malformed options"):
         Interpreter(model.sealed_bytes())
+
+
+def test_cli_convert_writes_the_weights(tmp_path, capsys):
+    from tflm_train.cli import main
+
+    base = tmp_path / "hey_jarvis.tflite"
+    base.write_bytes(_tiny_sigmoid())
+    out = tmp_path / "weighted.tflite"
+    assert main(["convert", str(base), "--method", "head", "--pos-weight", "8", "--neg-weight", "0.5",
+                 "--regularizer", "l2sp", "--reg-lambda", "0.1", "-o", str(out), "--json"]) == 0
+    capsys.readouterr()
+    model = Model.from_bytes(out.read_bytes())
+    (op,) = [op for op in model.operators if model.op_type(op) == constants.LOSS]
+    assert np.frombuffer(bytes(op.customOptions)[2:], "<f4").tolist() == [8.0, 0.5]
+    assert main(["convert", str(base), "--method", "head", "--loss", "mse", "--pos-weight", "8",
+                 "-o", str(tmp_path / "bad.tflite")]) == 2
+    assert "--loss bce" in capsys.readouterr().err
+    assert not (tmp_path / "bad.tflite").exists()

@@ -113,6 +113,10 @@ def test_clip_run_equals_the_device_verbs(hey_jarvis):
     model.reset_stream()
     expected = [float(model.predict(frame)[0]) for frame in clips.features[0, :40]]
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
+    # int8 features (a device's ring buffer) are the model's own input values, used as they are.
+    as_int8 = streaming.Clips(q, clips.lengths, clips.labels)
+    assert runner.quantized(as_int8) is q
+    np.testing.assert_array_equal(runner.run_clip(runner.quantized(as_int8)[0], None, 40)[0], probabilities)
     # Training invocations: the same losses as train_step on a twin model.
     twin = TrainableModel(convert(hey_jarvis, ConvertConfig(method="head")).model)
     _, losses = runner.run_clip(q[0], clips.labels[0], 45, learning_rate=0.05)

@@ -357,6 +357,7 @@ class Detections:
             "positives": self.positives, "detected": self.detected, "detection_rate": self.detection_rate,
             "negatives": self.negatives, "false_accepts": self.false_accepts,
             "false_accept_rate": self.false_accept_rate, "per_clip": self.per_clip,
+            "peak_window_mean": [round(v, 6) for v in self.peak],
         }
 
     def line(self) -> str:
