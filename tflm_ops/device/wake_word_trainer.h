@@ -24,7 +24,9 @@
 // audio, which is what the live stream holds too.
 //
 // Class weights: a positive invocation's step uses learning_rate *
-// positive_weight (for SGD the same update as a loss weighted by it).
+// positive_weight (for SGD the same update as a loss weighted by it). A model
+// converted with `--pos-weight` weights inside its loss op already: leave
+// these at 1 for it.
 //
 // Device code: no heap, no exceptions, no RTTI; all memory from the caller.
 #ifndef TFLM_OPS_DEVICE_WAKE_WORD_TRAINER_H_
