@@ -28,6 +28,11 @@ bool IsActivationType(TfLiteType type) {
   return type == kTfLiteFloat32 || type == kTfLiteInt8 || type == kTfLiteInt16;
 }
 
+// Output 0 may also be uint8: microWakeWord models end in a QUANTIZE to uint8.
+bool IsOutputType(TfLiteType type) {
+  return IsActivationType(type) || type == kTfLiteUInt8;
+}
+
 bool IsScalar(const TfLiteTensor* tensor, TfLiteType type) {
   return tensor != nullptr && tensor->type == type && ElementCount(tensor) == 1;
 }
@@ -85,7 +90,7 @@ TfLiteStatus Trainer::Begin() {
   // on it are what tells a converted model from one that only looks similar.
   const bool ok =
       x != nullptr && IsActivationType(x->type) && y != nullptr &&
-      IsActivationType(y->type) && target != nullptr &&
+      IsOutputType(y->type) && target != nullptr &&
       (target->type == kTfLiteInt32 || target->type == kTfLiteFloat32) &&
       IsScalar(interpreter_.input(learning_rate_), kTfLiteFloat32) &&
       IsScalar(interpreter_.input(mode_), kTfLiteInt32) &&
@@ -283,6 +288,9 @@ TfLiteStatus Trainer::Predict(float* out) {
       case kTfLiteInt8:
         out[i] = static_cast<float>(y->data.int8[i] - zero_point) * scale;
         break;
+      case kTfLiteUInt8:
+        out[i] = static_cast<float>(y->data.uint8[i] - zero_point) * scale;
+        break;
       default:  // int16
         out[i] = static_cast<float>(y->data.i16[i] - zero_point) * scale;
         break;
@@ -349,6 +357,9 @@ bool Trainer::OutputSaturated() const {
         break;
       case kTfLiteInt16:
         at_end = y->data.i16[i] == -32768 || y->data.i16[i] == 32767;
+        break;
+      case kTfLiteUInt8:
+        at_end = y->data.uint8[i] == 0 || y->data.uint8[i] == 255;
         break;
       default:  // float32 probabilities
         at_end = y->data.f[i] <= 1e-6f || y->data.f[i] >= 1.0f - 1e-6f;

@@ -124,7 +124,7 @@ class Trainer {
 
   // ---- Episodes (device/episode.h) ----
   // True when every value of output 0 sits at an end of its range after the
-  // last invocation: int8/int16 at the type's min or max, a float output
+  // last invocation: int8/int16/uint8 at the type's min or max, a float output
   // within 1e-6 of 0 or 1 (a probability). A whole episode of it is a
   // collapsed adapter.
   bool OutputSaturated() const;
