@@ -16,6 +16,7 @@ OPTIONAL_PACKAGES = {
     "tf": ("tensorflow", 'pip install -e ".[tf]"'),
     "wakeword": ("pymicro_wakeword", "pip install pymicro-wakeword==2.5.0"),
     "fleet": ("mlflow", 'pip install -e ".[fleet]"'),
+    "federated": ("flwr", 'pip install -e ".[federated]"'),
 }
 
 

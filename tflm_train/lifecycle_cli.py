@@ -124,6 +124,6 @@ def register(cli: click.Group) -> None:
         else:
             _render_episodes(payload, state_out)
 
-    from tflm_train import fleet_cli
+    from tflm_train.fleet import cli as fleet_cli
 
     fleet_cli.register(cli, _read, emit_json)
