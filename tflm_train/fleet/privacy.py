@@ -147,4 +147,45 @@ def update_norm(update: list[np.ndarray]) -> float:
     return float(math.sqrt(sum(float(np.sum(np.square(np.asarray(u, np.float64)))) for u in update)))
 
 
-__all__ = ["ClientLevelAccountant", "SAMPLING", "noise_for_epsilon", "update_norm"]
+__all__ = ["ClientLevelAccountant", "SAMPLING", "WEIGHT_KEY", "dp_client_mods", "dp_strategy", "noise_for_epsilon", "uniform_weight_mod",
+           "update_norm"]
+
+
+# ---- Flower's DP pieces, wired for tflm-train's delta fleet -------------------------
+WEIGHT_KEY = "dp-weight"
+
+
+def uniform_weight_mod(msg, context, call_next):
+    """A Flower client mod: every train reply weighs the same in the average
+    (metric "dp-weight" = 1). The DP analysis needs it: a client with many
+    samples must not count more than one with few (num-examples weighting
+    would scale its clipped update past the clipping norm)."""
+    from flwr.app import MessageType
+
+    reply = call_next(msg, context)
+    if msg.metadata.message_type == MessageType.TRAIN and not reply.has_error():
+        for record in reply.content.metric_records.values():
+            record[WEIGHT_KEY] = 1
+    return reply
+
+
+def dp_client_mods() -> list:
+    """The ClientApp mods of a DP fleet, outermost first (inside delta_mod):
+    Flower's fixedclipping_mod clips `adapter after - adapter received` to
+    the norm the server sends; the uniform weight is set before it."""
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    return [fixedclipping_mod, uniform_weight_mod]
+
+
+def dp_strategy(noise_multiplier: float, clipping_norm: float, num_sampled_clients: int, *,
+                fraction_train: float, min_train_nodes: int, min_available_nodes: int):
+    """Flower's FedAvg (uniform weights) inside Flower's
+    DifferentialPrivacyClientSideFixedClipping: it sends the clipping norm
+    to the clients and adds Gaussian noise, std noise_multiplier *
+    clipping_norm / num_sampled_clients, to the averaged adapter."""
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+
+    inner = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=min_train_nodes,
+                   min_available_nodes=min_available_nodes, weighted_by_key=WEIGHT_KEY)
+    return DifferentialPrivacyClientSideFixedClipping(inner, noise_multiplier, clipping_norm, num_sampled_clients)
