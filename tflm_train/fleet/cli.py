@@ -1,5 +1,6 @@
-"""`tflm-train fleet log|list|rollback` (tflm_train/fleet.py; needs the
-`fleet` extra: MLflow)."""
+"""`tflm-train fleet log|list|rollback` (the MLflow fleet view,
+tflm_train/fleet/registry.py; the `fleet` extra) and `tflm-train fleet
+simulate` (federated training on Flower; the `federated` extra)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ _FLEET_OPTION = dict(default=None, help="Fleet directory (MLflow SQLite + artifa
 
 
 def _fleet(directory: str | None):
-    from tflm_train.fleet import Fleet, default_fleet_dir
+    from tflm_train.fleet.registry import Fleet, default_fleet_dir
 
     return Fleet(directory or default_fleet_dir())
 
@@ -34,7 +35,7 @@ def _adapter_from_flash(model_bytes: bytes, image: bytes, slot_bytes: int) -> tu
 def register(cli: click.Group, read, emit_json) -> None:
     @cli.group()
     def fleet() -> None:
-        """Which device runs which adapter (MLflow tracking + model registry); roll a device back."""
+        """Which device runs which adapter (MLflow), roll a device back; federated training (Flower)."""
 
     @fleet.command("log")
     @click.argument("device")
@@ -118,3 +119,120 @@ def register(cli: click.Group, read, emit_json) -> None:
             emit_json({"device": device, "adapter_version": chosen, "output": output_path})
         else:
             click.echo(f"{device}: current adapter is now version {chosen}; its state is in {output_path}")
+
+    register_simulate(fleet, read, emit_json)
+
+
+def register_simulate(fleet: click.Group, read, emit_json) -> None:
+    """`tflm-train fleet simulate`: federated training over simulated clients (Flower)."""
+    from tflm_train.fleet.partition import PARTITION_HELP
+
+    @fleet.command("simulate")
+    @click.argument("model_path", metavar="MODEL")
+    @click.option("--data", "data_path", required=True, help="Training .npz (x, y), split over the clients.")
+    @click.option("--test", "test_path", default=None, help="Held-out .npz: the global adapter's metric every round.")
+    @click.option("--clients", type=click.IntRange(min=1), default=100, show_default=True, help="Simulated clients.")
+    @click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Federated rounds.")
+    @click.option("--partition", default="dirichlet:0.3", show_default=True, help=PARTITION_HELP + ".")
+    @click.option("--fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.1, show_default=True,
+                  help="Fraction of the clients sampled per round.")
+    @click.option("--min-clients", type=click.IntRange(min=1), default=2, show_default=True,
+                  help="At least this many clients per round.")
+    @click.option("--strategy", type=click.Choice(["fedavg", "fedadam"]), default="fedavg", show_default=True)
+    @click.option("--server-lr", "server_lr", type=float, default=0.01, show_default=True, help="FedAdam's step size.")
+    @click.option("--encoding", type=click.Choice(["float32", "int8"]), default="float32", show_default=True,
+                  help="How clients encode their adapter delta.")
+    @click.option("--top-k", "top_k", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+                  help="Send only this fraction of each tensor's largest changes.")
+    @click.option("--lr", type=float, default=0.02, show_default=True, help="Clients' learning rate.")
+    @click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+    @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+                  help="Probability that a sampled client fails its round (simulated).")
+    @click.option("--secagg", is_flag=True, help="Secure aggregation (Flower's SecAgg+ workflow; FedAvg only).")
+    @click.option("--engine", type=click.Choice(["flower", "local"]), default="flower", show_default=True,
+                  help="flower: Flower's simulation engine (Ray); local: the same apps in this process.")
+    @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="CPUs for Flower's simulation engine (one ClientApp actor each).")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("-o", "--out", "out_dir", default="fleet-sim", show_default=True,
+                  help="Directory for metrics.json and metrics.png.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    def fleet_simulate(model_path, data_path, test_path, clients, rounds, partition, fraction, min_clients, strategy,
+                       server_lr, encoding, top_k, lr, local_epochs, dropout, secagg, engine, cpus, seed, out_dir,
+                       as_json):
+        """Federated adapter training of MODEL (converted) over simulated clients, on Flower."""
+        import importlib.util
+        import sys
+        from pathlib import Path
+
+        from tflm_train import fitting
+        from tflm_train.data import load_npz
+        from tflm_train.trainer import TrainableModel
+
+        if importlib.util.find_spec("flwr") is None:
+            raise UserError('fleet simulate needs Flower: pip install "tflm-train[federated]"')
+        if secagg and strategy != "fedavg":
+            raise UserError("--secagg runs with --strategy fedavg")
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out_dir}: not a directory")
+        model_bytes = read(model_path)
+        model = TrainableModel(model_bytes)
+        task = fitting.task_of(model)
+        x, y = fitting.prepare(model, load_npz(data_path), task, data_path)
+        test = fitting.prepare(model, load_npz(test_path), task, test_path) if test_path else None
+        del model
+
+        from tflm_train.fleet.server_app import SecAggConfig
+        from tflm_train.fleet.simulate import simulate
+
+        arguments = dict(test=test, clients=clients, rounds=rounds, partition=partition, fraction=fraction,
+                         min_clients=min_clients, strategy=strategy, encoding=encoding, top_k=top_k,
+                         learning_rate=lr, local_epochs=local_epochs, server_learning_rate=server_lr,
+                         dropout=dropout, secagg=SecAggConfig() if secagg else None, seed=seed, engine=engine,
+                         cpus=cpus)
+        if as_json or not sys.stderr.isatty():
+            round_log = simulate(model_bytes, x, y, **arguments)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from tflm_train.cli import _console
+
+            with Progress(TextColumn("federated rounds"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                          console=_console().__class__(stderr=True), transient=True) as progress:
+                bar = progress.add_task("rounds", total=rounds, status="starting the simulation engine")
+
+                def on_round(row: dict) -> None:
+                    status = _row_status(row, task.metric)
+                    progress.update(bar, completed=row["round"], status=status)
+                    if row["round"]:
+                        progress.console.print(f"round {row['round']}: {status}")
+
+                round_log = simulate(model_bytes, x, y, on_round=on_round, **arguments)
+        paths = round_log.write(out)
+        payload = {**round_log.to_json(), "metrics_json": str(paths["json"]), "plot": str(paths["png"])}
+        if as_json:
+            emit_json(payload)
+            return
+        last = round_log.rows[-1] if round_log.rows else {}
+        first = round_log.rows[0] if round_log.rows else {}
+        metric = round_log.metric
+        if metric in last and metric in first:
+            click.echo(f"global held-out {metric}: {first[metric]:.4f} -> {last[metric]:.4f} after {rounds} rounds")
+        click.echo(f"round-by-round metrics: {paths['json']}, plot: {paths['png']}")
+
+
+def _row_status(row: dict, metric: str) -> str:
+    parts = []
+    if "sampled" in row:
+        parts.append(f"{row['replies']}/{row['sampled']} clients")
+        if row.get("failures"):
+            parts.append(f"{row['failures']} failed")
+        if row.get("refused"):
+            parts.append(f"{row['refused']} refused")
+        if row.get("delta_bytes"):
+            parts.append(f"{row['delta_bytes']:.0f} B/delta")
+    if row.get(metric) is not None:
+        parts.append(f"{metric} {row[metric]:.4f}")
+    return ", ".join(parts)

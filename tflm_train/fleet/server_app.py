@@ -91,6 +91,9 @@ class RoundLog:
         right.plot(rounds, [np.nan if v is None else v for v in losses], "s--", color="tab:orange")
         right.set_ylabel("mean client train loss", color="tab:orange")
         left.set_xlabel("round")
+        from matplotlib.ticker import MaxNLocator
+
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
         title = ", ".join(f"{k} {v}" for k, v in self.config.items() if k in ("strategy", "clients", "encoding"))
         left.set_title(f"federated adapter training ({title})" if title else "federated adapter training")
         figure.tight_layout()
