@@ -51,6 +51,8 @@ DROPOUT = 0.3
 EPSILONS = (8.0, 4.0)
 DELTA = 1e-5
 
+ATTACK_RUNS = ("signflip-fedavg", "clean-fedmedian", "signflip-fedmedian", "clean-trimmedavg", "signflip-trimmedavg",
+               "clean-krum", "signflip-krum", "labelflip-fedavg", "labelflip-fedmedian")
 ROWS = ("central", "local", "fedavg", "int8", "secagg", "dp", "attack", "dropout")
 
 
@@ -183,7 +185,7 @@ class Bench:
         if self.args.clip is None:
             self.args.clip = self.median_delta_norm(sampled)
             print(f"  clipping norm {self.args.clip:.3f} (median norm of {sampled} honest first-round deltas)")
-        for epsilon in EPSILONS:
+        for epsilon in self.args.epsilons:
             z = noise_for_epsilon(epsilon, self.args.rounds, CLIENTS, sampled, DELTA)
             accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
 
@@ -196,6 +198,8 @@ class Bench:
             result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(), on_round=account)
             result.update(noise_multiplier=z, clipping_norm=self.args.clip, epsilon=accountant.history[-1],
                           delta=DELTA)
+        if not self.args.clip_only:
+            return
         # The clipping alone (no noise): how much of the cost is the clipping.
         strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
                                min_available_nodes=CLIENTS)
@@ -234,14 +238,16 @@ class Bench:
             "trimmedavg": lambda: FedTrimmedAvg(**common, beta=0.2),
             "krum": lambda: Krum(**common, num_malicious_nodes=2),
         }
+        wanted = self.args.attack_runs.split(",")
         for name, make in strategies.items():
-            if name != "fedavg":
+            if f"clean-{name}" in wanted and name != "fedavg":
                 self.federated(f"clean-{name}", strategy=make())
-            self.federated(f"signflip-{name}", strategy=make(),
-                           mods=[attack_mod(malicious, "sign-flip", self.args.attack_factor)])
-        for name in ("fedavg", "fedmedian"):
-            self.federated(f"labelflip-{name}", strategy=strategies[name](),
-                           loader=label_flipping_loader(self.loader(), malicious, self.classes))
+            if f"signflip-{name}" in wanted:
+                self.federated(f"signflip-{name}", strategy=make(),
+                               mods=[attack_mod(malicious, "sign-flip", self.args.attack_factor)])
+            if f"labelflip-{name}" in wanted:
+                self.federated(f"labelflip-{name}", strategy=make(),
+                               loader=label_flipping_loader(self.loader(), malicious, self.classes))
 
     def dropout(self) -> None:
         self.federated("fedavg-dropout30", dropout=DROPOUT)
@@ -259,6 +265,11 @@ def main() -> None:
                         help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
+    parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
+                        help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum}")
+    parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=list(EPSILONS),
+                        help="the DP row's target epsilons (delta 1e-5)")
+    parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
     parser.add_argument("--central-epochs", type=int, default=3)
     parser.add_argument("--local-clients", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -271,7 +282,8 @@ def main() -> None:
         if row not in ROWS:
             parser.error(f"unknown row {row!r}")
         print(f"== {row}", flush=True)
-        {"central": bench.central, "local": bench.local_only}.get(row, getattr(bench, row))()
+        run = bench.local_only if row == "local" else getattr(bench, row)
+        run()
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
     print(json.dumps(summary, indent=1, default=float))
     print(f"total {time.monotonic() - started:.0f} s")

@@ -69,6 +69,7 @@ class ClientLevelAccountant:
     delta: float = 1e-5
     sampling: str = "without-replacement"
     rounds: int = 0
+    orders: tuple = DEFAULT_ORDERS  # the RDP orders epsilon is minimized over
     history: list[float] = field(default_factory=list)  # epsilon after each round
     _accountant: object = field(default=None, repr=False, compare=False)
 
@@ -103,7 +104,7 @@ class ClientLevelAccountant:
         if rounds <= 0:
             return 0.0
         _, rdp = _dp()
-        accountant = rdp.RdpAccountant(orders=DEFAULT_ORDERS, neighboring_relation=self.relation())
+        accountant = rdp.RdpAccountant(orders=self.orders, neighboring_relation=self.relation())
         accountant.compose(self.event(rounds))
         return float(accountant.get_epsilon(self.delta))
 
@@ -111,7 +112,7 @@ class ClientLevelAccountant:
         """Records `rounds` more released aggregates; returns epsilon so far."""
         _, rdp = _dp()
         if self._accountant is None:
-            self._accountant = rdp.RdpAccountant(orders=DEFAULT_ORDERS, neighboring_relation=self.relation())
+            self._accountant = rdp.RdpAccountant(orders=self.orders, neighboring_relation=self.relation())
         self._accountant.compose(self.event(rounds))
         self.rounds += rounds
         epsilon = float(self._accountant.get_epsilon(self.delta))
@@ -124,11 +125,12 @@ class ClientLevelAccountant:
 
 
 def noise_for_epsilon(epsilon: float, rounds: int, population: int, sample_size: int, delta: float = 1e-5,
-                      sampling: str = "without-replacement", tolerance: float = 1e-3) -> float:
+                      sampling: str = "without-replacement", tolerance: float = 1e-3,
+                      orders: tuple = DEFAULT_ORDERS) -> float:
     """The smallest noise multiplier z whose epsilon after `rounds` rounds is
     at most `epsilon` (bisection on the accountant; epsilon falls as z grows)."""
     def eps(z: float) -> float:
-        return ClientLevelAccountant(population, sample_size, z, delta, sampling).epsilon_after(rounds)
+        return ClientLevelAccountant(population, sample_size, z, delta, sampling, orders=orders).epsilon_after(rounds)
 
     low, high = 0.05, 1.0
     while eps(high) > epsilon:
@@ -147,8 +149,6 @@ def update_norm(update: list[np.ndarray]) -> float:
     return float(math.sqrt(sum(float(np.sum(np.square(np.asarray(u, np.float64)))) for u in update)))
 
 
-__all__ = ["ClientLevelAccountant", "SAMPLING", "WEIGHT_KEY", "dp_client_mods", "dp_strategy", "noise_for_epsilon", "uniform_weight_mod",
-           "update_norm"]
 
 
 # ---- Flower's DP pieces, wired for tflm-train's delta fleet -------------------------
@@ -189,3 +189,6 @@ def dp_strategy(noise_multiplier: float, clipping_norm: float, num_sampled_clien
     inner = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=min_train_nodes,
                    min_available_nodes=min_available_nodes, weighted_by_key=WEIGHT_KEY)
     return DifferentialPrivacyClientSideFixedClipping(inner, noise_multiplier, clipping_norm, num_sampled_clients)
+
+__all__ = ["ClientLevelAccountant", "SAMPLING", "WEIGHT_KEY", "dp_client_mods", "dp_strategy", "noise_for_epsilon", "uniform_weight_mod",
+           "update_norm"]
