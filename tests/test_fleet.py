@@ -1,4 +1,4 @@
-"""The fleet view on MLflow (tflm_train/fleet.py, `tflm-train fleet`): devices
+"""The fleet view on MLflow (tflm_train/fleet/registry.py, `tflm-train fleet`): devices
 log their adapters (version = store sequence number + hashes + parameter CRC),
 counters and metrics; adapters are registered model versions; a device is
 rolled back to an earlier version and gets that version's exact state."""

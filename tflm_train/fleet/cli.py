@@ -194,13 +194,12 @@ def register_simulate(fleet: click.Group, read, emit_json) -> None:
         if as_json or not sys.stderr.isatty():
             round_log = simulate(model_bytes, x, y, **arguments)
         else:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from tflm_train.cli import _console
 
             with Progress(TextColumn("federated rounds"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                          console=_console().__class__(stderr=True), transient=True) as progress:
+                          console=Console(stderr=True, highlight=False), transient=True) as progress:
                 bar = progress.add_task("rounds", total=rounds, status="starting the simulation engine")
 
                 def on_round(row: dict) -> None:

@@ -81,6 +81,11 @@ def _legacy_adapter(content, layout: AdapterLayout) -> dict[str, np.ndarray]:
     return {slot.name: np.asarray(a, np.float32).reshape(slot.shape) for slot, a in zip(layout.slots, arrays)}
 
 
+def client_seed(seed: int, server_round: int, partition_id: int) -> int:
+    """The seed of a client's data order in a round (reproducible anywhere)."""
+    return random.Random(f"order:{seed}:{server_round}:{partition_id}").getrandbits(31)
+
+
 def train_locally(model_bytes: bytes, own_state: bytes | None, adapter: dict[str, np.ndarray], x: np.ndarray,
                   y: np.ndarray, *, learning_rate: float, local_epochs: int, seed: int) -> tuple[bytes, float]:
     """One device's local round: `adapter` written into its state, trained
@@ -220,7 +225,7 @@ def make_client_app(
             model_bytes, own_state(context), adapter, x, y,
             learning_rate=float(config.get("learning-rate", learning_rate)),
             local_epochs=int(config.get("local-epochs", local_epochs)),
-            seed=hash((seed, server_round, pid)) & 0x7FFFFFFF,
+            seed=client_seed(seed, server_round, pid),
         )
         context.state.config_records[STATE_RECORD] = ConfigRecord({"state": state})
         new = layout.adapter(state)
@@ -263,4 +268,4 @@ def make_client_app(
     return app
 
 
-__all__ = ["ClientDropout", "DELTA_RECORD", "delta_mod", "make_client_app", "train_locally"]
+__all__ = ["ClientDropout", "DELTA_RECORD", "client_seed", "delta_mod", "make_client_app", "train_locally"]

@@ -6,7 +6,9 @@ Grid implements Flower's `Grid` interface by calling the ClientApp of each
 destination node directly, one after another, each node with its own
 persistent `Context` (node_config "partition-id" / "num-partitions", as the
 simulation engine sets them). Messages are copied in both directions, as a
-transport would. A ClientApp that raises gives an error reply, as in Flower.
+transport would. A ClientApp that raises gives an error reply, as in Flower;
+one that takes longer than the round's timeout has its reply dropped, as a
+server waiting in parallel would never see it.
 
 It is what the tests and quick benchmarks use; `tflm-train fleet simulate
 --engine flower` (the default) runs Flower's simulation engine.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import time
 import uuid
 
 log = logging.getLogger("tflm_train.fleet")
@@ -57,28 +60,34 @@ def _grid_class():
         def get_node_ids(self):
             return list(self.node_ids)
 
-        def _deliver(self, message) -> "Message":
+        def _deliver(self, message, timeout: float | None = None):
             node = message.metadata.dst_node_id
             incoming = Message(copy.deepcopy(message.content), dst_node_id=node,
                                message_type=message.metadata.message_type, group_id=message.metadata.group_id)
             incoming.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            started = time.monotonic()
             try:
                 reply = self.client_app(incoming, self.contexts[node])
             except Exception as error:  # a failing device: an error reply, the round goes on
                 log.info("node %s failed: %s", node, error)
                 reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(error)),
                                 reply_to=incoming)
+            if timeout is not None and time.monotonic() - started > timeout:
+                log.info("node %s replied after the %.1f s timeout: dropped", node, timeout)
+                return None
             if reply.has_content():
                 reply = Message(copy.deepcopy(reply.content), reply_to=incoming)
             if self.on_message is not None:
                 self.on_message(reply)
             return reply
 
-        def push_messages(self, messages):
+        def push_messages(self, messages, timeout: float | None = None):
             ids = []
             for message in messages:
                 key = uuid.uuid4().hex
-                self._replies[key] = self._deliver(message)
+                reply = self._deliver(message, timeout)
+                if reply is not None:
+                    self._replies[key] = reply
                 ids.append(key)
             return ids
 
@@ -86,7 +95,7 @@ def _grid_class():
             return [self._replies.pop(key) for key in message_ids if key in self._replies]
 
         def send_and_receive(self, messages, *, timeout=None):
-            return self.pull_messages(self.push_messages(messages))
+            return self.pull_messages(self.push_messages(messages, timeout))
 
     return LocalGrid
 

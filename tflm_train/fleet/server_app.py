@@ -105,15 +105,33 @@ class RoundLog:
 
 @dataclass
 class SecAggConfig:
-    """Flower SecAggPlusWorkflow's parameters (see its docstring). Deltas are
-    small: a clipping range of 0.5 keeps the quantization step (2 * range /
-    quantization_range per client) near 2.4e-7 with the default 2**22."""
+    """Flower SecAggPlusWorkflow's parameters (see its docstring).
+
+    A client's delta is multiplied by its weight (examples / max_weight,
+    at most 1) and then quantized with a step of 2 * clipping_range /
+    quantization_range: keep max_weight near the largest client's example
+    count (None: Flower's default, 1000) so that small clients' deltas keep
+    their precision. Deltas are small: a clipping range of 0.5 gives a step
+    of 2.4e-7 with the default 2**22 levels."""
 
     num_shares: int | float = 1.0
     reconstruction_threshold: int | float = 0.5
     clipping_range: float = 0.5
     quantization_range: int = 2**22
-    max_weight: float = 10000.0
+    max_weight: float | None = None
+
+    def tolerance(self, weights: list[float], max_abs_delta: float) -> float:
+        """Bound on |SecAgg+ mean - exact weighted mean| for clients with
+        these example counts and deltas up to max_abs_delta: each client's
+        stochastic rounding errs by less than a step, and each weight is
+        rounded to 1 / quantization_range; the sums are divided by the
+        summed weights."""
+        max_weight = self.max_weight or 1000.0
+        q = self.quantization_range
+        total = sum(weights) / max_weight
+        rounding = len(weights) * (2 * self.clipping_range / q) / total
+        weighting = len(weights) * (0.5 / q) * 2 * max_abs_delta / total
+        return rounding + weighting
 
 
 def global_evaluator(model_bytes: bytes, layout: AdapterLayout, x: np.ndarray, y: np.ndarray):
@@ -364,7 +382,7 @@ def _run_secagg(grid, context, layout, clock, initial, config: SecAggConfig, *, 
                            strategy=legacy_strategy)
     workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
         num_shares=config.num_shares, reconstruction_threshold=config.reconstruction_threshold,
-        max_weight=config.max_weight, clipping_range=config.clipping_range,
+        max_weight=config.max_weight or 1000.0, clipping_range=config.clipping_range,
         quantization_range=config.quantization_range, timeout=round_timeout,
     ))
     workflow(grid, legacy)

@@ -15,8 +15,10 @@ strategy. Engines:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import random
 import sys
 import warnings
 from collections.abc import Callable
@@ -72,11 +74,20 @@ def simulate(
     cpus: int = 1,
     round_timeout: float = 120.0,
     client_mods=(),
+    partition_hook: Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     on_round: Callable[[dict], None] | None = None,
     quiet: bool = True,
 ) -> RoundLog:
     """Runs `rounds` of federated adapter training; returns the RoundLog
-    (round 0: the starting adapter's held-out metric when `test` is given)."""
+    (round 0: the starting adapter's held-out metric when `test` is given).
+
+    `strategy` is "fedavg", "fedadam" or a Flower message-API Strategy
+    (FedMedian, Krum, DP wrappers ...); `client_mods` are Flower client mods
+    that see the full adapter (fixedclipping_mod, an attack harness);
+    `partition_hook(partition_id, x, y) -> (x, y)` changes a client's data
+    (e.g. flipped labels for chosen clients). With engine "local" the client
+    sampling is seeded by `seed`; Flower's engine gives its nodes random ids,
+    so which clients a round samples differs between its runs."""
     from tflm_train.fleet.client_app import make_client_app
     from tflm_train.fleet.partition import partition_indices
     from tflm_train.fleet.server_app import make_server_app
@@ -88,9 +99,12 @@ def simulate(
         shares = partition_indices(y, clients, partition, seed=seed, ids=ids)
     clients = len(shares)
     data = [(x[share], y[share]) for share in shares]
+    if secagg is not None and secagg.max_weight is None:  # see SecAggConfig: precision of small clients
+        secagg = dataclasses.replace(secagg, max_weight=float(max(len(share) for share in shares)))
 
     def load_partition(partition_id: int, num_partitions: int):
-        return data[partition_id]
+        x_part, y_part = data[partition_id]
+        return partition_hook(partition_id, x_part, y_part) if partition_hook else (x_part, y_part)
 
     round_log = RoundLog(on_round=on_round, config={
         "clients": clients, "rounds": rounds, "partition": partition, "fraction": fraction,
@@ -110,6 +124,7 @@ def simulate(
         if engine == "local":
             from tflm_train.fleet.local_grid import run_local
 
+            random.seed(seed)  # Flower's strategies sample nodes with the random module
             run_local(server, client, clients)
         else:
             _run_flower_simulation(server, client, clients, cpus, quiet)
