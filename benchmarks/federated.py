@@ -4,12 +4,13 @@
 Setup: the base model is examples/federated/fashion_cnn_int8.tflite, a small
 int8 CNN the factory trained on five of the ten classes (make_model.py).
 It is converted for LoRA (rank 4 on its last two layers, cross-entropy,
-SGD) and every training step runs in the TFLM interpreter with tflm-train's
+Adam) and every training step runs in the TFLM interpreter with tflm-train's
 kernels. `--pool` images of Fashion-MNIST's training rows 0-49,999 (never
 seen by the factory) are split over 100 clients by flwr-datasets'
-DirichletPartitioner (alpha 0.5 over the labels); each round Flower samples
-10% of them; each sampled client trains one local epoch, one sample per
-step, and sends its adapter delta. The global adapter's accuracy is measured
+DirichletPartitioner (`--alpha`, default 1.0, over the labels; at least 10
+images each); each round Flower samples 10% of them; each sampled client
+trains `--local-epochs` (3) passes over its images, one sample per step, and
+sends its adapter delta. The global adapter's accuracy is measured
 after every round on `--test` images of the test split. All runs use the
 in-process Flower grid (tflm_train/fleet/local_grid.py: the same ServerApp
 and ClientApp, no Ray), so their numbers differ only by what the row changes.
@@ -23,7 +24,7 @@ dp-accounting, tflm_train/fleet/privacy.py), 20% malicious clients (boosted
 sign flip; label flip) against FedAvg, FedMedian, FedTrimmedAvg and Krum, and
 30% client dropout.
 
-  python benchmarks/federated.py                    # all rows (~20 min on 2 cores)
+  python benchmarks/federated.py                    # all rows (see README for the time)
   python benchmarks/federated.py --rows fedavg,int8 --rounds 5
   python benchmarks/federated.py --json out.json    # every row's per-round metrics
 """
@@ -45,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "examples" / "federated" / "fashion_cnn_int8.tflite"
 CLIENTS = 100
 FRACTION = 0.1
-ALPHA = float(__import__("os").environ.get("FED_ALPHA", "1.0"))
 MALICIOUS = 0.2
 DROPOUT = 0.3
 EPSILONS = (8.0, 4.0)
@@ -72,7 +72,7 @@ class Bench:
         train, test = fashion_mnist()
         self.x, self.y = train.x[: args.pool], train.y[: args.pool]
         self.test = (test.x[: args.test], test.y[: args.test])
-        self.parts = dirichlet_partition(self.y, CLIENTS, ALPHA, seed=args.seed)
+        self.parts = dirichlet_partition(self.y, CLIENTS, args.alpha, seed=args.seed)
         config = tt.ConvertConfig(method="lora", r=4, targets="last:2", loss="ce",
                                   optimizer=tt.OptimizerConfig(kind=args.optimizer))
         self.model = tt.convert(MODEL.read_bytes(), config).model
@@ -253,6 +253,29 @@ class Bench:
         self.federated("fedavg-dropout30", dropout=DROPOUT)
 
 
+def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path) -> None:
+    """Global held-out accuracy per round of each run, with the base model
+    and the central upper bound as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name, values in curves.items():
+        axis.plot(range(len(values)), values, label=name, linewidth=1.4)
+    axis.axhline(base, color="gray", linestyle=":", label="base model")
+    if central is not None:
+        axis.axhline(central, color="black", linestyle="--", label="central (upper bound)")
+    axis.set_xlabel("round")
+    axis.set_ylabel("global held-out accuracy")
+    axis.set_title("Fashion-MNIST, 100 clients, 10% a round, LoRA deltas (TFLM interpreter)")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
@@ -272,8 +295,10 @@ def main() -> None:
     parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
     parser.add_argument("--central-epochs", type=int, default=3)
     parser.add_argument("--local-clients", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the per-round accuracy of every run")
     args = parser.parse_args()
     log_quietly()
     bench = Bench(args)
@@ -287,6 +312,10 @@ def main() -> None:
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
     print(json.dumps(summary, indent=1, default=float))
     print(f"total {time.monotonic() - started:.0f} s")
+    if args.plot:
+        curves = {k: v["per_round"] for k, v in bench.results.items() if "per_round" in v}
+        plot_rounds(curves, bench.results.get("base", {}).get("accuracy", curves and next(iter(curves.values()))[0]),
+                    bench.results.get("central", {}).get("accuracy"), args.plot)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": bench.results},
                                         indent=1, default=float))
