@@ -85,7 +85,7 @@ def attack_mod(malicious: Iterable[int], kind: str, factor: float = 1.0):
         start = next(iter(msg.content.array_records.values()))
         key, end = next(iter(reply.content.array_records.items()))
         poisoned = {}
-        for name in end.keys():
+        for name in end:
             honest = end[name].numpy().astype(np.float32) - start[name].numpy().astype(np.float32)
             poisoned[name] = Array(start[name].numpy().astype(np.float32) + poison_delta(honest, kind, factor))
         reply.content.array_records[key] = ArrayRecord(poisoned)

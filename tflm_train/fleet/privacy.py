@@ -68,10 +68,10 @@ class ClientLevelAccountant:
     noise_multiplier: float
     delta: float = 1e-5
     sampling: str = "without-replacement"
-    rounds: int = 0
     orders: tuple = DEFAULT_ORDERS  # the RDP orders epsilon is minimized over
-    history: list[float] = field(default_factory=list)  # epsilon after each round
-    _accountant: object = field(default=None, repr=False, compare=False)
+    rounds: int = field(default=0, init=False)  # rounds recorded by step()
+    history: list[float] = field(default_factory=list, init=False)  # epsilon after each round
+    _accountant: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING:
@@ -190,5 +190,5 @@ def dp_strategy(noise_multiplier: float, clipping_norm: float, num_sampled_clien
                    min_available_nodes=min_available_nodes, weighted_by_key=WEIGHT_KEY)
     return DifferentialPrivacyClientSideFixedClipping(inner, noise_multiplier, clipping_norm, num_sampled_clients)
 
-__all__ = ["ClientLevelAccountant", "SAMPLING", "WEIGHT_KEY", "dp_client_mods", "dp_strategy", "noise_for_epsilon", "uniform_weight_mod",
-           "update_norm"]
+__all__ = ["SAMPLING", "WEIGHT_KEY", "ClientLevelAccountant", "dp_client_mods", "dp_strategy", "noise_for_epsilon",
+           "uniform_weight_mod", "update_norm"]
