@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -114,6 +115,10 @@ class Bench:
         server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy, fraction_train=FRACTION,
                                  min_train_nodes=2, min_available_nodes=CLIENTS, evaluate_data=self.test,
                                  secagg=secagg, round_log=round_log)
+        # Flower's strategies sample nodes with the random module: seeded, the
+        # runs of one benchmark see the same clients round by round (SecAgg+
+        # and dropout aside), so their differences are the row's, not luck.
+        random.seed(self.args.seed)
         run_local(server, client, CLIENTS)
         sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
         result = {
