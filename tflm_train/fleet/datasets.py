@@ -1,5 +1,5 @@
-"""Real data for federated runs: Fashion-MNIST from Debian's package, and a
-natural per-user split (JapaneseVowels speakers, from aeon's wheel).
+"""Real data for federated runs: Fashion-MNIST from Debian's package, split
+over clients by a Dirichlet label partition (benchmarks/federated.py).
 
 Fashion-MNIST (H. Xiao, K. Rasul, R. Vollgraf, "Fashion-MNIST: a Novel Image
 Dataset for Benchmarking Machine Learning Algorithms", arXiv:1708.07747; MIT
@@ -77,7 +77,10 @@ def dirichlet_partition(labels: np.ndarray, num_partitions: int, alpha: float, s
                         min_partition_size: int = 10) -> list[np.ndarray]:
     """Sample indices of each client under a Dirichlet(alpha) label split,
     made by flwr-datasets' DirichletPartitioner over an in-memory
-    datasets.Dataset (labels and row numbers only; nothing downloaded)."""
+    datasets.Dataset (labels and row numbers only; nothing downloaded).
+    Unlike partition.partition_indices ("dirichlet:ALPHA") it guarantees
+    `min_partition_size` samples a client: every client of the benchmark
+    has data for a local epoch."""
     try:
         from datasets import Dataset
         from flwr_datasets.partitioner import DirichletPartitioner
