@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflm_train.fleet.delta import AdapterLayout, Delta
+from tflm_train.fleet.delta import ENCODINGS, AdapterLayout, Delta
 
 DELTA_RECORD = "delta"  # the reply's ArrayRecord: one uint8 array, the delta's bytes
 STATE_RECORD = "tflm_train"  # the client's Context.state: its own training state (stays local)
@@ -193,6 +193,10 @@ def make_client_app(
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
+    if encoding not in ENCODINGS:
+        raise ValueError(f"delta encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
+    if top_k is not None and not 0.0 < top_k <= 1.0:
+        raise ValueError(f"top-k fraction {top_k}: use a value in (0, 1]")
     model_bytes = _read_model(model)
     layout = AdapterLayout.of_model(model_bytes)
     partitions: dict[int, tuple[np.ndarray, np.ndarray]] = {}
