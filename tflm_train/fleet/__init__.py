@@ -11,6 +11,9 @@ Modules (each imports its optional dependency only when used, so that
   partition    splitting a data set over simulated clients (flwr-datasets partitioners)
   local_grid   a one-process Flower Grid: the same ServerApp and ClientApp without Ray
   simulate     one federated run in Flower's simulation engine (or the local grid), metrics
+  privacy      client-level DP: Flower's clipping mod + DP wrapper, epsilon from dp-accounting
+  attacks      poisoning harness: sign-flipped / scaled deltas, label flipping
+  datasets     Fashion-MNIST from Debian's IDX files, Dirichlet split (benchmarks/federated.py)
 
 docs/federated.md describes the delta format and the API.
 """

@@ -1,0 +1,331 @@
+"""Federated adapter training on Fashion-MNIST: the numbers of README
+"Federated learning" (issue 16's targets), measured in one run.
+
+Setup: the base model is examples/federated/fashion_cnn_int8.tflite, a small
+int8 CNN the factory trained on five of the ten classes (make_model.py).
+It is converted for LoRA (rank 4 on its last two layers, cross-entropy,
+Adam) and every training step runs in the TFLM interpreter with tflm-train's
+kernels. `--pool` images of Fashion-MNIST's training rows 0-49,999 (never
+seen by the factory) are split over 100 clients by flwr-datasets'
+DirichletPartitioner (`--alpha`, default 1.0, over the labels; at least 10
+images each); each round Flower samples 10% of them; each sampled client
+trains `--local-epochs` (3) passes over its images, one sample per step, and
+sends its adapter delta. The global adapter's accuracy is measured
+after every round on `--test` images of the test split. All runs use the
+in-process Flower grid (tflm_train/fleet/local_grid.py: the same ServerApp
+and ClientApp, no Ray), so their numbers differ only by what the row changes.
+
+Rows: central (upper bound: the same adapter trained on the pooled client
+data, `--central-epochs` epochs), local only (lower bound: each of
+`--local-clients` clients trains on its own data alone; mean global test
+accuracy), FedAvg float32 deltas, int8 deltas, SecAgg+, DP at `--epsilons`
+(Flower's client-side fixed clipping + Gaussian noise; epsilon from
+dp-accounting, tflm_train/fleet/privacy.py), 20% malicious clients (boosted
+sign flip; label flip) against FedAvg, FedMedian, FedTrimmedAvg and Krum, and
+30% client dropout.
+
+  python benchmarks/federated.py                    # all rows (see README for the time)
+  python benchmarks/federated.py --rows fedavg,int8 --rounds 5
+  python benchmarks/federated.py --json out.json    # every row's per-round metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODEL = ROOT / "examples" / "federated" / "fashion_cnn_int8.tflite"
+CLIENTS = 100
+FRACTION = 0.1
+MALICIOUS = 0.2
+DROPOUT = 0.3
+EPSILONS = (8.0,)
+DELTA = 1e-5
+
+# The attack row's default runs (the README's); also possible: clean-{fedmedian,
+# trimmedavg,krum}, labelflip-{fedmedian,trimmedavg,krum}.
+ATTACK_RUNS = ("signflip-fedavg", "signflip-fedmedian", "signflip-trimmedavg", "signflip-krum", "labelflip-fedavg")
+ROWS = ("central", "local", "fedavg", "int8", "secagg", "dp", "attack", "dropout")
+
+
+def log_quietly() -> None:
+    import flwr.common.logger  # noqa: F401  (Flower sets its level on import: set ours after)
+
+    for name in ("flwr", "tflm_train.fleet", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class Bench:
+    def __init__(self, args):
+        import tflm_train as tt
+        from tflm_train.fleet.datasets import dirichlet_partition, fashion_mnist
+
+        self.args = args
+        train, test = fashion_mnist()
+        self.x, self.y = train.x[: args.pool], train.y[: args.pool]
+        self.test = (test.x[: args.test], test.y[: args.test])
+        self.parts = dirichlet_partition(self.y, CLIENTS, args.alpha, seed=args.seed)
+        config = tt.ConvertConfig(method="lora", r=4, targets="last:2", loss="ce",
+                                  optimizer=tt.OptimizerConfig(kind=args.optimizer))
+        self.model = tt.convert(MODEL.read_bytes(), config).model
+        self.classes = 10
+        self.results: dict[str, dict] = {}
+
+    def loader(self):
+        parts, x, y = self.parts, self.x, self.y
+
+        def load(partition_id: int, num_partitions: int):
+            rows = parts[partition_id]
+            return x[rows], y[rows]
+
+        return load
+
+    # ---- one federated run ---------------------------------------------------------
+    def federated(self, name: str, *, strategy="fedavg", encoding="float32", mods=(), loader=None, dropout=0.0,
+                  secagg=None, on_round=None) -> dict:
+        from tflm_train.fleet.client_app import make_client_app
+        from tflm_train.fleet.local_grid import run_local
+        from tflm_train.fleet.server_app import RoundLog, make_server_app
+
+        started = time.monotonic()
+        rows = []
+
+        def progress(row):
+            if on_round is not None:
+                on_round(row)
+            rows.append(row)
+            extra = f" eps {row['epsilon']:.2f}" if "epsilon" in row else ""
+            print(f"  {name:<22} round {row['round']:>2}: accuracy {row.get('accuracy', float('nan')):.4f}"
+                  f"{extra}", flush=True)
+
+        round_log = RoundLog(on_round=progress)
+        client = make_client_app(self.model, loader or self.loader(), learning_rate=self.args.lr,
+                                 local_epochs=self.args.local_epochs,
+                                 encoding=encoding, dropout=dropout, seed=self.args.seed, mods=list(mods),
+                                 secagg=secagg is not None)
+        server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy, fraction_train=FRACTION,
+                                 min_train_nodes=2, min_available_nodes=CLIENTS, evaluate_data=self.test,
+                                 secagg=secagg, round_log=round_log)
+        # Flower's strategies sample nodes with the random module: seeded, the
+        # runs of one benchmark see the same clients round by round (SecAgg+
+        # and dropout aside), so their differences are the row's, not luck.
+        random.seed(self.args.seed)
+        run_local(server, client, CLIENTS)
+        sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
+        result = {
+            "accuracy": rows[-1]["accuracy"], "per_round": [r.get("accuracy") for r in rows],
+            "delta_bytes": float(np.mean(sizes)) if sizes else None,
+            "failures": int(sum(r.get("failures", 0) for r in rows[1:])),
+            "seconds": round(time.monotonic() - started, 1), "rounds": rows,
+        }
+        self.results[name] = result
+        return result
+
+    # ---- the rows ------------------------------------------------------------------
+    def central(self) -> None:
+        """Upper bound: the same adapter, trained on all clients' data pooled."""
+        import tflm_train as tt
+
+        model = tt.TrainableModel(self.model)
+        base = tt.evaluate(model, *self.test)
+        started = time.monotonic()
+        per_epoch = []
+        rng = np.random.default_rng(self.args.seed)
+        for _ in range(self.args.central_epochs):
+            for i in rng.permutation(len(self.x)):
+                model.train_step(self.x[i], self.y[i], self.args.lr)
+            per_epoch.append(tt.evaluate(model, *self.test))
+            print(f"  central epoch {len(per_epoch)}: accuracy {per_epoch[-1]:.4f}", flush=True)
+        self.results["base"] = {"accuracy": base}
+        self.results["central"] = {"accuracy": max(per_epoch), "per_epoch": per_epoch,
+                                   "seconds": round(time.monotonic() - started, 1)}
+        print(f"  base model {base:.4f}; central (best epoch) {max(per_epoch):.4f}", flush=True)
+
+    def local_only(self) -> None:
+        """Lower bound: a client that never shares, trained on its own data for
+        as many local epochs as a federated client trains in the whole run
+        (rounds x 10%), evaluated on the global test set."""
+        import tflm_train as tt
+
+        model = tt.TrainableModel(self.model)
+        epochs = max(1, int(round(self.args.rounds * FRACTION * self.args.local_epochs)))
+        rng = np.random.default_rng(self.args.seed)
+        picked = rng.choice(CLIENTS, self.args.local_clients, replace=False)
+        accuracies = []
+        for pid in picked:
+            x, y = self.loader()(int(pid), CLIENTS)
+            model.reset()
+            for _ in range(epochs):
+                for i in rng.permutation(len(x)):
+                    model.train_step(x[i], y[i], self.args.lr)
+            accuracies.append(tt.evaluate(model, *self.test))
+        self.results["local"] = {"accuracy": float(np.mean(accuracies)), "min": float(np.min(accuracies)),
+                                 "max": float(np.max(accuracies)), "clients": len(picked), "epochs": epochs}
+        print(f"  local only: mean {np.mean(accuracies):.4f} over {len(picked)} clients", flush=True)
+
+    def fedavg(self) -> None:
+        self.federated("fedavg")
+
+    def int8(self) -> None:
+        self.federated("fedavg-int8", encoding="int8")
+
+    def secagg(self) -> None:
+        from tflm_train.fleet.server_app import SecAggConfig
+
+        self.federated("fedavg-secagg+", secagg=SecAggConfig())
+
+    def dp(self) -> None:
+        from tflm_train.fleet.privacy import ClientLevelAccountant, dp_client_mods, dp_strategy, noise_for_epsilon
+
+        sampled = int(round(FRACTION * CLIENTS))
+        if self.args.clip is None:
+            self.args.clip = self.median_delta_norm(sampled)
+            print(f"  clipping norm {self.args.clip:.3f} (median norm of {sampled} honest first-round deltas)")
+        for epsilon in self.args.epsilons:
+            z = noise_for_epsilon(epsilon, self.args.rounds, CLIENTS, sampled, DELTA)
+            accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
+
+            def account(row, accountant=accountant):
+                if row["round"] > 0:
+                    row["epsilon"] = accountant.step()
+
+            strategy = dp_strategy(z, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
+                                   min_available_nodes=CLIENTS)
+            result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(), on_round=account)
+            result.update(noise_multiplier=z, clipping_norm=self.args.clip, epsilon=accountant.history[-1],
+                          delta=DELTA)
+        if not self.args.clip_only:
+            return
+        # The clipping alone (no noise): how much of the cost is the clipping.
+        strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
+                               min_available_nodes=CLIENTS)
+        self.federated("clip-only", strategy=strategy, mods=dp_client_mods())
+
+    def median_delta_norm(self, count: int) -> float:
+        """The median L2 norm of `count` clients' first-round deltas: the DP
+        clipping norm (tuned on the non-private setup, as is usual)."""
+        import tflm_train as tt
+        from tflm_train.fleet.client_app import train_locally
+        from tflm_train.fleet.delta import AdapterLayout
+        from tflm_train.fleet.privacy import update_norm
+
+        layout = AdapterLayout.of_model(self.model)
+        start = layout.adapter(tt.TrainableModel(self.model).save_state())
+        norms = []
+        for pid in range(count):
+            x, y = self.loader()(pid, CLIENTS)
+            state, _ = train_locally(self.model, None, start, x, y, learning_rate=self.args.lr,
+                                     local_epochs=self.args.local_epochs, seed=pid)
+            end = layout.adapter(state)
+            norms.append(update_norm([end[k] - start[k] for k in layout.names]))
+        return float(np.median(norms))
+
+    def attack(self) -> None:
+        from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
+
+        from tflm_train.fleet.attacks import attack_mod, choose_malicious, label_flipping_loader
+
+        malicious = choose_malicious(CLIENTS, MALICIOUS, seed=self.args.seed)
+        common = dict(fraction_train=FRACTION, fraction_evaluate=0.0, min_train_nodes=2,
+                      min_available_nodes=CLIENTS)
+        strategies = {
+            "fedavg": lambda: FedAvg(**common),
+            "fedmedian": lambda: FedMedian(**common),
+            "trimmedavg": lambda: FedTrimmedAvg(**common, beta=0.2),
+            "krum": lambda: Krum(**common, num_malicious_nodes=2),
+        }
+        wanted = self.args.attack_runs.split(",")
+        for name, make in strategies.items():
+            if f"clean-{name}" in wanted and name != "fedavg":
+                self.federated(f"clean-{name}", strategy=make())
+            if f"signflip-{name}" in wanted:
+                self.federated(f"signflip-{name}", strategy=make(),
+                               mods=[attack_mod(malicious, "sign-flip", self.args.attack_factor)])
+            if f"labelflip-{name}" in wanted:
+                self.federated(f"labelflip-{name}", strategy=make(),
+                               loader=label_flipping_loader(self.loader(), malicious, self.classes))
+
+    def dropout(self) -> None:
+        self.federated("fedavg-dropout30", dropout=DROPOUT)
+
+
+def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path) -> None:
+    """Global held-out accuracy per round of each run, with the base model
+    and the central upper bound as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name, values in curves.items():
+        axis.plot(range(len(values)), values, label=name, linewidth=1.4)
+    axis.axhline(base, color="gray", linestyle=":", label="base model")
+    if central is not None:
+        axis.axhline(central, color="black", linestyle="--", label="central (upper bound)")
+    axis.set_xlabel("round")
+    axis.set_ylabel("global held-out accuracy")
+    axis.set_title("Fashion-MNIST, 100 clients, 10% a round, LoRA deltas (TFLM interpreter)")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--pool", type=int, default=10_000, help="client images (training rows 0..pool-1)")
+    parser.add_argument("--test", type=int, default=1_000, help="held-out test images")
+    parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam"), help="the devices' optimizer")
+    parser.add_argument("--lr", type=float, default=0.003, help="the devices' learning rate")
+    parser.add_argument("--clip", type=float, default=None,
+                        help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
+    parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
+    parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
+    parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
+                        help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum}")
+    parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=list(EPSILONS),
+                        help="the DP row's target epsilons (delta 1e-5)")
+    parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
+    parser.add_argument("--central-epochs", type=int, default=3)
+    parser.add_argument("--local-clients", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the per-round accuracy of every run")
+    args = parser.parse_args()
+    log_quietly()
+    bench = Bench(args)
+    started = time.monotonic()
+    for row in args.rows.split(","):
+        if row not in ROWS:
+            parser.error(f"unknown row {row!r}")
+        print(f"== {row}", flush=True)
+        run = bench.local_only if row == "local" else getattr(bench, row)
+        run()
+    summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
+    print(json.dumps(summary, indent=1, default=float))
+    print(f"total {time.monotonic() - started:.0f} s")
+    if args.plot:
+        curves = {k: v["per_round"] for k, v in bench.results.items() if "per_round" in v}
+        plot_rounds(curves, bench.results.get("base", {}).get("accuracy", curves and next(iter(curves.values()))[0]),
+                    bench.results.get("central", {}).get("accuracy"), args.plot)
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args), "results": bench.results}, indent=1,
+                                        default=lambda o: str(o) if isinstance(o, Path) else float(o)))
+
+
+if __name__ == "__main__":
+    main()
