@@ -37,10 +37,19 @@ import json
 import math
 
 import numpy as np
-
 from tflm_train.converter import integer_conv, ops
-from tflm_train.converter.constants import INT_WEIGHT_DELTA_VERSION, SGD_INT_MOMENTUM_VERSION
+from tflm_train.converter.constants import (
+    INT_WEIGHT_DELTA_VERSION,
+    SGD_INT_MOMENTUM_VERSION,
+)
 from tflm_train.converter.errors import ConversionError
+from tflm_train.converter.integer_quant import (
+    INT8_ACTIVATIONS,
+    activation_range,
+    i32s,
+    quantize_multiplier,
+    round_away,
+)
 from tflm_train.converter.layers import dequantize, linear_target
 from tflm_train.converter.losses import loss_input
 from tflm_train.converter.matching import match_targets
@@ -53,28 +62,8 @@ ROUNDINGS = {"nearest": 0, "stochastic": 1}
 A_STEPS = 8192  # int16 steps per kaiming bound of A
 GRAD_FRACTION_BITS = 8  # accumulator unit: s_p * 2^-8 (reference/lora_int.h kGradFractionBits)
 LOSS_GRAD_EXPONENT = -15
-_ACTIVATIONS = {ops.Activation.NONE, ops.Activation.RELU, ops.Activation.RELU6, ops.Activation.RELU_N1_TO_1}
+_ACTIVATIONS = INT8_ACTIVATIONS
 
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """(multiplier, shift) with real = multiplier * 2^(shift - 31), as the
-    kernels' reference/quantization.h QuantizeMultiplier computes it."""
-    if real == 0.0:
-        return 0, 0
-    fraction, shift = math.frexp(real)
-    fixed = int(math.floor(abs(fraction) * (1 << 31) + 0.5)) * (1 if fraction > 0 else -1)
-    if fixed == 1 << 31:
-        fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    if shift > 30:
-        return (1 << 31) - 1, 30
-    return fixed, shift
-
-
-def _round_away(value) -> int:
-    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)
 
 
 def exp_table(logit_scale: float) -> np.ndarray:
@@ -168,25 +157,11 @@ class _Layer:
         # The stock kernel's requantization per channel (kernels/linear_forward.cc).
         requant = [quantize_multiplier(self.sx * float(np.float32(s)) / self.sy) for s in self.sw]
         self.requant = np.asarray(requant, np.int32).reshape(-1)
-        self.act_min, self.act_max = self._activation_range()
+        self.act_min, self.act_max = activation_range(self.target.activation, self.zy, self.sy)
         sw_max = float(self.sw.max())
         self.ratios = np.floor(self.sw / sw_max * 16384 + 0.5).astype(np.int32)
         self.sw_max = sw_max
         self.dx_base = math.floor(math.log2(sw_max)) - 8  # 8 bits below a weight step
-
-    def _activation_range(self) -> tuple[int, int]:
-        """reference/quantization.h QuantizedActivationRange (float32 math)."""
-        def q(v: float) -> int:
-            return self.zy + _round_away(float(np.float32(v) / np.float32(self.sy)))
-        act = self.target.activation
-        low, high = -128, 127
-        if act in (ops.Activation.RELU, ops.Activation.RELU6):
-            low = max(q(0.0), -128)
-        if act == ops.Activation.RELU6:
-            high = min(q(6.0), 127)
-        if act == ops.Activation.RELU_N1_TO_1:
-            low, high = max(q(-1.0), -128), min(q(1.0), 127)
-        return low, high
 
     def pass_range(self) -> tuple[int, int]:
         """The gradient passes where pass_min < y < pass_max."""
@@ -235,9 +210,6 @@ class _Trainable:
         return sum(e.size for e in (self.a, self.b, self.bias, self.weights) if e is not None)
 
 
-def _i32s(*values: int) -> bytes:
-    return b"".join(int(v).to_bytes(4, "little", signed=True) for v in values)
-
 
 def _qmult(real: float) -> tuple[int, int]:
     return quantize_multiplier(real)
@@ -254,20 +226,24 @@ MOMENTUM_BITS = 16  # reference/lora_int.h kMomentumBits
 
 def momentum_q16(momentum: float) -> int:
     """The integer optimizer's momentum: round(m * 2^16), below 2^16."""
-    return min(_round_away(momentum * 2**MOMENTUM_BITS), 2**MOMENTUM_BITS - 1)
+    return min(round_away(momentum * 2**MOMENTUM_BITS), 2**MOMENTUM_BITS - 1)
 
 
 def _sgd_options(config) -> bytes:
     """TFLMT_SGD_INT: rounding and seed; with momentum (version 2) its Q16 value."""
-    fields = _i32s(ROUNDINGS[config.rounding], config.seed)
+    fields = i32s(ROUNDINGS[config.rounding], config.seed)
     if config.optimizer.kind == "momentum":
-        return bytes([SGD_INT_MOMENTUM_VERSION]) + fields + _i32s(momentum_q16(config.optimizer.momentum))
+        return bytes([SGD_INT_MOMENTUM_VERSION]) + fields + i32s(momentum_q16(config.optimizer.momentum))
     return bytes([ops.OPTIONS_VERSIONS[ops.SGD_INT]]) + fields
 
 
 def convert(model_bytes: bytes, config):
     """The integer twin of converter/convert.py's convert (same interface)."""
-    from tflm_train.converter.convert import METADATA_FORMAT, METADATA_NAME, ConvertResult
+    from tflm_train.converter.convert import (
+        METADATA_FORMAT,
+        METADATA_NAME,
+        ConvertResult,
+    )
 
     _check_options(config)
     model = Model.from_bytes(model_bytes)
@@ -336,12 +312,12 @@ def convert(model_bytes: bytes, config):
         requant = model.add_tensor(f"{t.name}/requant", [t.units, 2], np.int32, data=layer.requant.reshape(t.units, 2))
         delta = _qmult(lora_scale * tr.s_b * tr.s_a * layer.sx / layer.sy) if use_lora else (0, 0)
         bias_out = _qmult(tr.s_bias / layer.sy) if tr.bias else (0, 0)
-        options = _versioned(ops.FULLY_CONNECTED_INT, tr) + _i32s(
+        options = _versioned(ops.FULLY_CONNECTED_INT, tr) + i32s(
             layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
             layer.zx, layer.zy, layer.act_min, layer.act_max, *delta, *bias_out,
         )
         if tr.weights:
-            options += _i32s(tr.weights_offset, *_qmult(tr.s_weights * layer.sx / layer.sy))
+            options += i32s(tr.weights_offset, *_qmult(tr.s_weights * layer.sx / layer.sy))
         new_op = model.make_op(ops.FULLY_CONNECTED_INT, [t.x, t.weights, t.bias, state, requant], outputs,
                                custom_options=options)
         operators[operators.index(t.op)] = new_op
@@ -367,7 +343,7 @@ def convert(model_bytes: bytes, config):
     dy = model.add_tensor(model.tensor_name(prediction) + "/grad_int", list(model.shape(prediction)), np.int16)
     dy_exp = model.add_tensor(model.tensor_name(prediction) + "/grad_exponent", [1], np.int32)
     model.append_op(ops.LOSS_INT, [prediction, target, mode, table], [loss_value, dy, dy_exp],
-                    custom_options=bytes([ops.OPTIONS_VERSIONS[ops.LOSS_INT]]) + _i32s(rows, classes))
+                    custom_options=bytes([ops.OPTIONS_VERSIONS[ops.LOSS_INT]]) + i32s(rows, classes))
 
     deepest = chain[0]
     for index in reversed(chain):
@@ -398,12 +374,12 @@ def convert(model_bytes: bytes, config):
             dx = model.add_tensor(model.tensor_name(t.x) + "/grad_int", list(model.shape(t.x)), np.int16)
             dx_exp = model.add_tensor(model.tensor_name(t.x) + "/grad_exponent", [1], np.int32)
             outputs = [dx, dx_exp]
-        options = _versioned(ops.FULLY_CONNECTED_INT_GRAD, tr) + _i32s(
+        options = _versioned(ops.FULLY_CONNECTED_INT_GRAD, tr) + i32s(
             layer.rows, t.in_features, t.units, tr.rank, tr.a_offset, tr.b_offset, tr.bias_offset,
             layer.zx, pass_min, pass_max, *grad_bias, *grad_a, *grad_b, *dx_weights, *dx_lora, layer.dx_base,
         )
         if tr.weights:  # dL/dW = dy (x - zx): real units s_x, into s_weights * 2^-8
-            options += _i32s(tr.weights_offset, *_qmult(layer.sx / (tr.s_weights * unit)))
+            options += i32s(tr.weights_offset, *_qmult(layer.sx / (tr.s_weights * unit)))
         y_in = t.y if t.activation != ops.Activation.NONE else -1
         model.append_op(ops.FULLY_CONNECTED_INT_GRAD,
                         [dy, dy_exp, y_in, x_in, t.weights, state_in, mode, hidden_in, ratios], outputs,

@@ -22,9 +22,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from tflm_train.converter import ops
 from tflm_train.converter.errors import ConversionError
+from tflm_train.converter.integer_quant import (
+    INT8_ACTIVATIONS,
+    activation_range,
+    i32s,
+    quantize_multiplier,
+)
 from tflm_train.converter.layers import linear_target, same_padding
 from tflm_train.converter.model_ir import Model
 
@@ -34,22 +39,10 @@ PASS_THROUGH_OPS = ("RESHAPE", "SQUEEZE")  # the gradient's bytes are the same
 CROSSABLE_OPS = CONV_OPS + POOL_OPS + PASS_THROUGH_OPS
 BIAS_STEPS_PER_OUTPUT_STEP = 256  # as converter/integer.py's FULLY_CONNECTED bias delta
 GRAD_FRACTION_BITS = 8  # reference/lora_int.h kGradFractionBits
-_ACTIVATIONS = {ops.Activation.NONE, ops.Activation.RELU, ops.Activation.RELU6, ops.Activation.RELU_N1_TO_1}
+_ACTIVATIONS = INT8_ACTIVATIONS
 _POOL_KIND = {"MAX_POOL_2D": 0, "AVERAGE_POOL_2D": 1, "MEAN": 1}  # reference::IntPoolKind
 
 
-def _i32s(*values: int) -> bytes:
-    return b"".join(int(v).to_bytes(4, "little", signed=True) for v in values)
-
-
-def _qmult(real: float) -> tuple[int, int]:
-    from tflm_train.converter.integer import quantize_multiplier
-
-    return quantize_multiplier(real)
-
-
-def _round_away(value) -> int:
-    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)
 
 
 def _quant(model: Model, tensor: int, what: str, index: int):
@@ -95,9 +88,9 @@ class ConvStep:
         units = t.units
         self.sw = np.broadcast_to(qw.scale.astype(np.float32), (units,)).astype(np.float64)
         # The stock kernel's requantization per channel (as converter/integer.py's FULLY_CONNECTED).
-        requant = [_qmult(self.sx * float(np.float32(s)) / self.sy) for s in self.sw]
+        requant = [quantize_multiplier(self.sx * float(np.float32(s)) / self.sy) for s in self.sw]
         self.requant = np.asarray(requant, np.int32).reshape(units, 2)
-        self.act_min, self.act_max = self._activation_range()
+        self.act_min, self.act_max = activation_range(self.target.activation, self.zy, self.sy)
         self.sw_max = float(self.sw.max())
         self.ratios = np.floor(self.sw / self.sw_max * 16384 + 0.5).astype(np.int32)
         self.dx_base = math.floor(math.log2(self.sw_max)) - 8  # 8 bits below a weight step
@@ -109,20 +102,6 @@ class ConvStep:
         )
         self.s_bias = self.sy / BIAS_STEPS_PER_OUTPUT_STEP
         self.bias_entry = None
-
-    def _activation_range(self) -> tuple[int, int]:
-        """reference/quantization.h QuantizedActivationRange (float32 math)."""
-        def q(v: float) -> int:
-            return self.zy + _round_away(float(np.float32(v) / np.float32(self.sy)))
-        act = self.target.activation
-        low, high = -128, 127
-        if act in (ops.Activation.RELU, ops.Activation.RELU6):
-            low = max(q(0.0), -128)
-        if act == ops.Activation.RELU6:
-            high = min(q(6.0), 127)
-        if act == ops.Activation.RELU_N1_TO_1:
-            low, high = max(q(-1.0), -128), min(q(1.0), 127)
-        return low, high
 
     def pass_range(self) -> tuple[int, int]:
         """The gradient passes where pass_min < y < pass_max (no activation: always)."""
@@ -188,9 +167,9 @@ def add_forward(model: Model, step: ConvStep, layout, state: int) -> dict:
     t = step.target
     step.bias_entry = layout.add_int16(f"{t.short}/bias_delta", "bias_delta", t.short, np.zeros(t.units), step.s_bias)
     requant = model.add_tensor(f"{t.name}/requant", [t.units, 2], np.int32, data=step.requant)
-    options = bytes([ops.OPTIONS_VERSIONS[ops.CONV_INT]]) + _i32s(
+    options = bytes([ops.OPTIONS_VERSIONS[ops.CONV_INT]]) + i32s(
         int(step.depthwise), *step.geometry, step.bias_entry.offset, step.zx, step.zy, step.act_min, step.act_max,
-        *_qmult(step.s_bias / step.sy),
+        *quantize_multiplier(step.s_bias / step.sy),
     )
     new_op = model.make_op(ops.CONV_INT, [t.x, t.weights, t.bias, state, requant], [t.y], custom_options=options)
     model.main.operators[model.main.operators.index(t.op)] = new_op
@@ -213,18 +192,18 @@ def add_backward(model: Model, index: int, step, dy: int, dy_exp: int, state: in
     if isinstance(step, PoolStep):
         outputs = list(_grad_tensors(model, step.x))
         x_in = step.x if step.kind == "MAX_POOL_2D" else -1
-        options = bytes([ops.OPTIONS_VERSIONS[ops.POOL_INT_GRAD]]) + _i32s(_POOL_KIND[step.kind], *step.geometry)
+        options = bytes([ops.OPTIONS_VERSIONS[ops.POOL_INT_GRAD]]) + i32s(_POOL_KIND[step.kind], *step.geometry)
         model.append_op(ops.POOL_INT_GRAD, [dy, dy_exp, x_in, mode], outputs, custom_options=options)
         return outputs[0], outputs[1]
     t = step.target
     outputs = list(_grad_tensors(model, t.x)) if needs_dx else []
     trains = step.bias_entry is not None
     unit = 2.0**-GRAD_FRACTION_BITS  # an accumulator counts this many parameter steps
-    grad_bias = _qmult(1.0 / (step.s_bias * unit)) if trains else (0, 0)
+    grad_bias = quantize_multiplier(1.0 / (step.s_bias * unit)) if trains else (0, 0)
     pass_min, pass_max = step.pass_range()
-    options = bytes([ops.OPTIONS_VERSIONS[ops.CONV_INT_GRAD]]) + _i32s(
+    options = bytes([ops.OPTIONS_VERSIONS[ops.CONV_INT_GRAD]]) + i32s(
         int(step.depthwise), *step.geometry, step.bias_entry.offset if trains else -1, pass_min, pass_max,
-        *grad_bias, *_qmult(step.sw_max / 2.0**step.dx_base), step.dx_base,
+        *grad_bias, *quantize_multiplier(step.sw_max / 2.0**step.dx_base), step.dx_base,
     )
     ratios = model.add_tensor(f"{t.name}/weight_ratios", [t.units], np.int32, data=step.ratios)
     y_in = t.y if t.activation != ops.Activation.NONE else -1
