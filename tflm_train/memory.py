@@ -187,6 +187,20 @@ class _Prober:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _bisect(prober: _Prober, low: int, high: int) -> int:
+    """The smallest ALIGNMENT multiple in (low, high] that fits, given that
+    `low` does not fit (0: nothing known) and `high` does."""
+    while high - low > ALIGNMENT:
+        middle = (low + high) // 2 // ALIGNMENT * ALIGNMENT
+        if middle <= low:
+            break
+        if prober.fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
 def smallest_arena(model_bytes: bytes) -> int:
     """Bytes of the smallest arena (to 16 bytes) the model allocates in."""
     prober = _Prober(model_bytes)
@@ -197,15 +211,7 @@ def smallest_arena(model_bytes: bytes) -> int:
             if high > _LARGEST:
                 raise InterpreterError("model does not fit a 256 MB arena")
         low = 0  # largest size known not to fit
-        while high - low > ALIGNMENT:
-            middle = (low + high) // 2 // ALIGNMENT * ALIGNMENT
-            if middle <= low:
-                break
-            if prober.fits(middle):
-                high = middle
-            else:
-                low = middle
-        return high
+        return _bisect(prober, low, high)
     finally:
         prober.close()
 
@@ -234,15 +240,7 @@ def smallest_arena_within(model_bytes: bytes, budget: int, guess: int | None = N
                 while low + step < high and not prober.fits(low + step):
                     low, step = low + step, step * 2
                 high = min(high, low + step)
-        while high - low > ALIGNMENT:
-            middle = (low + high) // 2 // ALIGNMENT * ALIGNMENT
-            if middle <= low:
-                break
-            if prober.fits(middle):
-                high = middle
-            else:
-                low = middle
-        return high
+        return _bisect(prober, low, high)
     finally:
         prober.close()
 
