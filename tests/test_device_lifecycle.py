@@ -8,17 +8,15 @@ twin test and the store's power-cut test run there)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tflm_train.converter import ConvertConfig, convert
 from tflm_train.converter.state_format import HEADER_BYTES, Header
+
 from tflm_train.episodes import counters, run_episode
 from tflm_train.trainer import TrainableModel
 
@@ -30,26 +28,10 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def lifecycle_binary() -> Path:
-    from tflm_train.device_run import cache_dir, third_party_includes
+def lifecycle_binary(tmp_path_factory) -> Path:
+    from host_tflm import link_host_program
 
-    tflm = Path(os.environ["TFLM_DIR"])
-    includes = third_party_includes(tflm)
-    key = hashlib.sha256("|".join([str(tflm), *includes]).encode()).hexdigest()[:12]
-    build = Path(os.environ.get("TFLMT_HOST_TFLM_BUILD") or cache_dir() / f"host-tflm-{key}")
-    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), f"-DTFLM_DIR={tflm}",
-                    f"-DTFLMT_EXTRA_INCLUDE_DIRS={';'.join(includes)}", "-DTFLMT_BUILD_HOST_EXAMPLE=ON",
-                    "-DTFLMT_BUILD_WHEEL_PLUGIN=OFF"], check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "tflm_train_tflm", "tflmt_tflm_micro"],
-                   check=True, capture_output=True)
-    binary = build / "device_lifecycle"
-    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-rtti",
-             "-fno-exceptions", "-DTF_LITE_STATIC_MEMORY", f"-I{ROOT / 'tflm_ops'}", f"-isystem{tflm}",
-             *(f"-isystem{d}" for d in includes)]
-    subprocess.run([shutil.which("g++") or "g++", *flags, str(ROOT / "tests/store/device_lifecycle_main.cc"),
-                    str(build / "libtflm_train_tflm.a"), str(build / "libtflmt_tflm_micro.a"), "-o", str(binary)],
-                   check=True)
-    return binary
+    return link_host_program(ROOT / "tests/store/device_lifecycle_main.cc", tmp_path_factory.mktemp("lifecycle") / "device_lifecycle")
 
 
 def _tmtd(path: Path, x: np.ndarray, y: np.ndarray) -> None:

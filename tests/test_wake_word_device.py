@@ -149,28 +149,9 @@ def test_learn_repeat_compiles_for_cortex_m4_against_tflm(tmp_path):
 # ---- LearnRepeat on the real TFLM interpreter (TFLM_DIR) ---------------------------------------
 @pytest.fixture(scope="module")
 def learn_repeat_binary(tmp_path_factory) -> Path:
-    import hashlib
+    from host_tflm import link_host_program
 
-    from tflm_train.device_run import cache_dir, third_party_includes
-
-    tflm = Path(os.environ["TFLM_DIR"])
-    includes = third_party_includes(tflm)
-    # Keyed by this source tree too: a CMake build directory belongs to one tree.
-    key = hashlib.sha256("|".join([str(tflm), str(ROOT), *includes]).encode()).hexdigest()[:12]
-    build = Path(os.environ.get("TFLMT_HOST_TFLM_BUILD") or cache_dir() / f"host-tflm-{key}")
-    subprocess.run(["cmake", "-S", str(ROOT / "tflm_ops"), "-B", str(build), f"-DTFLM_DIR={tflm}",
-                    f"-DTFLMT_EXTRA_INCLUDE_DIRS={';'.join(includes)}", "-DTFLMT_BUILD_HOST_EXAMPLE=ON",
-                    "-DTFLMT_BUILD_WHEEL_PLUGIN=OFF"], check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2", "--target", "tflm_train_tflm", "tflmt_tflm_micro"],
-                   check=True, capture_output=True)
-    binary = tmp_path_factory.mktemp("learn_repeat") / "learn_repeat"
-    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-rtti",
-             "-fno-exceptions", "-DTF_LITE_STATIC_MEMORY", f"-I{ROOT / 'tflm_ops'}", f"-isystem{tflm}",
-             *(f"-isystem{d}" for d in includes)]
-    subprocess.run([shutil.which("g++") or "g++", *flags, str(ROOT / "tests/wake_word/learn_repeat_main.cc"),
-                    str(build / "libtflm_train_tflm.a"), str(build / "libtflmt_tflm_micro.a"), "-o", str(binary)],
-                   check=True)
-    return binary
+    return link_host_program(ROOT / "tests/wake_word/learn_repeat_main.cc", tmp_path_factory.mktemp("learn_repeat") / "learn_repeat")
 
 
 @pytest.mark.slow  # compiles TFLM once (cached)
@@ -180,6 +161,7 @@ def test_learn_repeat_on_tflm_matches_the_host_replay(learn_repeat_binary, tmp_p
     import importlib.resources
 
     from tflm_train.converter import ConvertConfig, convert
+
     from tflm_train.trainer import TrainableModel, dequantize, quantize
 
     base = (importlib.resources.files("pymicro_wakeword") / "models" / "hey_jarvis.tflite").read_bytes()
