@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "reference/conv.h"  // ForEachTap: the taps inside the image
 #include "reference/fixed_point.h"
 #include "reference/lora_int.h"
 #include "reference/types.h"
@@ -29,21 +30,6 @@ inline int IntFilterIndex(const ConvGeometry& g, bool depthwise, int co, int ky,
                           int kx, int ci) {
   return depthwise ? (ky * g.k_w + kx) * g.out_c + co
                    : ((co * g.k_h + ky) * g.k_w + kx) * g.in_c + ci;
-}
-
-// Calls f(ky, kx, input pixel) for every tap of output (b, oy, ox) inside the
-// image (padding reads zero real values: no contribution).
-template <typename F>
-inline void ForEachIntTap(const ConvGeometry& g, int b, int oy, int ox, F f) {
-  for (int ky = 0; ky < g.k_h; ++ky) {
-    const int iy = g.InY(oy, ky);
-    if (iy < 0 || iy >= g.in_h) continue;
-    for (int kx = 0; kx < g.k_w; ++kx) {
-      const int ix = g.InX(ox, kx);
-      if (ix < 0 || ix >= g.in_w) continue;
-      f(ky, kx, (b * g.in_h + iy) * g.in_w + ix);
-    }
-  }
 }
 
 struct IntConvForwardParams {
@@ -70,7 +56,7 @@ inline void ConvIntForward(const ConvGeometry& g, const IntConvForwardParams& p,
           int32_t acc = bias != nullptr ? bias[co] : 0;
           const int ci_first = p.depthwise ? co / g.depth_multiplier : 0;
           const int ci_end = p.depthwise ? ci_first + 1 : g.in_c;
-          ForEachIntTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+          ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
             const int8_t* xp = x + ip * g.in_c;
             for (int ci = ci_first; ci < ci_end; ++ci) {
               acc += (xp[ci] - p.x_zero_point) *
@@ -148,7 +134,7 @@ inline void ConvIntBackward(const ConvGeometry& g, const IntConvBackwardParams& 
               RoundShift(static_cast<int64_t>(d) * p.channel_weight_ratio[co], 14));
           const int ci_first = p.depthwise ? co / g.depth_multiplier : 0;
           const int ci_end = p.depthwise ? ci_first + 1 : g.in_c;
-          ForEachIntTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
+          ForEachTap(g, b, oy, ox, [&](int ky, int kx, int ip) {
             int64_t* target = dx_sum + ip * g.in_c;
             for (int ci = ci_first; ci < ci_end; ++ci) {
               target[ci] += static_cast<int64_t>(
@@ -191,19 +177,19 @@ inline void ForEachPoolShare(const ConvGeometry& g, IntPoolKind kind, const int1
       for (int ox = 0; ox < g.out_w; ++ox) {
         const int pixel = (b * g.out_h + oy) * g.out_w + ox;
         int count = 0;
-        ForEachIntTap(g, b, oy, ox, [&](int, int, int) { ++count; });
+        ForEachTap(g, b, oy, ox, [&](int, int, int) { ++count; });
         if (count == 0) continue;
         const int64_t share = ((int64_t{1} << kPoolShareBits) + count / 2) / count;
         for (int c = 0; c < channels; ++c) {
           const int32_t d = dy[pixel * channels + c];
           if (d == 0) continue;
           if (kind == IntPoolKind::kAverage) {
-            ForEachIntTap(g, b, oy, ox, [&](int, int, int ip) { f(ip, c, d * share); });
+            ForEachTap(g, b, oy, ox, [&](int, int, int ip) { f(ip, c, d * share); });
             continue;
           }
           int best = -1;
           int32_t best_value = -129;
-          ForEachIntTap(g, b, oy, ox, [&](int, int, int ip) {
+          ForEachTap(g, b, oy, ox, [&](int, int, int ip) {
             if (x[ip * channels + c] > best_value) {
               best_value = x[ip * channels + c];
               best = ip;
