@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 import time
 from pathlib import Path
@@ -110,16 +109,15 @@ class Bench:
 
         round_log = RoundLog(on_round=progress)
         client = make_client_app(self.model, loader or self.loader(), learning_rate=self.args.lr,
+                                 learning_rate_decay=self.args.lr_decay,
                                  local_epochs=self.args.local_epochs,
                                  encoding=encoding, dropout=dropout, seed=self.args.seed, mods=list(mods),
                                  secagg=secagg is not None)
         server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy, fraction_train=FRACTION,
                                  min_train_nodes=2, min_available_nodes=CLIENTS, evaluate_data=self.test,
-                                 secagg=secagg, round_log=round_log)
-        # Flower's strategies sample nodes with the random module: seeded, the
-        # runs of one benchmark see the same clients round by round (SecAgg+
-        # and dropout aside), so their differences are the row's, not luck.
-        random.seed(self.args.seed)
+                                 secagg=secagg, round_log=round_log, sampling_seed=self.args.seed)
+        # Seeded sampling: every run of one benchmark (SecAgg+ included) trains
+        # the same clients round by round, so their differences are the row's.
         run_local(server, client, CLIENTS)
         sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
         result = {
@@ -141,9 +139,10 @@ class Bench:
         started = time.monotonic()
         per_epoch = []
         rng = np.random.default_rng(self.args.seed)
-        for _ in range(self.args.central_epochs):
+        for epoch in range(self.args.central_epochs):
+            lr = self.args.lr * self.args.central_lr_decay ** epoch
             for i in rng.permutation(len(self.x)):
-                model.train_step(self.x[i], self.y[i], self.args.lr)
+                model.train_step(self.x[i], self.y[i], lr)
             per_epoch.append(tt.evaluate(model, *self.test))
             print(f"  central epoch {len(per_epoch)}: accuracy {per_epoch[-1]:.4f}", flush=True)
         self.results["base"] = {"accuracy": base}
@@ -290,6 +289,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1_000, help="held-out test images")
     parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam"), help="the devices' optimizer")
     parser.add_argument("--lr", type=float, default=0.003, help="the devices' learning rate")
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="per-round factor of the devices' learning rate (round r: lr * decay^(r-1))")
     parser.add_argument("--clip", type=float, default=None,
                         help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
@@ -300,6 +301,8 @@ def main() -> None:
                         help="the DP row's target epsilons (delta 1e-5)")
     parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
     parser.add_argument("--central-epochs", type=int, default=3)
+    parser.add_argument("--central-lr-decay", type=float, default=1.0,
+                        help="per-epoch factor of the central run's learning rate")
     parser.add_argument("--local-clients", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
     parser.add_argument("--seed", type=int, default=0)

@@ -21,10 +21,11 @@ import pytest
 
 from tflm_train.cli import main
 from tflm_train.converter import ConvertConfig, convert
-from tflm_train.fleet.client_app import DELTA_RECORD, client_seed, make_client_app, train_locally
+from tflm_train.fleet.client_app import (DELTA_RECORD, client_seed, make_client_app, round_learning_rate,
+                                         train_locally)
 from tflm_train.fleet.delta import AdapterLayout, Delta
 from tflm_train.fleet.local_grid import run_local
-from tflm_train.fleet.server_app import RoundLog, SecAggConfig, make_server_app
+from tflm_train.fleet.server_app import RoundLog, SecAggConfig, make_server_app, seeded_sample
 from tflm_train.trainer import TrainableModel
 
 pytestmark = pytest.mark.federated
@@ -178,6 +179,55 @@ def test_secagg_plus_matches_fedavg_and_the_server_sees_only_masked_vectors(flee
     assert len(masked) == 4
     for vector in masked:
         assert vector.max() > 2**31 and np.mean(vector > 2**31) > 0.3
+
+
+def test_seeded_sampling_picks_the_same_clients_with_and_without_secagg(fleet, caplog):
+    """With sampling_seed, the plain FedAvg path and the SecAgg+ path train the
+    same clients round by round (seeded_sample), so their results compare,
+    and after three rounds the adapters agree within SecAgg+'s quantization.
+    A clipping range too small for the deltas (the protocol clips silently)
+    is reported by the clients."""
+    model, shares, _ = fleet
+    logs = {}
+    for name in ("plain", "secure"):
+        logs[name] = RoundLog()
+        secagg = SecAggConfig(max_weight=24.0) if name == "secure" else None
+        run_local(make_server_app(model, rounds=3, fraction_train=0.75, round_log=logs[name], secagg=secagg,
+                                  learning_rate=LR, sampling_seed=11),
+                  make_client_app(model, _load(shares), secagg=secagg is not None), 4)
+    plain, secure = ([row["nodes"] for row in logs[name].rows[1:]] for name in ("plain", "secure"))
+    node_ids = [1000 + i for i in range(4)]  # local_grid's node ids
+    assert plain == secure == [sorted(seeded_sample(11, r, node_ids, 3)) for r in (1, 2, 3)]
+    assert len({tuple(nodes) for nodes in plain}) > 1  # the draw changes from round to round
+    start = _initial_adapter(model)
+    difference = max(float(np.abs(logs["secure"].final_adapter[n] - logs["plain"].final_adapter[n]).max())
+                     for n in start)
+    moved = max(float(np.abs(logs["plain"].final_adapter[n] - start[n]).max()) for n in start)
+    assert difference < 1e-4 * moved, (difference, moved)
+    assert "SecAgg+ clips this delta" not in caplog.text
+
+    run_local(make_server_app(model, rounds=1, fraction_train=0.75, learning_rate=LR, sampling_seed=11,
+                              secagg=SecAggConfig(max_weight=24.0, clipping_range=0.01)),
+              make_client_app(model, _load(shares), secagg=True), 4)
+    assert "SecAgg+ clips this delta" in caplog.text
+
+
+def test_learning_rate_decay_reaches_the_devices(fleet):
+    """Round r trains at lr * decay**(r - 1): with a decay of 1e-9 the second
+    round leaves the adapter where the first put it; without decay it moves."""
+    assert round_learning_rate(0.1, 0.5, 1) == 0.1 and round_learning_rate(0.1, 0.5, 3) == 0.025
+    model, shares, _ = fleet
+    finals = {}
+    for decay in (1e-9, 1.0):
+        per_round = RoundLog()
+        run_local(make_server_app(model, rounds=2, fraction_train=1.0, round_log=per_round, learning_rate=LR,
+                                  learning_rate_decay=decay),
+                  make_client_app(model, _load(shares)), 4)
+        finals[decay] = per_round.final_adapter
+    first_round = _expected_fedavg(model, shares, _initial_adapter(model))
+    for name, value in first_round.items():
+        np.testing.assert_allclose(finals[1e-9][name], value, atol=1e-6)
+    assert max(float(np.abs(finals[1.0][n] - first_round[n]).max()) for n in first_round) > 1e-3
 
 
 def test_fleet_simulate_runs_flowers_simulation_engine(fleet, tmp_path, capsys):

@@ -12,7 +12,7 @@ App's pyproject.toml, or `flwr run --run-config`):
   test             optional held-out .npz for the server's global metric
   metrics          optional path: the server writes the RoundLog JSON there
   rounds, strategy, fraction-train, min-nodes, round-timeout,
-  learning-rate, local-epochs, encoding, top-k (0: dense), server-learning-rate
+  learning-rate, learning-rate-decay, local-epochs, encoding, top-k (0: dense), server-learning-rate
 
 A Flower App directory needs only a pyproject.toml naming
 `serverapp = "<module>:server"` and `clientapp = "<module>:client"` and a module
@@ -65,6 +65,7 @@ def _client_for(context) -> ClientApp:
         _CLIENTS[key] = make_client_app(
             str(config["model"]), load_partition,
             learning_rate=_setting(config, "learning-rate", 0.02),
+            learning_rate_decay=_setting(config, "learning-rate-decay", 1.0),
             local_epochs=_setting(config, "local-epochs", 1),
             encoding=_setting(config, "encoding", "float32"),
             top_k=top_k or None,

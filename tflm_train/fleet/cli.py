@@ -145,6 +145,8 @@ def register_simulate(fleet: click.Group, read, emit_json) -> None:
     @click.option("--top-k", "top_k", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
                   help="Send only this fraction of each tensor's largest changes.")
     @click.option("--lr", type=float, default=0.02, show_default=True, help="Clients' learning rate.")
+    @click.option("--lr-decay", "lr_decay", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
+                  show_default=True, help="Per-round factor: round r trains at lr * decay^(r-1).")
     @click.option("--local-epochs", type=click.IntRange(min=1), default=1, show_default=True)
     @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
                   help="Probability that a sampled client fails its round (simulated).")
@@ -158,7 +160,7 @@ def register_simulate(fleet: click.Group, read, emit_json) -> None:
                   help="Directory for metrics.json and metrics.png.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def fleet_simulate(model_path, data_path, test_path, clients, rounds, partition, fraction, min_clients, strategy,
-                       server_lr, encoding, top_k, lr, local_epochs, dropout, secagg, engine, cpus, seed, out_dir,
+                       server_lr, encoding, top_k, lr, lr_decay, local_epochs, dropout, secagg, engine, cpus, seed, out_dir,
                        as_json):
         """Federated adapter training of MODEL (converted) over simulated clients, on Flower."""
         import importlib.util
@@ -188,7 +190,8 @@ def register_simulate(fleet: click.Group, read, emit_json) -> None:
 
         arguments = dict(test=test, clients=clients, rounds=rounds, partition=partition, fraction=fraction,
                          min_clients=min_clients, strategy=strategy, encoding=encoding, top_k=top_k,
-                         learning_rate=lr, local_epochs=local_epochs, server_learning_rate=server_lr,
+                         learning_rate=lr, learning_rate_decay=lr_decay, local_epochs=local_epochs,
+                         server_learning_rate=server_lr,
                          dropout=dropout, secagg=SecAggConfig() if secagg else None, seed=seed, engine=engine,
                          cpus=cpus)
         if as_json or not sys.stderr.isatty():

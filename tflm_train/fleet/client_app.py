@@ -81,6 +81,13 @@ def _legacy_adapter(content, layout: AdapterLayout) -> dict[str, np.ndarray]:
     return {slot.name: np.asarray(a, np.float32).reshape(slot.shape) for slot, a in zip(layout.slots, arrays)}
 
 
+def round_learning_rate(learning_rate: float, decay: float, server_round: int) -> float:
+    """The device's learning rate in a round: `learning_rate * decay**(round - 1)`.
+    Late rounds take smaller local steps, so the global adapter settles instead
+    of following whichever skewed clients were sampled last."""
+    return learning_rate * decay ** max(server_round - 1, 0)
+
+
 def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     """The seed of a client's data order in a round (reproducible anywhere)."""
     return random.Random(f"order:{seed}:{server_round}:{partition_id}").getrandbits(31)
@@ -127,7 +134,7 @@ def delta_mod(layout: AdapterLayout, encoding: str = "float32", top_k: float | N
         if reply.has_error():
             return reply
         if legacy:
-            return _legacy_delta_reply(reply, start, layout, encoding, top_k)
+            return _legacy_delta_reply(reply, start, layout, encoding, top_k, context)
         end_record = next(iter(reply.content.array_records.values()))
         metrics = MetricRecord(dict(next(iter(reply.content.metric_records.values()))))
         delta = Delta.between(layout, start, _adapter_from_arrays(end_record, layout), encoding=encoding,
@@ -143,7 +150,26 @@ def delta_mod(layout: AdapterLayout, encoding: str = "float32", top_k: float | N
     return mod
 
 
-def _legacy_delta_reply(reply, start, layout: AdapterLayout, encoding: str, top_k: float | None):
+def _warn_if_secagg_clips(context, dense: dict[str, np.ndarray], num_examples: int) -> None:
+    """SecAgg+ clips each weighted value (delta x examples / max_weight) to
+    +-clipping_range before quantizing it, silently: say so on the device
+    when this delta is cut (the server cannot tell from the masked sum)."""
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
+
+    state = context.state.config_records.get(RECORD_KEY_STATE)
+    if state is None or not state.get("clipping_range") or not state.get("max_weight"):
+        return
+    ratio = min(1.0, num_examples / float(state["max_weight"]))
+    largest = max((float(np.abs(v).max()) for v in dense.values() if v.size), default=0.0) * ratio
+    if largest > float(state["clipping_range"]):
+        import logging
+
+        logging.getLogger("tflm_train.fleet").warning(
+            "SecAgg+ clips this delta: a weighted value of %.3g exceeds the clipping range +-%g "
+            "(raise SecAggConfig.clipping_range)", largest, float(state["clipping_range"]))
+
+
+def _legacy_delta_reply(reply, start, layout: AdapterLayout, encoding: str, top_k: float | None, context=None):
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
@@ -152,6 +178,8 @@ def _legacy_delta_reply(reply, start, layout: AdapterLayout, encoding: str, top_
     end = {slot.name: np.asarray(a, np.float32).reshape(slot.shape) for slot, a in zip(layout.slots, ends)}
     delta = Delta.between(layout, start, end, encoding=encoding, top_k=top_k, num_examples=fitres.num_examples)
     dense = delta.dense(layout)
+    if context is not None:
+        _warn_if_secagg_clips(context, dense, fitres.num_examples)
     fitres.parameters = ndarrays_to_parameters([dense[name] for name in layout.names])
     fitres.metrics = {**fitres.metrics, "base-model-hash": f"{layout.base_model_hash:016x}",
                       "layout-hash": f"{layout.layout_hash:08x}", "delta-bytes": delta.nbytes}
@@ -164,6 +192,7 @@ def make_client_app(
     load_partition: LoadPartition,
     *,
     learning_rate: float = 0.02,
+    learning_rate_decay: float = 1.0,
     local_epochs: int = 1,
     encoding: str = "float32",
     top_k: float | None = None,
@@ -179,6 +208,9 @@ def make_client_app(
                     local data (called once per client per process, cached)
     learning_rate   the device's learning rate (the train message's config
                     "learning-rate" overrides it for a round)
+    learning_rate_decay
+                    per-round factor: round r trains at lr * decay**(r - 1)
+                    (config "learning-rate-decay" overrides it)
     local_epochs    passes over the local data per round
     encoding        "float32" or "int8" delta (delta.py); top_k: optional
                     fraction of each tensor's largest changes sent
@@ -227,7 +259,9 @@ def make_client_app(
             _adapter_from_arrays(next(iter(msg.content.array_records.values())), layout)
         state, loss = train_locally(
             model_bytes, own_state(context), adapter, x, y,
-            learning_rate=float(config.get("learning-rate", learning_rate)),
+            learning_rate=round_learning_rate(float(config.get("learning-rate", learning_rate)),
+                                              float(config.get("learning-rate-decay", learning_rate_decay)),
+                                              server_round),
             local_epochs=int(config.get("local-epochs", local_epochs)),
             seed=client_seed(seed, server_round, pid),
         )
@@ -272,4 +306,5 @@ def make_client_app(
     return app
 
 
-__all__ = ["ClientDropout", "DELTA_RECORD", "client_seed", "delta_mod", "make_client_app", "train_locally"]
+__all__ = ["ClientDropout", "DELTA_RECORD", "client_seed", "delta_mod", "make_client_app", "round_learning_rate",
+           "train_locally"]

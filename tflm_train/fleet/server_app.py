@@ -18,12 +18,18 @@ holds their sum, unmasked once enough clients took part. `SecureDeltaFedAvg`
 sees only that aggregate; it checks the hashes each client reports in its
 metrics (not part of the update) and refuses the round's aggregate if any
 client's delta was made for another model.
+
+With `sampling_seed`, which clients a round samples depends only on the seed,
+the round and the fleet's node ids, on both paths: runs that differ in their
+strategy, encoding or secure aggregation then train the same clients round
+by round (`seeded_sample`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,12 +117,14 @@ class SecAggConfig:
     at most 1) and then quantized with a step of 2 * clipping_range /
     quantization_range: keep max_weight near the largest client's example
     count (None: Flower's default, 1000) so that small clients' deltas keep
-    their precision. Deltas are small: a clipping range of 0.5 gives a step
-    of 2.4e-7 with the default 2**22 levels."""
+    their precision. The protocol clips every weighted value to
+    +-clipping_range without telling anyone (the client logs a warning when
+    its delta is cut): 4.0 covers a round's LoRA deltas with room, at a
+    step of 1.9e-6 with the default 2**22 levels."""
 
     num_shares: int | float = 1.0
     reconstruction_threshold: int | float = 0.5
-    clipping_range: float = 0.5
+    clipping_range: float = 4.0
     quantization_range: int = 2**22
     max_weight: float | None = None
 
@@ -170,6 +178,32 @@ class _RoundClock:
         return row
 
 
+def _sampling_key(seed: int, server_round: int) -> str:
+    return f"tflm-train-sampling:{seed}:{server_round}"
+
+
+def seeded_sample(seed: int, server_round: int, node_ids, count: int) -> list[int]:
+    """The `count` nodes a round samples with `sampling_seed=seed`: a draw
+    over the sorted node ids. Flower's message-API strategies sample with
+    `random.sample(grid.get_node_ids(), count)`; DeltaStrategy seeds the
+    random module with the same key and hands them the sorted ids, so they
+    draw exactly these nodes, and the SecAgg+ path calls this directly."""
+    return random.Random(_sampling_key(seed, server_round)).sample(sorted(node_ids), count)
+
+
+class _SortedNodes:
+    """A grid whose get_node_ids() is sorted (everything else: the grid's)."""
+
+    def __init__(self, grid):
+        self._grid = grid
+
+    def get_node_ids(self):
+        return sorted(self._grid.get_node_ids())
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+
 def _mean(values) -> float | None:
     values = [float(v) for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(values)) if values else None
@@ -186,18 +220,27 @@ def _delta_strategy_class():
         into `global + delta` before `inner.aggregate_train` sees them; a
         foreign or malformed delta is refused: logged, counted, left out."""
 
-        def __init__(self, inner: Strategy, layout: AdapterLayout, clock: _RoundClock | None = None):
+        def __init__(self, inner: Strategy, layout: AdapterLayout, clock: _RoundClock | None = None,
+                     sampling_seed: int | None = None):
             self.inner, self.layout, self.clock = inner, layout, clock
+            self.sampling_seed = sampling_seed
             self.current: dict[str, np.ndarray] | None = None
             self.sampled = 0
+            self.nodes: list[int] = []
 
         def summary(self) -> None:
             self.inner.summary()
 
         def configure_train(self, server_round, arrays, config, grid):
             self.current = {k: a.numpy() for k, a in arrays.items()}
+            if self.sampling_seed is not None:
+                # Flower's strategies draw from the random module: seed it for
+                # this round and show them the sorted ids (seeded_sample).
+                random.seed(_sampling_key(self.sampling_seed, server_round))
+                grid = _SortedNodes(grid)
             messages = list(self.inner.configure_train(server_round, arrays, config, grid))
             self.sampled = len(messages)
+            self.nodes = sorted(int(m.metadata.dst_node_id) for m in messages)
             return messages
 
         def decode(self, replies) -> tuple[list, dict]:
@@ -232,7 +275,7 @@ def _delta_strategy_class():
                 kept.append(msg)
             stats = {"sampled": self.sampled, "replies": len(kept) - failures, "failures": failures + max(
                 0, self.sampled - len(kept) - len(refused)), "refused": len(refused),
-                "delta_bytes": _mean(sizes), "train_loss": _mean(losses)}
+                "delta_bytes": _mean(sizes), "train_loss": _mean(losses), "nodes": self.nodes}
             if refused:
                 stats["refused_reasons"] = sorted(set(refused))
             return kept, stats
@@ -255,9 +298,10 @@ def _delta_strategy_class():
     return DeltaStrategy
 
 
-def DeltaStrategy(inner, layout: AdapterLayout, clock: _RoundClock | None = None):  # noqa: N802 (a class, built lazily)
+def DeltaStrategy(inner, layout: AdapterLayout, clock: _RoundClock | None = None,  # noqa: N802 (a class, built lazily)
+                  sampling_seed: int | None = None):
     """Wraps a Flower message-API strategy so that it aggregates deltas."""
-    return _delta_strategy_class()(inner, layout, clock)
+    return _delta_strategy_class()(inner, layout, clock, sampling_seed)
 
 
 def build_strategy(name: str, *, fraction_train: float, min_train_nodes: int, min_available_nodes: int,
@@ -288,10 +332,12 @@ def make_server_app(
     round_timeout: float = 120.0,
     server_learning_rate: float = 0.01,
     learning_rate: float | None = None,
+    learning_rate_decay: float | None = None,
     local_epochs: int | None = None,
     evaluate_data: tuple[np.ndarray, np.ndarray] | None = None,
     secagg: SecAggConfig | None = None,
     round_log: RoundLog | None = None,
+    sampling_seed: int | None = None,
 ):
     """A Flower `ServerApp` that trains the model's adapter over a fleet.
 
@@ -304,14 +350,18 @@ def make_server_app(
                          client sampling per round (for the named strategies)
     round_timeout        seconds to wait for replies; late clients are left out
     server_learning_rate FedAdam's eta
-    learning_rate, local_epochs
-                         sent to the clients in the train config (override theirs)
+    learning_rate, learning_rate_decay, local_epochs
+                         sent to the clients in the train config (override theirs;
+                         round r trains at learning_rate * decay**(r - 1))
     evaluate_data        (x, y) held out on the server: the global adapter's metric
                          after every round (and before the first: round 0)
     secagg               SecAggConfig: Flower's SecAgg+ workflow with FedAvg
                          (`strategy` must be "fedavg"); clients need secagg=True
     round_log            a RoundLog collecting the rows (its on_round is called
                          after each round: progress displays)
+    sampling_seed        seeds which clients each round samples (seeded_sample),
+                         the same on the plain and the SecAgg+ path; None: Flower's
+                         own unseeded draw
     """
     from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
     from flwr.serverapp import ServerApp
@@ -325,6 +375,8 @@ def make_server_app(
     train_config = {}
     if learning_rate is not None:
         train_config["learning-rate"] = float(learning_rate)
+    if learning_rate_decay is not None:
+        train_config["learning-rate-decay"] = float(learning_rate_decay)
     if local_epochs is not None:
         train_config["local-epochs"] = int(local_epochs)
     app = ServerApp()
@@ -342,12 +394,12 @@ def make_server_app(
             _run_secagg(grid, context, layout, clock, initial, secagg, rounds=rounds, strategy=strategy,
                         fraction_train=fraction_train, min_train_nodes=min_train_nodes,
                         min_available_nodes=min_available_nodes, round_timeout=round_timeout,
-                        train_config=train_config)
+                        train_config=train_config, sampling_seed=sampling_seed)
             return
         inner = strategy if not isinstance(strategy, str) else build_strategy(
             strategy, fraction_train=fraction_train, min_train_nodes=min_train_nodes,
             min_available_nodes=min_available_nodes, server_learning_rate=server_learning_rate)
-        wrapped = DeltaStrategy(inner, layout, clock)
+        wrapped = DeltaStrategy(inner, layout, clock, sampling_seed)
 
         def evaluate_fn(server_round: int, arrays) -> MetricRecord:
             adapter = {k: a.numpy() for k, a in arrays.items()}
@@ -367,14 +419,14 @@ def make_server_app(
 
 
 def _run_secagg(grid, context, layout, clock, initial, config: SecAggConfig, *, rounds, strategy, fraction_train,
-                min_train_nodes, min_available_nodes, round_timeout, train_config) -> None:
+                min_train_nodes, min_available_nodes, round_timeout, train_config, sampling_seed=None) -> None:
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
     if strategy != "fedavg":
         raise ValueError("secure aggregation (SecAgg+) runs with FedAvg: use strategy='fedavg'")
     legacy_strategy = _secure_fedavg_class()(
-        layout, clock, initial, train_config,
+        layout, clock, initial, train_config, sampling_seed,
         fraction_fit=fraction_train, fraction_evaluate=0.0, min_fit_clients=min_train_nodes,
         min_evaluate_clients=0, min_available_clients=min_available_nodes,
     )
@@ -398,20 +450,37 @@ def _secure_fedavg_class():
         result) and adds it to the global adapter. It reads the hashes the
         clients report in their metrics, never an individual update."""
 
-        def __init__(self, layout, clock, initial, train_config, **kwargs):
+        def __init__(self, layout, clock, initial, train_config, sampling_seed=None, **kwargs):
             super().__init__(**kwargs)
             self.layout, self.clock, self.train_config = layout, clock, train_config
+            self.sampling_seed = sampling_seed
             self.current = {k: np.asarray(v, np.float32) for k, v in initial.items()}
+            self.nodes: list[int] = []
 
         def initialize_parameters(self, client_manager):
             return ndarrays_to_parameters([self.current[n] for n in self.layout.names])
 
         def configure_fit(self, server_round, parameters, client_manager):
-            pairs = super().configure_fit(server_round, parameters, client_manager)
+            if self.sampling_seed is None:
+                pairs = super().configure_fit(server_round, parameters, client_manager)
+            else:
+                pairs = self._seeded_pairs(server_round, parameters, client_manager)
             for _, fit_ins in pairs:
                 fit_ins.config = {**fit_ins.config, **self.train_config, "server-round": server_round}
             self.sampled = len(pairs)
+            self.nodes = sorted(int(proxy.node_id) for proxy, _ in pairs)
             return pairs
+
+        def _seeded_pairs(self, server_round, parameters, client_manager):
+            """The nodes the message-API path samples in this round (same count rule)."""
+            from flwr.common import FitIns
+
+            count, at_least = self.num_fit_clients(client_manager.num_available())
+            client_manager.wait_for(at_least)
+            proxies = {int(proxy.node_id): proxy for proxy in client_manager.all().values()}
+            chosen = seeded_sample(self.sampling_seed, server_round, proxies, count)
+            config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn is not None else {}
+            return [(proxies[node], FitIns(parameters, dict(config))) for node in chosen]
 
         def aggregate_fit(self, server_round, results, failures):
             expected = (f"{self.layout.base_model_hash:016x}", f"{self.layout.layout_hash:08x}")
@@ -420,7 +489,8 @@ def _secure_fedavg_class():
             stats = {"sampled": getattr(self, "sampled", len(results)), "replies": len(results),
                      "failures": len(failures), "refused": len(foreign),
                      "delta_bytes": _mean(res.metrics.get("delta-bytes") for _, res in results),
-                     "train_loss": _mean(res.metrics.get("train-loss") for _, res in results)}
+                     "train_loss": _mean(res.metrics.get("train-loss") for _, res in results),
+                     "nodes": self.nodes}
             self.clock.pending = stats
             if foreign:
                 # The masked sum cannot be taken apart: refuse the round.

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import sys
 import warnings
 from collections.abc import Callable
@@ -65,6 +64,7 @@ def simulate(
     encoding: str = "float32",
     top_k: float | None = None,
     learning_rate: float = 0.02,
+    learning_rate_decay: float = 1.0,
     local_epochs: int = 1,
     server_learning_rate: float = 0.01,
     dropout: float = 0.0,
@@ -85,9 +85,11 @@ def simulate(
     (FedMedian, Krum, DP wrappers ...); `client_mods` are Flower client mods
     that see the full adapter (fixedclipping_mod, an attack harness);
     `partition_hook(partition_id, x, y) -> (x, y)` changes a client's data
-    (e.g. flipped labels for chosen clients). With engine "local" the client
-    sampling is seeded by `seed`; Flower's engine gives its nodes random ids,
-    so which clients a round samples differs between its runs."""
+    (e.g. flipped labels for chosen clients). The client sampling
+    is seeded by `seed` (server_app.seeded_sample over the sorted node ids);
+    with engine "local" the node ids are fixed, so runs sample the same
+    clients round by round; Flower's engine gives its nodes random ids, so
+    which clients a round samples differs between its runs."""
     from tflm_train.fleet.client_app import make_client_app
     from tflm_train.fleet.partition import partition_indices
     from tflm_train.fleet.server_app import make_server_app
@@ -109,22 +111,23 @@ def simulate(
     round_log = RoundLog(on_round=on_round, config={
         "clients": clients, "rounds": rounds, "partition": partition, "fraction": fraction,
         "strategy": strategy if isinstance(strategy, str) else type(strategy).__name__, "encoding": encoding,
-        "top_k": top_k, "learning_rate": learning_rate, "local_epochs": local_epochs, "dropout": dropout,
+        "top_k": top_k, "learning_rate": learning_rate,
+        "learning_rate_decay": learning_rate_decay, "local_epochs": local_epochs, "dropout": dropout,
         "secagg": secagg is not None, "engine": engine, "seed": seed,
         "samples_per_client": [int(len(s)) for s in shares],
     })
-    client = make_client_app(model_bytes, load_partition, learning_rate=learning_rate, local_epochs=local_epochs,
+    client = make_client_app(model_bytes, load_partition, learning_rate=learning_rate,
+                             learning_rate_decay=learning_rate_decay, local_epochs=local_epochs,
                              encoding=encoding, top_k=top_k, dropout=dropout, seed=seed,
                              secagg=secagg is not None, mods=client_mods)
     server = make_server_app(model_bytes, rounds=rounds, strategy=strategy, fraction_train=fraction,
                              min_train_nodes=min(min_clients, clients), min_available_nodes=min(min_clients, clients),
                              round_timeout=round_timeout, server_learning_rate=server_learning_rate,
-                             evaluate_data=test, secagg=secagg, round_log=round_log)
+                             evaluate_data=test, secagg=secagg, round_log=round_log, sampling_seed=seed)
     with quiet_flower(quiet):
         if engine == "local":
             from tflm_train.fleet.local_grid import run_local
 
-            random.seed(seed)  # Flower's strategies sample nodes with the random module
             run_local(server, client, clients)
         else:
             _run_flower_simulation(server, client, clients, cpus, quiet)
