@@ -55,6 +55,15 @@ DELTA = 1e-5
 # trimmedavg,krum}, labelflip-{fedmedian,trimmedavg,krum}.
 ATTACK_RUNS = ("signflip-fedavg", "signflip-fedmedian", "signflip-trimmedavg", "signflip-krum", "labelflip-fedavg")
 ROWS = ("central", "local", "fedavg", "int8", "secagg", "dp", "attack", "dropout")
+LAST_ROUNDS = 3  # a federated run's accuracy: the mean of its last rounds' global accuracy
+
+# Issue 16's targets, checked by `summarize`.
+FEDAVG_SHARE_OF_CENTRAL = 0.95
+INT8_MAX_COST, INT8_MIN_SAVING = 0.005, 3.5
+SECAGG_MAX_DIFFERENCE = 0.001
+DP_MAX_EPSILON, DP_MIN_SHARE = 8.0, 0.70
+ROBUST_MAX_LOSS = 0.02
+DROPOUT_MIN_SHARE = 0.8  # "still converges": keeps most of the clean run's gain
 
 
 def log_quietly() -> None:
@@ -78,7 +87,7 @@ class Bench:
                                   optimizer=tt.OptimizerConfig(kind=args.optimizer))
         self.model = tt.convert(MODEL.read_bytes(), config).model
         self.classes = 10
-        self.results: dict[str, dict] = {}
+        self.results: dict[str, dict] = {"base": {"accuracy": tt.evaluate(tt.TrainableModel(self.model), *self.test)}}
 
     def loader(self):
         parts, x, y = self.parts, self.x, self.y
@@ -120,8 +129,11 @@ class Bench:
         # the same clients round by round, so their differences are the row's.
         run_local(server, client, CLIENTS)
         sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
+        per_round = [r.get("accuracy") for r in rows]
         result = {
-            "accuracy": rows[-1]["accuracy"], "per_round": [r.get("accuracy") for r in rows],
+            # one round's accuracy moves with the clients it sampled: quote the last few
+            "accuracy": float(np.mean(per_round[-LAST_ROUNDS:])), "final_round": per_round[-1],
+            "per_round": per_round,
             "delta_bytes": float(np.mean(sizes)) if sizes else None,
             "failures": int(sum(r.get("failures", 0) for r in rows[1:])),
             "seconds": round(time.monotonic() - started, 1), "rounds": rows,
@@ -135,7 +147,6 @@ class Bench:
         import tflm_train as tt
 
         model = tt.TrainableModel(self.model)
-        base = tt.evaluate(model, *self.test)
         started = time.monotonic()
         per_epoch = []
         rng = np.random.default_rng(self.args.seed)
@@ -145,10 +156,10 @@ class Bench:
                 model.train_step(self.x[i], self.y[i], lr)
             per_epoch.append(tt.evaluate(model, *self.test))
             print(f"  central epoch {len(per_epoch)}: accuracy {per_epoch[-1]:.4f}", flush=True)
-        self.results["base"] = {"accuracy": base}
         self.results["central"] = {"accuracy": max(per_epoch), "per_epoch": per_epoch,
                                    "seconds": round(time.monotonic() - started, 1)}
-        print(f"  base model {base:.4f}; central (best epoch) {max(per_epoch):.4f}", flush=True)
+        print(f"  base model {self.results['base']['accuracy']:.4f}; central (best epoch) {max(per_epoch):.4f}",
+              flush=True)
 
     def local_only(self) -> None:
         """Lower bound: a client that never shares, trained on its own data for
@@ -258,6 +269,90 @@ class Bench:
         self.federated("fedavg-dropout30", dropout=DROPOUT)
 
 
+def _gain(results: dict, name: str) -> float | None:
+    run, base = results.get(name), results.get("base")
+    return None if run is None or base is None else run["accuracy"] - base["accuracy"]
+
+
+def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
+    """The README's two tables from a benchmark's results: every run (accuracy,
+    gain over the base model, share of the central gain, bytes a client sends
+    per round) and the targets (measured, met or missed)."""
+    central_gain = _gain(results, "central")
+
+    def pct(value):
+        return "" if value is None else f"{100 * value:.1f}%"
+
+    def points(value):
+        return "" if value is None else f"{100 * value:+.1f}"
+
+    runs = []
+    for name, run in results.items():
+        gain = _gain(results, name) if name != "base" else None
+        share = gain / central_gain if gain is not None and central_gain else None
+        size = run.get("delta_bytes")
+        runs.append([name, pct(run["accuracy"]), points(gain), pct(share) if name != "central" else "100%",
+                     "" if size is None else f"{size:,.0f}", "" if "epsilon" not in run else f"{run['epsilon']:.2f}"])
+
+    targets = []
+
+    def target(text, measured, met):
+        targets.append([text, measured, "met" if met else "**missed**"])
+
+    fedavg = _gain(results, "fedavg")
+    if fedavg is not None and central_gain:
+        target(f"FedAvg >= {FEDAVG_SHARE_OF_CENTRAL:.0%} of the central gain", f"{pct(fedavg / central_gain)} "
+               f"({points(fedavg)} of {points(central_gain)} points)", fedavg >= FEDAVG_SHARE_OF_CENTRAL * central_gain)
+    if "fedavg-int8" in results and "fedavg" in results:
+        cost = results["fedavg"]["accuracy"] - results["fedavg-int8"]["accuracy"]
+        saving = results["fedavg"]["delta_bytes"] / results["fedavg-int8"]["delta_bytes"]
+        target(f"int8 deltas cost <= {100 * INT8_MAX_COST:.1f} point, >= {INT8_MIN_SAVING}x fewer bytes",
+               f"cost {100 * cost:.1f} points, {saving:.2f}x fewer bytes",
+               cost <= INT8_MAX_COST and saving >= INT8_MIN_SAVING)
+    if "fedavg-secagg+" in results and "fedavg" in results:
+        difference = abs(results["fedavg-secagg+"]["accuracy"] - results["fedavg"]["accuracy"])
+        target(f"SecAgg+ within {100 * SECAGG_MAX_DIFFERENCE:.1f} point of FedAvg", f"{100 * difference:.2f} points",
+               difference <= SECAGG_MAX_DIFFERENCE)
+    private = [(run["epsilon"], name) for name, run in results.items()
+               if name.startswith("dp-") and run.get("epsilon") is not None and run["epsilon"] <= DP_MAX_EPSILON]
+    reference = _gain(results, "dp-reference") if "dp-reference" in results else fedavg
+    if private and reference:
+        epsilon, name = max(private)
+        share = _gain(results, name) / reference
+        target(f"epsilon <= {DP_MAX_EPSILON:g} keeps >= {DP_MIN_SHARE:.0%} of the non-private gain",
+               f"epsilon {epsilon:.2f}: {pct(share)}", share >= DP_MIN_SHARE)
+    if "signflip-fedavg" in results and "fedavg" in results:
+        clean = results["fedavg"]["accuracy"]
+        robust = {name: results[name]["accuracy"] for name in results
+                  if name.startswith(("signflip-", "labelflip-")) and not name.endswith("-fedavg")}
+        attacked = _gain(results, "signflip-fedavg")
+        best = max(robust, key=robust.get) if robust else None
+        measured = f"FedAvg keeps {pct(attacked / fedavg)} of its gain"
+        if best is not None:
+            measured += f"; best robust {best} {pct(robust[best])} vs clean {pct(clean)}"
+        target(f"20% malicious: FedAvg loses most of its gain, a robust strategy within "
+               f"{100 * ROBUST_MAX_LOSS:.0f} points of clean", measured,
+               attacked < 0.5 * fedavg and best is not None and clean - robust[best] <= ROBUST_MAX_LOSS)
+    if "fedavg-dropout30" in results and fedavg:
+        share = _gain(results, "fedavg-dropout30") / fedavg
+        target("30% client dropout still converges", f"keeps {pct(share)} of the clean gain",
+               share >= DROPOUT_MIN_SHARE)
+    return runs, targets
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def print_tables(results: dict) -> None:
+    runs, targets = summarize(results)
+    print(markdown(["run", f"accuracy (last {LAST_ROUNDS} rounds)", "gain (points)", "share of central gain",
+                    "bytes per client per round", "epsilon"], runs))
+    print()
+    print(markdown(["target", "measured", ""], targets))
+
+
 def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path) -> None:
     """Global held-out accuracy per round of each run, with the base model
     and the central upper bound as lines."""
@@ -279,6 +374,12 @@ def plot_rounds(curves: dict[str, list[float]], base: float, central: float | No
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_results(results: dict, path: Path) -> None:
+    curves = {k: v["per_round"] for k, v in results.items() if "per_round" in v}
+    base = results.get("base", {}).get("accuracy", curves and next(iter(curves.values()))[0])
+    plot_rounds(curves, base, results.get("central", {}).get("accuracy"), path)
 
 
 def main() -> None:
@@ -308,7 +409,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the per-round accuracy of every run")
+    parser.add_argument("--report", type=Path, nargs="+", default=None,
+                        help="print the tables (and --plot) from earlier --json files, merged; runs nothing")
     args = parser.parse_args()
+    if args.report:
+        results = {}
+        for path in args.report:
+            results.update(json.loads(path.read_text())["results"])
+        print_tables(results)
+        if args.plot:
+            plot_results(results, args.plot)
+        return
     log_quietly()
     bench = Bench(args)
     started = time.monotonic()
@@ -321,10 +432,9 @@ def main() -> None:
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
     print(json.dumps(summary, indent=1, default=float))
     print(f"total {time.monotonic() - started:.0f} s")
+    print_tables(bench.results)
     if args.plot:
-        curves = {k: v["per_round"] for k, v in bench.results.items() if "per_round" in v}
-        plot_rounds(curves, bench.results.get("base", {}).get("accuracy", curves and next(iter(curves.values()))[0]),
-                    bench.results.get("central", {}).get("accuracy"), args.plot)
+        plot_results(bench.results, args.plot)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args), "results": bench.results}, indent=1,
                                         default=lambda o: str(o) if isinstance(o, Path) else float(o)))
