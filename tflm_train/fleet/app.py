@@ -12,7 +12,8 @@ App's pyproject.toml, or `flwr run --run-config`):
   test             optional held-out .npz for the server's global metric
   metrics          optional path: the server writes the RoundLog JSON there
   rounds, strategy, fraction-train, min-nodes, round-timeout,
-  learning-rate, learning-rate-decay, local-epochs, encoding, top-k (0: dense), server-learning-rate
+  learning-rate, learning-rate-decay, local-epochs, encoding, top-k (0: dense), server-learning-rate,
+  seed (the data split, the clients' data order and, when given, the server's client sampling)
 
 A Flower App directory needs only a pyproject.toml naming
 `serverapp = "<module>:server"` and `clientapp = "<module>:client"` and a module
@@ -112,6 +113,7 @@ def _main(grid, context) -> None:
         server_learning_rate=_setting(config, "server-learning-rate", 0.01),
         evaluate_data=test,
         round_log=round_log,
+        sampling_seed=int(config["seed"]) if "seed" in config else None,
     )
     app(grid, context)
     if config.get("metrics"):
