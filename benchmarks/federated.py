@@ -261,7 +261,7 @@ class Bench:
         }
         wanted = self.args.attack_runs.split(",")
         for name, make in strategies.items():
-            if f"clean-{name}" in wanted and name != "fedavg":
+            if f"clean-{name}" in wanted:
                 self.federated(f"clean-{name}", strategy=make())
             if f"signflip-{name}" in wanted:
                 self.federated(f"signflip-{name}", strategy=make(),
@@ -333,18 +333,21 @@ def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
         share = _gain(results, name) / reference
         target(f"epsilon <= {DP_MAX_EPSILON:g} keeps >= {DP_MIN_SHARE:.0%} of the non-private gain",
                f"epsilon {epsilon:.2f}: {pct(share)}", share >= DP_MIN_SHARE)
-    if "signflip-fedavg" in results and "fedavg" in results:
-        clean = results["fedavg"]["accuracy"]
+    # The attack rows' clean reference: "clean-fedavg" when they ran with their
+    # own settings (e.g. fewer rounds), else the main FedAvg run.
+    clean_name = "clean-fedavg" if "clean-fedavg" in results else "fedavg"
+    if "signflip-fedavg" in results and clean_name in results:
+        clean, clean_gain = results[clean_name]["accuracy"], _gain(results, clean_name)
         robust = {name: results[name]["accuracy"] for name in results
                   if name.startswith(("signflip-", "labelflip-")) and not name.endswith("-fedavg")}
         attacked = _gain(results, "signflip-fedavg")
         best = max(robust, key=robust.get) if robust else None
-        measured = f"FedAvg keeps {pct(attacked / fedavg)} of its gain"
+        measured = f"FedAvg keeps {pct(attacked / clean_gain)} of its gain"
         if best is not None:
-            measured += f"; best robust {best} {pct(robust[best])} vs clean {pct(clean)}"
+            measured += f"; best robust {best} {pct(robust[best])} vs clean {clean_name} {pct(clean)}"
         target(f"20% malicious: FedAvg loses most of its gain, a robust strategy within "
                f"{100 * ROBUST_MAX_LOSS:.0f} points of clean", measured,
-               attacked < 0.5 * fedavg and best is not None and clean - robust[best] <= ROBUST_MAX_LOSS)
+               attacked < 0.5 * clean_gain and best is not None and clean - robust[best] <= ROBUST_MAX_LOSS)
     if "fedavg-dropout30" in results and fedavg:
         share = _gain(results, "fedavg-dropout30") / fedavg
         target("30% client dropout still converges", f"keeps {pct(share)} of the clean gain",
