@@ -101,7 +101,7 @@ def dirichlet_partition(labels: np.ndarray, num_partitions: int, alpha: float, s
 #
 # seglearn (PyPI, BSD-3-Clause) ships seglearn/data/watch_dataset.npy inside its
 # wheel: 6-axis inertial data (accelerometer in g, gyroscope in rad/s, 50 Hz)
-# of an Apple Watch worn by 10 participants doing sets of about 20
+# of a smartwatch worn by 10 participants doing sets of about 20
 # repetitions of 7 shoulder physiotherapy exercises, each with the left and the
 # right arm: 140 recordings of 19-52 s (D. M. Burns et al., "Shoulder
 # physiotherapy exercise recognition: machine learning the inertial signals
@@ -110,7 +110,6 @@ def dirichlet_partition(labels: np.ndarray, num_partitions: int, alpha: float, s
 # all seven classes recorded by their own body, arm and watch placement.
 
 WATCH_EXERCISES = ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")  # the study's exercise codes
-WATCH_RATE_HZ = 50
 # A device scales its raw sensor values before the int8 input: g as is, rad/s
 # divided by pi (so both sensors' usual range is about +-1 to +-3).
 _WATCH_CHANNEL_SCALE = np.array([1.0, 1.0, 1.0, 1.0 / np.pi, 1.0 / np.pi, 1.0 / np.pi], np.float32)
@@ -151,9 +150,12 @@ def watch_exercises(path: Path | str | None = None, window: int = 100, train_fra
     no held-out sample is in any training window: the held-out set is later
     data of the same people (what a deployed model meets next), not a copy
     of overlapping training windows."""
+    if window < 2 or not 0.0 < train_fraction < 1.0:
+        raise UserError(f"watch windows: need window >= 2 and 0 < train_fraction < 1, got {window}, {train_fraction}")
     path = Path(path) if path is not None else watch_dataset_path()
     try:
-        data = np.load(path, allow_pickle=True).item()  # a dict pickled by seglearn's authors
+        # A dict pickled by seglearn's authors: load only a file you trust (the installed package's).
+        data = np.load(path, allow_pickle=True).item()
         recordings, labels, users = data["X"], np.asarray(data["y"]), np.asarray(data["subject"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, pickle.UnpicklingError) as exc:
         raise UserError(f"cannot read the smartwatch exercise data {path}: {exc}") from None
