@@ -6,7 +6,7 @@ held-out windows apart from their training windows, and a few federated
 rounds of the committed base model (examples/federated/watch_cnn_int8.tflite)
 over real participants' data improve its held-out accuracy.
 
-Needs seglearn (the `test` and `federated` extras install it)."""
+Marked `federated`: needs seglearn, in the `federated` extra (and `test`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from tflm_train.errors import UserError
 from tflm_train.fleet.datasets import WATCH_EXERCISES, pooled, watch_exercises
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.federated
+
 WATCH_MODEL = ROOT / "examples" / "federated" / "watch_cnn_int8.tflite"
 WINDOW = 100
 
@@ -72,7 +74,6 @@ def test_missing_package_or_bad_file_is_one_clear_error(monkeypatch, tmp_path):
         watch_exercises()
 
 
-@pytest.mark.federated
 def test_fedavg_over_real_participants_beats_the_factory_model(watch):
     """Three participants (2, 3, 4), all sampled, three FedAvg rounds of LoRA
     deltas trained in the TFLM interpreter: the global adapter's accuracy on
