@@ -51,6 +51,10 @@ sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "examples" / "federated" / "fashion_cnn_int8.tflite"
 CLIENTS = 100
 FRACTION = 0.1
+# --dataset watch: a natural per-user partition, one client per person (Bench.watch_data).
+WATCH_MODEL = ROOT / "examples" / "federated" / "watch_cnn_int8.tflite"
+WATCH_FACTORY_USERS = (1,)  # trained the base model (make_watch_model.py): never a client
+WATCH_FRACTION = 1 / 3  # 3 of the 9 people a round
 MALICIOUS = 0.2
 DROPOUT = 0.3
 EPSILONS = (8.0,)
@@ -84,15 +88,37 @@ class Bench:
         from tflm_train.fleet.datasets import dirichlet_partition, fashion_mnist
 
         self.args = args
-        train, test = fashion_mnist()
-        self.x, self.y = train.x[: args.pool], train.y[: args.pool]
-        self.test = (test.x[: args.test], test.y[: args.test])
-        self.parts = dirichlet_partition(self.y, CLIENTS, args.alpha, seed=args.seed)
+        self.clients, self.fraction, model, self.classes = CLIENTS, FRACTION, MODEL, 10
+        if args.dataset == "watch":
+            model = self.watch_data()
+        else:
+            train, test = fashion_mnist()
+            self.x, self.y = train.x[: args.pool], train.y[: args.pool]
+            self.test = (test.x[: args.test], test.y[: args.test])
+            self.parts = dirichlet_partition(self.y, self.clients, args.alpha, seed=args.seed)
         config = tt.ConvertConfig(method="lora", r=4, targets="last:2", loss="ce",
                                   optimizer=tt.OptimizerConfig(kind=args.optimizer))
-        self.model = tt.convert(MODEL.read_bytes(), config).model
-        self.classes = 10
+        self.model = tt.convert(model.read_bytes(), config).model
         self.results: dict[str, dict] = {"base": {"accuracy": tt.evaluate(tt.TrainableModel(self.model), *self.test)}}
+
+    def watch_data(self) -> Path:
+        """The natural per-user partition (--dataset watch): one client per
+        participant of the smartwatch study (tflm_train.fleet.datasets.
+        watch_exercises), all but the factory's; a client's data are the
+        training windows of its own recordings (their first 70%), and the
+        global held-out set pools the later 30% of every client's recordings.
+        --pool, --test and --alpha do not apply: the people are the split."""
+        from tflm_train.fleet.datasets import pooled, watch_exercises
+
+        training, held_out = watch_exercises()
+        fleet = [u for u in training if u.user not in WATCH_FACTORY_USERS]
+        ends = np.cumsum([len(u.y) for u in fleet])
+        self.parts = [np.arange(end - len(u.y), end) for u, end in zip(fleet, ends)]
+        self.x, self.y = pooled(fleet).x, pooled(fleet).y
+        test = pooled([u for u in held_out if u.user not in WATCH_FACTORY_USERS])
+        self.test = (test.x, test.y)
+        self.clients, self.fraction, self.classes = len(fleet), WATCH_FRACTION, 7
+        return WATCH_MODEL
 
     def loader(self):
         parts, x, y = self.parts, self.x, self.y
@@ -127,12 +153,13 @@ class Bench:
                                  local_epochs=self.args.local_epochs,
                                  encoding=encoding, dropout=dropout, seed=self.args.seed, mods=list(mods),
                                  secagg=secagg is not None)
-        server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy, fraction_train=FRACTION,
-                                 min_train_nodes=2, min_available_nodes=CLIENTS, evaluate_data=self.test,
-                                 secagg=secagg, round_log=round_log, sampling_seed=self.args.seed)
+        server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy,
+                                 fraction_train=self.fraction, min_train_nodes=2, min_available_nodes=self.clients,
+                                 evaluate_data=self.test, secagg=secagg, round_log=round_log,
+                                 sampling_seed=self.args.seed)
         # Seeded sampling: every run of one benchmark (SecAgg+ included) trains
         # the same clients round by round, so their differences are the row's.
-        run_local(server, client, CLIENTS)
+        run_local(server, client, self.clients)
         sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
         per_round = [r.get("accuracy") for r in rows]
         result = {
@@ -173,12 +200,12 @@ class Bench:
         import tflm_train as tt
 
         model = tt.TrainableModel(self.model)
-        epochs = max(1, int(round(self.args.rounds * FRACTION * self.args.local_epochs)))
+        epochs = max(1, int(round(self.args.rounds * self.fraction * self.args.local_epochs)))
         rng = np.random.default_rng(self.args.seed)
-        picked = rng.choice(CLIENTS, self.args.local_clients, replace=False)
+        picked = rng.choice(self.clients, min(self.args.local_clients, self.clients), replace=False)
         accuracies = []
         for pid in picked:
-            x, y = self.loader()(int(pid), CLIENTS)
+            x, y = self.loader()(int(pid), self.clients)
             model.reset()
             for _ in range(epochs):
                 for i in rng.permutation(len(x)):
@@ -202,28 +229,28 @@ class Bench:
     def dp(self) -> None:
         from tflm_train.fleet.privacy import ClientLevelAccountant, dp_client_mods, dp_strategy, noise_for_epsilon
 
-        sampled = int(round(FRACTION * CLIENTS))
+        sampled = int(round(self.fraction * self.clients))
         if self.args.clip is None:
             self.args.clip = self.median_delta_norm(sampled)
             print(f"  clipping norm {self.args.clip:.3f} (median norm of {sampled} honest first-round deltas)")
         for epsilon in self.args.epsilons:
-            z = noise_for_epsilon(epsilon, self.args.rounds, CLIENTS, sampled, DELTA)
-            accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
+            z = noise_for_epsilon(epsilon, self.args.rounds, self.clients, sampled, DELTA)
+            accountant = ClientLevelAccountant(self.clients, sampled, z, DELTA)
 
             def account(row, accountant=accountant):
                 if row["round"] > 0:
                     row["epsilon"] = accountant.step()
 
-            strategy = dp_strategy(z, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
-                                   min_available_nodes=CLIENTS)
+            strategy = dp_strategy(z, self.args.clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
+                                   min_available_nodes=self.clients)
             result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(), on_round=account)
             result.update(noise_multiplier=z, clipping_norm=self.args.clip, epsilon=accountant.history[-1],
                           delta=DELTA)
         if not self.args.clip_only:
             return
         # The clipping alone (no noise): how much of the cost is the clipping.
-        strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
-                               min_available_nodes=CLIENTS)
+        strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
+                               min_available_nodes=self.clients)
         self.federated("clip-only", strategy=strategy, mods=dp_client_mods())
 
     def median_delta_norm(self, count: int) -> float:
@@ -238,7 +265,7 @@ class Bench:
         start = layout.adapter(tt.TrainableModel(self.model).save_state())
         norms = []
         for pid in range(count):
-            x, y = self.loader()(pid, CLIENTS)
+            x, y = self.loader()(pid, self.clients)
             state, _ = train_locally(self.model, None, start, x, y, learning_rate=self.args.lr,
                                      local_epochs=self.args.local_epochs, seed=pid)
             end = layout.adapter(state)
@@ -250,9 +277,9 @@ class Bench:
 
         from tflm_train.fleet.attacks import attack_mod, choose_malicious, label_flipping_loader
 
-        malicious = choose_malicious(CLIENTS, MALICIOUS, seed=self.args.seed)
-        common = dict(fraction_train=FRACTION, fraction_evaluate=0.0, min_train_nodes=2,
-                      min_available_nodes=CLIENTS)
+        malicious = choose_malicious(self.clients, MALICIOUS, seed=self.args.seed)
+        common = dict(fraction_train=self.fraction, fraction_evaluate=0.0, min_train_nodes=2,
+                      min_available_nodes=self.clients)
         strategies = {
             "fedavg": lambda: FedAvg(**common),
             "fedmedian": lambda: FedMedian(**common),
@@ -368,7 +395,8 @@ def print_tables(results: dict) -> None:
     print(markdown(["target", "measured", ""], targets))
 
 
-def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path) -> None:
+def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path,
+                title: str = "Fashion-MNIST, 100 clients, 10% a round, LoRA deltas (TFLM interpreter)") -> None:
     """Global held-out accuracy per round of each run, with the base model
     and the central upper bound as lines."""
     import matplotlib
@@ -384,21 +412,28 @@ def plot_rounds(curves: dict[str, list[float]], base: float, central: float | No
         axis.axhline(central, color="black", linestyle="--", label="central (upper bound)")
     axis.set_xlabel("round")
     axis.set_ylabel("global held-out accuracy")
-    axis.set_title("Fashion-MNIST, 100 clients, 10% a round, LoRA deltas (TFLM interpreter)")
+    axis.set_title(title)
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def plot_results(results: dict, path: Path) -> None:
+WATCH_TITLE = "Smartwatch IMU, 9 people (one client each), 3 a round, LoRA deltas (TFLM interpreter)"
+
+
+def plot_results(results: dict, path: Path, title: str | None = None) -> None:
     curves = {k: v["per_round"] for k, v in results.items() if "per_round" in v}
     base = results.get("base", {}).get("accuracy", curves and next(iter(curves.values()))[0])
-    plot_rounds(curves, base, results.get("central", {}).get("accuracy"), path)
+    central = results.get(central_name(results), {}).get("accuracy")
+    plot_rounds(curves, base, central, path, *([title] if title else []))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "watch"),
+                        help="fashion-mnist (100 clients, Dirichlet label split) or watch (smartwatch IMU, "
+                             "one client per person)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--pool", type=int, default=10_000, help="client images (training rows 0..pool-1)")
@@ -435,7 +470,7 @@ def main() -> None:
             results.update(json.loads(path.read_text())["results"])
         print_tables(results)
         if args.plot:
-            plot_results(results, args.plot)
+            plot_results(results, args.plot, WATCH_TITLE if args.dataset == "watch" else None)
         return
     log_quietly()
     bench = Bench(args)
@@ -453,7 +488,7 @@ def main() -> None:
     print(f"total {time.monotonic() - started:.0f} s")
     print_tables(bench.results)
     if args.plot:
-        plot_results(bench.results, args.plot)
+        plot_results(bench.results, args.plot, WATCH_TITLE if args.dataset == "watch" else None)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args), "results": bench.results}, indent=1,
                                         default=lambda o: str(o) if isinstance(o, Path) else float(o)))
