@@ -429,6 +429,15 @@ def plot_results(results: dict, path: Path, title: str | None = None) -> None:
     plot_rounds(curves, base, central, path, *([title] if title else []))
 
 
+def with_suffix(results: dict, suffix: str) -> dict:
+    return {(k if k == "base" or not suffix else k + suffix): v for k, v in results.items()}
+
+
+def write_json(path: Path, args, results: dict) -> None:
+    path.write_text(json.dumps({"args": vars(args), "results": with_suffix(results, args.suffix)}, indent=1,
+                               default=lambda o: str(o) if isinstance(o, Path) else float(o)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "watch"),
@@ -481,8 +490,9 @@ def main() -> None:
         print(f"== {row}", flush=True)
         run = bench.local_only if row == "local" else getattr(bench, row)
         run()
-    if args.suffix:
-        bench.results = {(k if k == "base" else k + args.suffix): v for k, v in bench.results.items()}
+        if args.json:  # after every row: a long run that is stopped keeps what it measured
+            write_json(args.json, args, bench.results)
+    bench.results = with_suffix(bench.results, args.suffix)
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
     print(json.dumps(summary, indent=1, default=float))
     print(f"total {time.monotonic() - started:.0f} s")
@@ -490,8 +500,8 @@ def main() -> None:
     if args.plot:
         plot_results(bench.results, args.plot, WATCH_TITLE if args.dataset == "watch" else None)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args), "results": bench.results}, indent=1,
-                                        default=lambda o: str(o) if isinstance(o, Path) else float(o)))
+        args.suffix = ""  # bench.results carry it already
+        write_json(args.json, args, bench.results)
 
 
 if __name__ == "__main__":
