@@ -60,8 +60,8 @@ DROPOUT = 0.3
 EPSILONS = (8.0,)
 DELTA = 1e-5
 
-# The attack row's default runs (the README's); also possible: clean-{fedmedian,
-# trimmedavg,krum}, labelflip-{fedmedian,trimmedavg,krum}.
+# The attack row's default runs; also possible: clean-{fedavg,fedmedian,trimmedavg,
+# krum,multikrum}, labelflip-{fedmedian,trimmedavg,krum,multikrum}.
 ATTACK_RUNS = ("signflip-fedavg", "signflip-fedmedian", "signflip-trimmedavg", "signflip-krum", "labelflip-fedavg")
 ROWS = ("central", "local", "fedavg", "int8", "secagg", "dp", "attack", "dropout")
 LAST_ROUNDS = 3  # a federated run's accuracy: the mean of its last rounds' global accuracy
@@ -273,7 +273,7 @@ class Bench:
         return float(np.median(norms))
 
     def attack(self) -> None:
-        from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
+        from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
         from tflm_train.fleet.attacks import attack_mod, choose_malicious, label_flipping_loader
 
@@ -283,8 +283,11 @@ class Bench:
         strategies = {
             "fedavg": lambda: FedAvg(**common),
             "fedmedian": lambda: FedMedian(**common),
-            "trimmedavg": lambda: FedTrimmedAvg(**common, beta=0.2),
+            "trimmedavg": lambda: FedTrimmedAvg(**common, beta=self.args.trim_beta),
             "krum": lambda: Krum(**common, num_malicious_nodes=2),
+            # Krum's scores, but the mean of the 5 best-scored updates (assuming up
+            # to 3 malicious of 10): robust, and less noisy than one client's update.
+            "multikrum": lambda: MultiKrum(**common, num_malicious_nodes=3, num_nodes_to_select=5),
         }
         wanted = self.args.attack_runs.split(",")
         for name, make in strategies.items():
@@ -454,9 +457,10 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=None,
                         help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
+    parser.add_argument("--trim-beta", type=float, default=0.2, help="FedTrimmedAvg's trimmed fraction per side")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
     parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
-                        help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum}")
+                        help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum,multikrum}")
     parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=list(EPSILONS),
                         help="the DP row's target epsilons (delta 1e-5)")
     parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
