@@ -36,6 +36,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,16 @@ CLIENTS = 100
 FRACTION = 0.1
 MALICIOUS = 0.2
 DROPOUT = 0.3
-EPSILONS = (8.0,)
+EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
+# The DP row's recipe (README "Federated learning", DP table).
+DP_ADAPTER = "lora:1:last:1"
+DP_ROUNDS = 20
+DP_OPTIMIZER = "sgd"
+DP_LR = 0.02
+DP_LR_DECAY = 1.0
+DP_LOCAL_EPOCHS = 3
+DP_CLIP_QUANTILE = 0.5
 
 # The attack row's default runs (the README's); also possible: clean-{fedmedian,
 # trimmedavg,krum}, labelflip-{fedmedian,trimmedavg,krum}.
@@ -91,7 +100,7 @@ class Bench:
 
     # ---- one federated run ---------------------------------------------------------
     def federated(self, name: str, *, strategy="fedavg", encoding="float32", mods=(), loader=None, dropout=0.0,
-                  secagg=None, on_round=None) -> dict:
+                  secagg=None, on_round=None, recipe=None) -> dict:
         from tflm_train.fleet.client_app import make_client_app
         from tflm_train.fleet.local_grid import run_local
         from tflm_train.fleet.server_app import RoundLog, make_server_app
@@ -108,12 +117,16 @@ class Bench:
                   f"{extra}", flush=True)
 
         round_log = RoundLog(on_round=progress)
-        client = make_client_app(self.model, loader or self.loader(), learning_rate=self.args.lr,
-                                 learning_rate_decay=self.args.lr_decay,
-                                 local_epochs=self.args.local_epochs,
+        # recipe: the DP row's own model and training (DpRecipe); else the common one
+        model = recipe.model if recipe else self.model
+        rounds = recipe.rounds if recipe else self.args.rounds
+        client = make_client_app(model, loader or self.loader(),
+                                 learning_rate=recipe.lr if recipe else self.args.lr,
+                                 learning_rate_decay=recipe.lr_decay if recipe else self.args.lr_decay,
+                                 local_epochs=recipe.local_epochs if recipe else self.args.local_epochs,
                                  encoding=encoding, dropout=dropout, seed=self.args.seed, mods=list(mods),
                                  secagg=secagg is not None)
-        server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy, fraction_train=FRACTION,
+        server = make_server_app(model, rounds=rounds, strategy=strategy, fraction_train=FRACTION,
                                  min_train_nodes=2, min_available_nodes=CLIENTS, evaluate_data=self.test,
                                  secagg=secagg, round_log=round_log, sampling_seed=self.args.seed)
         # Seeded sampling: every run of one benchmark (SecAgg+ included) trains
@@ -183,51 +196,103 @@ class Bench:
 
         self.federated("fedavg-secagg+", secagg=SecAggConfig())
 
+    def dp_recipe(self) -> "DpRecipe":
+        """The DP row's adapter and client training (--dp-* options): fewer
+        trainable parameters than the other rows, since the noise's norm grows
+        with the square root of their number."""
+        import tflm_train as tt
+
+        method, rank, targets = self.args.dp_adapter.split(":", 2)
+        options = {"r": int(rank)} if rank else {}  # rank: lora / adapter only (e.g. "bias::last:1")
+        config = tt.ConvertConfig(method=method, targets=targets, loss="ce", **options,
+                                  optimizer=tt.OptimizerConfig(kind=self.args.dp_optimizer))
+        model = tt.convert(MODEL.read_bytes(), config).model
+        return DpRecipe(model=model, rounds=self.args.dp_rounds, lr=self.args.dp_lr, lr_decay=self.args.dp_lr_decay,
+                        local_epochs=self.args.dp_local_epochs)
+
     def dp(self) -> None:
+        """Client-level DP at each of --epsilons, plus the same recipe without
+        noise (clipping only) and without DP at all (the non-private
+        reference the gains are compared with)."""
+        from tflm_train.fleet.delta import AdapterLayout
         from tflm_train.fleet.privacy import ClientLevelAccountant, dp_client_mods, dp_strategy, noise_for_epsilon
 
+        recipe = self.dp_recipe()
         sampled = int(round(FRACTION * CLIENTS))
-        if self.args.clip is None:
-            self.args.clip = self.median_delta_norm(sampled)
-            print(f"  clipping norm {self.args.clip:.3f} (median norm of {sampled} honest first-round deltas)")
+        params = AdapterLayout.of_model(recipe.model).param_count
+        deltas = self.first_round_deltas(recipe, self.args.dp_norm_clients)
+        norms = [float(np.linalg.norm(d)) for d in deltas]
+        clip = self.args.clip
+        if clip is None:
+            clip = float(np.quantile(norms, self.args.dp_clip_quantile))
+        # The signal of a round: the mean of the clipped deltas (what the noise is added to).
+        signal = float(np.linalg.norm(np.mean([d * min(1.0, clip / n) for d, n in zip(deltas, norms)], axis=0)))
+        print(f"  clipping norm C {clip:.3f} (first-round delta norms of {len(norms)} honest clients: median "
+              f"{np.median(norms):.3f}, quantile {self.args.dp_clip_quantile:g} {np.quantile(norms, self.args.dp_clip_quantile):.3f});"
+              f" norm of their clipped mean {signal:.3f} ({signal / clip:.2f} C)", flush=True)
+        self.results["dp-signal"] = {"first_round_norms": norms, "clipped_mean_norm": signal, "clipping_norm": clip}
+        common = dict(params=params, rounds=recipe.rounds, clipping_norm=clip, adapter=self.args.dp_adapter)
+        result = self.federated("dp-nonprivate", recipe=recipe)
+        result.update(common, noise_multiplier=0.0)
+        if self.args.clip_only:
+            # Clipping without noise: how much of the cost is the clipping.
+            strategy = dp_strategy(1e-9, clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
+                                   min_available_nodes=CLIENTS)
+            result = self.federated("dp-clip-only", strategy=strategy, mods=dp_client_mods(), recipe=recipe)
+            result.update(common, noise_multiplier=0.0)
         for epsilon in self.args.epsilons:
-            z = noise_for_epsilon(epsilon, self.args.rounds, CLIENTS, sampled, DELTA)
+            z = noise_for_epsilon(epsilon, recipe.rounds, CLIENTS, sampled, DELTA)
             accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
 
             def account(row, accountant=accountant):
                 if row["round"] > 0:
                     row["epsilon"] = accountant.step()
 
-            strategy = dp_strategy(z, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
+            strategy = dp_strategy(z, clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
                                    min_available_nodes=CLIENTS)
-            result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(), on_round=account)
-            result.update(noise_multiplier=z, clipping_norm=self.args.clip, epsilon=accountant.history[-1],
-                          delta=DELTA)
-        if not self.args.clip_only:
-            return
-        # The clipping alone (no noise): how much of the cost is the clipping.
-        strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
-                               min_available_nodes=CLIENTS)
-        self.federated("clip-only", strategy=strategy, mods=dp_client_mods())
+            result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(),
+                                    on_round=account, recipe=recipe)
+            # The noise on the average: std z*C/m a parameter, norm ~ z*C*sqrt(d)/m.
+            result.update(common, noise_multiplier=z, epsilon=accountant.history[-1], delta=DELTA,
+                          noise_norm=z * clip * np.sqrt(params) / sampled)
+        self.dp_summary()
 
-    def median_delta_norm(self, count: int) -> float:
-        """The median L2 norm of `count` clients' first-round deltas: the DP
-        clipping norm (tuned on the non-private setup, as is usual)."""
+    def dp_summary(self) -> None:
+        """The README's DP table: accuracy = mean of the last three rounds."""
+        rows = {k: v for k, v in self.results.items() if k.startswith("dp-") and "per_round" in v}
+        if "dp-nonprivate" not in rows:
+            return
+        base = rows["dp-nonprivate"]["per_round"][0]
+        reference = np.mean(rows["dp-nonprivate"]["per_round"][-3:]) - base
+        print(f"  DP recipe {self.args.dp_adapter}: base {base:.4f}, non-private gain {reference * 100:+.1f} points")
+        for name, row in rows.items():
+            accuracy = float(np.mean(row["per_round"][-3:]))
+            row["last3"] = accuracy
+            row["gain_share"] = (accuracy - base) / reference if reference > 0 else float("nan")
+            eps = f"eps {row['epsilon']:.2f}" if "epsilon" in row else "no noise"
+            print(f"  {name:<16} {eps:<10} z {row['noise_multiplier']:.3f} C {row['clipping_norm']:.3f} "
+                  f"d {row['params']} rounds {row['rounds']}: accuracy {accuracy:.4f} "
+                  f"gain {(accuracy - base) * 100:+.1f} ({row['gain_share'] * 100:.0f}% of non-private)", flush=True)
+
+    def first_round_deltas(self, recipe: "DpRecipe", count: int) -> list[np.ndarray]:
+        """`count` honest clients' first-round deltas (flattened). The DP
+        clipping norm is a quantile of their norms (tuned on the non-private
+        setup, as is usual), and their clipped mean is the signal the noise
+        is compared with."""
         import tflm_train as tt
         from tflm_train.fleet.client_app import train_locally
         from tflm_train.fleet.delta import AdapterLayout
-        from tflm_train.fleet.privacy import update_norm
 
-        layout = AdapterLayout.of_model(self.model)
-        start = layout.adapter(tt.TrainableModel(self.model).save_state())
-        norms = []
+        layout = AdapterLayout.of_model(recipe.model)
+        start = layout.adapter(tt.TrainableModel(recipe.model).save_state())
+        deltas = []
         for pid in range(count):
             x, y = self.loader()(pid, CLIENTS)
-            state, _ = train_locally(self.model, None, start, x, y, learning_rate=self.args.lr,
-                                     local_epochs=self.args.local_epochs, seed=pid)
+            state, _ = train_locally(recipe.model, None, start, x, y, learning_rate=recipe.lr,
+                                     local_epochs=recipe.local_epochs, seed=pid)
             end = layout.adapter(state)
-            norms.append(update_norm([end[k] - start[k] for k in layout.names]))
-        return float(np.median(norms))
+            deltas.append(np.concatenate([np.ravel(end[k] - start[k]) for k in layout.names]).astype(np.float64))
+        return deltas
 
     def attack(self) -> None:
         from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum
@@ -256,6 +321,17 @@ class Bench:
 
     def dropout(self) -> None:
         self.federated("fedavg-dropout30", dropout=DROPOUT)
+
+
+@dataclass
+class DpRecipe:
+    """The DP row's converted model and client training."""
+
+    model: bytes
+    rounds: int
+    lr: float
+    lr_decay: float
+    local_epochs: int
 
 
 def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path) -> None:
@@ -292,14 +368,26 @@ def main() -> None:
     parser.add_argument("--lr-decay", type=float, default=1.0,
                         help="per-round factor of the devices' learning rate (round r: lr * decay^(r-1))")
     parser.add_argument("--clip", type=float, default=None,
-                        help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
+                        help="DP clipping norm of a client's delta (default: --dp-clip-quantile of first-round norms)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
     parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
                         help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum}")
     parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=list(EPSILONS),
                         help="the DP row's target epsilons (delta 1e-5)")
-    parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
+    parser.add_argument("--no-clip-only", dest="clip_only", action="store_false",
+                        help="DP row: skip the run with clipping and no noise")
+    parser.add_argument("--dp-adapter", default=DP_ADAPTER,
+                        help="DP row: METHOD:RANK:TARGETS of its adapter (fewer parameters: less noise)")
+    parser.add_argument("--dp-rounds", type=int, default=DP_ROUNDS, help="DP row: rounds")
+    parser.add_argument("--dp-optimizer", default=DP_OPTIMIZER, choices=("sgd", "adam"))
+    parser.add_argument("--dp-lr", type=float, default=DP_LR)
+    parser.add_argument("--dp-lr-decay", type=float, default=DP_LR_DECAY)
+    parser.add_argument("--dp-local-epochs", type=int, default=DP_LOCAL_EPOCHS)
+    parser.add_argument("--dp-clip-quantile", type=float, default=DP_CLIP_QUANTILE,
+                        help="DP row: the clipping norm is this quantile of honest first-round delta norms")
+    parser.add_argument("--dp-norm-clients", type=int, default=10,
+                        help="DP row: clients whose first-round delta norms set the clipping norm")
     parser.add_argument("--central-epochs", type=int, default=3)
     parser.add_argument("--central-lr-decay", type=float, default=1.0,
                         help="per-epoch factor of the central run's learning rate")
