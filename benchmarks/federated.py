@@ -20,7 +20,10 @@ data, `--central-epochs` epochs), local only (lower bound: each of
 `--local-clients` clients trains on its own data alone; mean global test
 accuracy), FedAvg float32 deltas, int8 deltas, SecAgg+, DP at `--epsilons`
 (Flower's client-side fixed clipping + Gaussian noise; epsilon from
-dp-accounting, tflm_train/fleet/privacy.py), 20% malicious clients (boosted
+dp-accounting, tflm_train/fleet/privacy.py; the row has its own recipe,
+`--dp-*` and `--clip`: a smaller adapter, since the noise's norm grows with
+the square root of the parameter count, plus the same recipe without noise
+and without clipping as references), 20% malicious clients (boosted
 sign flip; label flip) against FedAvg, FedMedian, FedTrimmedAvg and Krum, and
 30% client dropout.
 
@@ -53,12 +56,14 @@ EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
 # The DP row's recipe (README "Federated learning", DP table).
 DP_ADAPTER = "lora:1:last:1"
-DP_ROUNDS = 20
+DP_ROUNDS = 40
 DP_OPTIMIZER = "sgd"
 DP_LR = 0.02
 DP_LR_DECAY = 1.0
 DP_LOCAL_EPOCHS = 3
+DP_CLIP = 0.3  # about a tenth of a first-round delta's norm: every update is clipped (a direction of step C)
 DP_CLIP_QUANTILE = 0.5
+DP_NOISE_SEEDS = 3
 
 # The attack row's default runs (the README's); also possible: clean-{fedmedian,
 # trimmedavg,krum}, labelflip-{fedmedian,trimmedavg,krum}.
@@ -196,7 +201,7 @@ class Bench:
 
         self.federated("fedavg-secagg+", secagg=SecAggConfig())
 
-    def dp_recipe(self) -> "DpRecipe":
+    def dp_recipe(self) -> DpRecipe:
         """The DP row's adapter and client training (--dp-* options): fewer
         trainable parameters than the other rows, since the noise's norm grows
         with the square root of their number."""
@@ -223,7 +228,7 @@ class Bench:
         deltas = self.first_round_deltas(recipe, self.args.dp_norm_clients)
         norms = [float(np.linalg.norm(d)) for d in deltas]
         clip = self.args.clip
-        if clip is None:
+        if not clip:
             clip = float(np.quantile(norms, self.args.dp_clip_quantile))
         # The signal of a round: the mean of the clipped deltas (what the noise is added to).
         signal = float(np.linalg.norm(np.mean([d * min(1.0, clip / n) for d, n in zip(deltas, norms)], axis=0)))
@@ -242,19 +247,23 @@ class Bench:
             result.update(common, noise_multiplier=0.0)
         for epsilon in self.args.epsilons:
             z = noise_for_epsilon(epsilon, recipe.rounds, CLIENTS, sampled, DELTA)
-            accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
+            for draw in range(self.args.dp_noise_seeds):
+                accountant = ClientLevelAccountant(CLIENTS, sampled, z, DELTA)
 
-            def account(row, accountant=accountant):
-                if row["round"] > 0:
-                    row["epsilon"] = accountant.step()
+                def account(row, accountant=accountant):
+                    if row["round"] > 0:
+                        row["epsilon"] = accountant.step()
 
-            strategy = dp_strategy(z, clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
-                                   min_available_nodes=CLIENTS)
-            result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(),
-                                    on_round=account, recipe=recipe)
-            # The noise on the average: std z*C/m a parameter, norm ~ z*C*sqrt(d)/m.
-            result.update(common, noise_multiplier=z, epsilon=accountant.history[-1], delta=DELTA,
-                          noise_norm=z * clip * np.sqrt(params) / sampled)
+                # Flower's DP wrapper draws its noise from numpy's global generator:
+                # seeded here so that the benchmark repeats (a deployment must not).
+                np.random.seed(1000 * self.args.seed + draw)
+                strategy = dp_strategy(z, clip, sampled, fraction_train=FRACTION, min_train_nodes=2,
+                                       min_available_nodes=CLIENTS)
+                result = self.federated(f"dp-eps{epsilon:g}-noise{draw}", strategy=strategy, mods=dp_client_mods(),
+                                        on_round=account, recipe=recipe)
+                # The noise on the average: std z*C/m a parameter, norm ~ z*C*sqrt(d)/m.
+                result.update(common, noise_multiplier=z, epsilon=accountant.history[-1], delta=DELTA,
+                              noise_norm=z * clip * np.sqrt(params) / sampled)
         self.dp_summary()
 
     def dp_summary(self) -> None:
@@ -265,16 +274,57 @@ class Bench:
         base = rows["dp-nonprivate"]["per_round"][0]
         reference = np.mean(rows["dp-nonprivate"]["per_round"][-3:]) - base
         print(f"  DP recipe {self.args.dp_adapter}: base {base:.4f}, non-private gain {reference * 100:+.1f} points")
+        for row in rows.values():
+            row["last3"] = float(np.mean(row["per_round"][-3:]))
+            row["gain_share"] = (row["last3"] - base) / reference if reference > 0 else float("nan")
+        # One line per setting; the noisy ones averaged over their noise draws.
+        groups: dict[str, list[dict]] = {}
         for name, row in rows.items():
-            accuracy = float(np.mean(row["per_round"][-3:]))
-            row["last3"] = accuracy
-            row["gain_share"] = (accuracy - base) / reference if reference > 0 else float("nan")
+            groups.setdefault(name.split("-noise")[0], []).append(row)
+        table = {}
+        for name, runs in groups.items():
+            row = runs[0]
+            last3 = [r["last3"] for r in runs]
+            accuracy = float(np.mean(last3))
+            share = (accuracy - base) / reference if reference > 0 else float("nan")
+            table[name] = {k: row[k] for k in ("noise_multiplier", "clipping_norm", "params", "rounds", "adapter")}
+            table[name].update(accuracy=accuracy, gain=accuracy - base, gain_share=share, runs=last3,
+                               epsilon=row.get("epsilon"))
             eps = f"eps {row['epsilon']:.2f}" if "epsilon" in row else "no noise"
+            spread = f" (runs {', '.join(f'{v:.3f}' for v in last3)})" if len(runs) > 1 else ""
             print(f"  {name:<16} {eps:<10} z {row['noise_multiplier']:.3f} C {row['clipping_norm']:.3f} "
                   f"d {row['params']} rounds {row['rounds']}: accuracy {accuracy:.4f} "
-                  f"gain {(accuracy - base) * 100:+.1f} ({row['gain_share'] * 100:.0f}% of non-private)", flush=True)
+                  f"gain {(accuracy - base) * 100:+.1f} ({share * 100:.0f}% of non-private){spread}", flush=True)
+        self.results["dp-table"] = table
+        self.dp_cohort_estimate(table)
 
-    def first_round_deltas(self, recipe: "DpRecipe", count: int) -> list[np.ndarray]:
+    def dp_cohort_estimate(self, rows: dict) -> None:
+        """If epsilon 8 keeps < 70% of the gain: the cohort (clients a round)
+        whose noise on the average at epsilon 8 would be as small as in the
+        noisiest run that kept >= 70%. A computed estimate (accountant only):
+        it assumes that noise level stays harmless with more clients."""
+        from tflm_train.fleet.privacy import cohort_for_noise
+
+        noisy = {k: v for k, v in rows.items() if v.get("epsilon")}
+        at8 = [v for v in noisy.values() if round(v["epsilon"]) == 8]
+        kept = [v for v in noisy.values() if v["gain_share"] >= 0.7]
+        if not at8 or at8[0]["gain_share"] >= 0.7 or not kept:
+            return
+        sampled = int(round(FRACTION * CLIENTS))
+        std = max(v["noise_multiplier"] for v in kept) / sampled  # noise std on the average, in units of C
+        rounds = at8[0]["rounds"]
+        at_rate = cohort_for_noise(8.0, rounds, std, sampling_rate=FRACTION, delta=DELTA)
+        try:
+            in_fleet = cohort_for_noise(8.0, rounds, std, population=CLIENTS, delta=DELTA)
+        except ValueError:  # not even all 100 clients every round
+            in_fleet = (None, None)
+        self.results["dp-cohort-estimate"] = {"noise_std_in_C": std, "sampling_rate_10pct": at_rate,
+                                              "population_100": in_fleet}
+        print(f"  estimate (accountant only): epsilon 8 in {rounds} rounds with noise std {std:.3f} C on the average "
+              f"needs {at_rate[0]} clients a round at 10% sampling (z {at_rate[1]:.2f}), "
+              f"{in_fleet[0] or 'more than all'} of the {CLIENTS} (z {in_fleet[1] or float('nan'):.2f})", flush=True)
+
+    def first_round_deltas(self, recipe: DpRecipe, count: int) -> list[np.ndarray]:
         """`count` honest clients' first-round deltas (flattened). The DP
         clipping norm is a quantile of their norms (tuned on the non-private
         setup, as is usual), and their clipped mean is the signal the noise
@@ -367,8 +417,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.003, help="the devices' learning rate")
     parser.add_argument("--lr-decay", type=float, default=1.0,
                         help="per-round factor of the devices' learning rate (round r: lr * decay^(r-1))")
-    parser.add_argument("--clip", type=float, default=None,
-                        help="DP clipping norm of a client's delta (default: --dp-clip-quantile of first-round norms)")
+    parser.add_argument("--clip", type=float, default=DP_CLIP,
+                        help="DP row: clipping norm of a client's delta (0: --dp-clip-quantile of first-round norms)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
     parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
@@ -385,7 +435,9 @@ def main() -> None:
     parser.add_argument("--dp-lr-decay", type=float, default=DP_LR_DECAY)
     parser.add_argument("--dp-local-epochs", type=int, default=DP_LOCAL_EPOCHS)
     parser.add_argument("--dp-clip-quantile", type=float, default=DP_CLIP_QUANTILE,
-                        help="DP row: the clipping norm is this quantile of honest first-round delta norms")
+                        help="DP row with --clip 0: the clipping norm is this quantile of honest first-round delta norms")
+    parser.add_argument("--dp-noise-seeds", type=int, default=DP_NOISE_SEEDS,
+                        help="DP row: runs per epsilon, each with its own (seeded) noise draw")
     parser.add_argument("--dp-norm-clients", type=int, default=10,
                         help="DP row: clients whose first-round delta norms set the clipping norm")
     parser.add_argument("--central-epochs", type=int, default=3)

@@ -158,7 +158,7 @@ def cohort_for_noise(epsilon: float, rounds: int, noise_std: float, *, sampling_
         raise ValueError("give exactly one of sampling_rate and population")
 
     def fleet(m: int) -> int:
-        return population if population is not None else max(m, int(round(m / sampling_rate)))
+        return population if population is not None else max(m, round(m / sampling_rate))
 
     def fits(m: int) -> tuple[bool, float]:
         z = noise_for_epsilon(epsilon, rounds, fleet(m), m, delta, tolerance=1e-3, orders=orders)
