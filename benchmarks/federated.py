@@ -232,8 +232,9 @@ class Bench:
             clip = float(np.quantile(norms, self.args.dp_clip_quantile))
         # The signal of a round: the mean of the clipped deltas (what the noise is added to).
         signal = float(np.linalg.norm(np.mean([d * min(1.0, clip / n) for d, n in zip(deltas, norms)], axis=0)))
+        quantile = self.args.dp_clip_quantile
         print(f"  clipping norm C {clip:.3f} (first-round delta norms of {len(norms)} honest clients: median "
-              f"{np.median(norms):.3f}, quantile {self.args.dp_clip_quantile:g} {np.quantile(norms, self.args.dp_clip_quantile):.3f});"
+              f"{np.median(norms):.3f}, quantile {quantile:g} {np.quantile(norms, quantile):.3f});"
               f" norm of their clipped mean {signal:.3f} ({signal / clip:.2f} C)", flush=True)
         self.results["dp-signal"] = {"first_round_norms": norms, "clipped_mean_norm": signal, "clipping_norm": clip}
         common = {"params": params, "rounds": recipe.rounds, "clipping_norm": clip, "adapter": self.args.dp_adapter}
@@ -435,7 +436,7 @@ def main() -> None:
     parser.add_argument("--dp-lr-decay", type=float, default=DP_LR_DECAY)
     parser.add_argument("--dp-local-epochs", type=int, default=DP_LOCAL_EPOCHS)
     parser.add_argument("--dp-clip-quantile", type=float, default=DP_CLIP_QUANTILE,
-                        help="DP row with --clip 0: the clipping norm is this quantile of honest first-round delta norms")
+                        help="DP row with --clip 0: the clipping norm is this quantile of first-round delta norms")
     parser.add_argument("--dp-noise-seeds", type=int, default=DP_NOISE_SEEDS,
                         help="DP row: runs per epsilon, each with its own (seeded) noise draw")
     parser.add_argument("--dp-norm-clients", type=int, default=10,

@@ -230,5 +230,5 @@ def dp_strategy(noise_multiplier: float, clipping_norm: float, num_sampled_clien
                    min_available_nodes=min_available_nodes, weighted_by_key=WEIGHT_KEY)
     return DifferentialPrivacyClientSideFixedClipping(inner, noise_multiplier, clipping_norm, num_sampled_clients)
 
-__all__ = ["SAMPLING", "WEIGHT_KEY", "ClientLevelAccountant", "cohort_for_noise", "dp_client_mods", "dp_strategy", "noise_for_epsilon",
-           "uniform_weight_mod", "update_norm"]
+__all__ = ["SAMPLING", "WEIGHT_KEY", "ClientLevelAccountant", "cohort_for_noise", "dp_client_mods", "dp_strategy",
+           "noise_for_epsilon", "uniform_weight_mod", "update_norm"]
