@@ -23,7 +23,10 @@ data, `--central-epochs` epochs at a per-epoch decaying lr; the best epoch),
 local only (lower bound: each of `--local-clients` clients trains on its own
 data alone; mean global test accuracy), FedAvg float32 deltas, int8 deltas,
 SecAgg+, DP at `--epsilons` (Flower's client-side fixed clipping + Gaussian
-noise; epsilon from dp-accounting, tflm_train/fleet/privacy.py), 20%
+noise; epsilon from dp-accounting, tflm_train/fleet/privacy.py; the row has
+its own recipe, `--dp-*` and `--clip`: a smaller adapter, since the noise's
+norm grows with the square root of the parameter count, plus the same recipe
+without noise and without clipping as references), 20%
 malicious clients (boosted sign flip; label flip) against FedAvg, FedMedian,
 FedTrimmedAvg and Krum, and 30% client dropout. At the end it prints a table
 of the runs and one of issue 16's targets (met or missed).
@@ -41,6 +44,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +61,18 @@ WATCH_FACTORY_USERS = (1,)  # trained the base model (make_watch_model.py): neve
 WATCH_FRACTION = 1 / 3  # 3 of the 9 people a round
 MALICIOUS = 0.2
 DROPOUT = 0.3
-EPSILONS = (8.0,)
+EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DELTA = 1e-5
+# The DP row's recipe (README "Federated learning", DP table).
+DP_ADAPTER = "lora:1:last:1"
+DP_ROUNDS = 40
+DP_OPTIMIZER = "sgd"
+DP_LR = 0.02
+DP_LR_DECAY = 1.0
+DP_LOCAL_EPOCHS = 3
+DP_CLIP = 0.15  # ~1/20 of a first-round delta's norm (median 3.2): every update is clipped (a direction, step C)
+DP_CLIP_QUANTILE = 0.5
+DP_NOISE_SEEDS = 2
 
 # The attack row's default runs; also possible: clean-{fedavg,fedmedian,trimmedavg,
 # krum,multikrum}, labelflip-{fedmedian,trimmedavg,krum,multikrum}.
@@ -131,7 +145,7 @@ class Bench:
 
     # ---- one federated run ---------------------------------------------------------
     def federated(self, name: str, *, strategy="fedavg", encoding="float32", mods=(), loader=None, dropout=0.0,
-                  secagg=None, on_round=None) -> dict:
+                  secagg=None, on_round=None, recipe=None) -> dict:
         from tflm_train.fleet.client_app import make_client_app
         from tflm_train.fleet.local_grid import run_local
         from tflm_train.fleet.server_app import RoundLog, make_server_app
@@ -148,12 +162,16 @@ class Bench:
                   f"{extra}", flush=True)
 
         round_log = RoundLog(on_round=progress)
-        client = make_client_app(self.model, loader or self.loader(), learning_rate=self.args.lr,
-                                 learning_rate_decay=self.args.lr_decay,
-                                 local_epochs=self.args.local_epochs,
+        # recipe: the DP row's own model and training (DpRecipe); else the common one
+        model = recipe.model if recipe else self.model
+        rounds = recipe.rounds if recipe else self.args.rounds
+        client = make_client_app(model, loader or self.loader(),
+                                 learning_rate=recipe.lr if recipe else self.args.lr,
+                                 learning_rate_decay=recipe.lr_decay if recipe else self.args.lr_decay,
+                                 local_epochs=recipe.local_epochs if recipe else self.args.local_epochs,
                                  encoding=encoding, dropout=dropout, seed=self.args.seed, mods=list(mods),
                                  secagg=secagg is not None)
-        server = make_server_app(self.model, rounds=self.args.rounds, strategy=strategy,
+        server = make_server_app(model, rounds=rounds, strategy=strategy,
                                  fraction_train=self.fraction, min_train_nodes=2, min_available_nodes=self.clients,
                                  evaluate_data=self.test, secagg=secagg, round_log=round_log,
                                  sampling_seed=self.args.seed)
@@ -226,51 +244,149 @@ class Bench:
 
         self.federated("fedavg-secagg+", secagg=SecAggConfig())
 
+    def dp_recipe(self) -> DpRecipe:
+        """The DP row's adapter and client training (--dp-* options): fewer
+        trainable parameters than the other rows, since the noise's norm grows
+        with the square root of their number."""
+        import tflm_train as tt
+
+        method, rank, targets = self.args.dp_adapter.split(":", 2)
+        options = {"r": int(rank)} if rank else {}  # rank: lora / adapter only (e.g. "bias::last:1")
+        config = tt.ConvertConfig(method=method, targets=targets, loss="ce", **options,
+                                  optimizer=tt.OptimizerConfig(kind=self.args.dp_optimizer))
+        model = tt.convert(MODEL.read_bytes(), config).model
+        return DpRecipe(model=model, rounds=self.args.dp_rounds, lr=self.args.dp_lr, lr_decay=self.args.dp_lr_decay,
+                        local_epochs=self.args.dp_local_epochs)
+
     def dp(self) -> None:
+        """Client-level DP at each of --epsilons, plus the same recipe without
+        noise (clipping only) and without DP at all (the non-private
+        reference the gains are compared with)."""
+        from tflm_train.fleet.delta import AdapterLayout
         from tflm_train.fleet.privacy import ClientLevelAccountant, dp_client_mods, dp_strategy, noise_for_epsilon
 
-        sampled = int(round(self.fraction * self.clients))
-        if self.args.clip is None:
-            self.args.clip = self.median_delta_norm(sampled)
-            print(f"  clipping norm {self.args.clip:.3f} (median norm of {sampled} honest first-round deltas)")
-        for epsilon in self.args.epsilons:
-            z = noise_for_epsilon(epsilon, self.args.rounds, self.clients, sampled, DELTA)
-            accountant = ClientLevelAccountant(self.clients, sampled, z, DELTA)
-
-            def account(row, accountant=accountant):
-                if row["round"] > 0:
-                    row["epsilon"] = accountant.step()
-
-            strategy = dp_strategy(z, self.args.clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
+        recipe = self.dp_recipe()
+        sampled = round(self.fraction * self.clients)
+        params = AdapterLayout.of_model(recipe.model).param_count
+        deltas = self.first_round_deltas(recipe, self.args.dp_norm_clients)
+        norms = [float(np.linalg.norm(d)) for d in deltas]
+        clip = self.args.clip
+        if not clip:
+            clip = float(np.quantile(norms, self.args.dp_clip_quantile))
+        # The signal of a round: the mean of the clipped deltas (what the noise is added to).
+        signal = float(np.linalg.norm(np.mean([d * min(1.0, clip / n) for d, n in zip(deltas, norms)], axis=0)))
+        quantile = self.args.dp_clip_quantile
+        print(f"  clipping norm C {clip:.3f} (first-round delta norms of {len(norms)} honest clients: median "
+              f"{np.median(norms):.3f}, quantile {quantile:g} {np.quantile(norms, quantile):.3f});"
+              f" norm of their clipped mean {signal:.3f} ({signal / clip:.2f} C)", flush=True)
+        self.results["dp-signal"] = {"first_round_norms": norms, "clipped_mean_norm": signal, "clipping_norm": clip}
+        common = {"params": params, "rounds": recipe.rounds, "clipping_norm": clip, "adapter": self.args.dp_adapter}
+        result = self.federated("dp-nonprivate", recipe=recipe)
+        result.update(common, noise_multiplier=0.0)
+        if self.args.clip_only:
+            # Clipping without noise: how much of the cost is the clipping.
+            strategy = dp_strategy(1e-9, clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
                                    min_available_nodes=self.clients)
-            result = self.federated(f"dp-eps{epsilon:g}", strategy=strategy, mods=dp_client_mods(), on_round=account)
-            result.update(noise_multiplier=z, clipping_norm=self.args.clip, epsilon=accountant.history[-1],
-                          delta=DELTA)
-        if not self.args.clip_only:
-            return
-        # The clipping alone (no noise): how much of the cost is the clipping.
-        strategy = dp_strategy(1e-9, self.args.clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
-                               min_available_nodes=self.clients)
-        self.federated("clip-only", strategy=strategy, mods=dp_client_mods())
+            result = self.federated("dp-clip-only", strategy=strategy, mods=dp_client_mods(), recipe=recipe)
+            result.update(common, noise_multiplier=0.0)
+        for epsilon in self.args.epsilons:
+            z = noise_for_epsilon(epsilon, recipe.rounds, self.clients, sampled, DELTA)
+            for draw in range(self.args.dp_noise_seeds):
+                accountant = ClientLevelAccountant(self.clients, sampled, z, DELTA)
 
-    def median_delta_norm(self, count: int) -> float:
-        """The median L2 norm of `count` clients' first-round deltas: the DP
-        clipping norm (tuned on the non-private setup, as is usual)."""
+                def account(row, accountant=accountant):
+                    if row["round"] > 0:
+                        row["epsilon"] = accountant.step()
+
+                # Flower's DP wrapper draws its noise from numpy's global generator:
+                # seeded here so that the benchmark repeats (a deployment must not).
+                np.random.seed(1000 * self.args.seed + draw)
+                strategy = dp_strategy(z, clip, sampled, fraction_train=self.fraction, min_train_nodes=2,
+                                       min_available_nodes=self.clients)
+                result = self.federated(f"dp-eps{epsilon:g}-noise{draw}", strategy=strategy, mods=dp_client_mods(),
+                                        on_round=account, recipe=recipe)
+                # The noise on the average: std z*C/m a parameter, norm ~ z*C*sqrt(d)/m.
+                result.update(common, noise_multiplier=z, epsilon=accountant.history[-1], delta=DELTA,
+                              noise_norm=z * clip * np.sqrt(params) / sampled)
+        self.dp_summary()
+
+    def dp_summary(self) -> None:
+        """The README's DP table: accuracy = mean of the last three rounds."""
+        rows = {k: v for k, v in self.results.items() if k.startswith("dp-") and "per_round" in v}
+        if "dp-nonprivate" not in rows:
+            return
+        base = rows["dp-nonprivate"]["per_round"][0]
+        reference = np.mean(rows["dp-nonprivate"]["per_round"][-3:]) - base
+        print(f"  DP recipe {self.args.dp_adapter}: base {base:.4f}, non-private gain {reference * 100:+.1f} points")
+        for row in rows.values():
+            row["last3"] = float(np.mean(row["per_round"][-3:]))
+            row["gain_share"] = (row["last3"] - base) / reference if reference > 0 else float("nan")
+        # One line per setting; the noisy ones averaged over their noise draws.
+        groups: dict[str, list[dict]] = {}
+        for name, row in rows.items():
+            groups.setdefault(name.split("-noise")[0], []).append(row)
+        table = {}
+        for name, runs in groups.items():
+            row = runs[0]
+            last3 = [r["last3"] for r in runs]
+            accuracy = float(np.mean(last3))
+            share = (accuracy - base) / reference if reference > 0 else float("nan")
+            table[name] = {k: row[k] for k in ("noise_multiplier", "clipping_norm", "params", "rounds", "adapter")}
+            table[name].update(accuracy=accuracy, gain=accuracy - base, gain_share=share, runs=last3,
+                               epsilon=row.get("epsilon"))
+            eps = f"eps {row['epsilon']:.2f}" if "epsilon" in row else "no noise"
+            spread = f" (runs {', '.join(f'{v:.3f}' for v in last3)})" if len(runs) > 1 else ""
+            print(f"  {name:<16} {eps:<10} z {row['noise_multiplier']:.3f} C {row['clipping_norm']:.3f} "
+                  f"d {row['params']} rounds {row['rounds']}: accuracy {accuracy:.4f} "
+                  f"gain {(accuracy - base) * 100:+.1f} ({share * 100:.0f}% of non-private){spread}", flush=True)
+        self.results["dp-table"] = table
+        self.dp_cohort_estimate(table)
+
+    def dp_cohort_estimate(self, rows: dict) -> None:
+        """If epsilon 8 keeps < 70% of the gain: the cohort (clients a round)
+        whose noise on the average at epsilon 8 would be as small as in the
+        noisiest run that kept >= 70%. A computed estimate (accountant only):
+        it assumes that noise level stays harmless with more clients."""
+        from tflm_train.fleet.privacy import cohort_for_noise
+
+        noisy = {k: v for k, v in rows.items() if v.get("epsilon")}
+        at8 = [v for v in noisy.values() if round(v["epsilon"]) == 8]
+        kept = [v for v in noisy.values() if v["gain_share"] >= 0.7]
+        if not at8 or at8[0]["gain_share"] >= 0.7 or not kept:
+            return
+        sampled = round(self.fraction * self.clients)
+        std = max(v["noise_multiplier"] for v in kept) / sampled  # noise std on the average, in units of C
+        rounds = at8[0]["rounds"]
+        at_rate = cohort_for_noise(8.0, rounds, std, sampling_rate=self.fraction, delta=DELTA)
+        try:
+            in_fleet = cohort_for_noise(8.0, rounds, std, population=self.clients, delta=DELTA)
+        except ValueError:  # not even all 100 clients every round
+            in_fleet = (None, None)
+        self.results["dp-cohort-estimate"] = {"noise_std_in_C": std, "sampling_rate_10pct": at_rate,
+                                              "population_100": in_fleet}
+        print(f"  estimate (accountant only): epsilon 8 in {rounds} rounds with noise std {std:.3f} C on the average "
+              f"needs {at_rate[0]} clients a round at 10% sampling (z {at_rate[1]:.2f}), "
+              f"{in_fleet[0] or 'more than all'} of the {self.clients} (z {in_fleet[1] or float('nan'):.2f})", flush=True)
+
+    def first_round_deltas(self, recipe: DpRecipe, count: int) -> list[np.ndarray]:
+        """`count` honest clients' first-round deltas (flattened). The DP
+        clipping norm is a quantile of their norms (tuned on the non-private
+        setup, as is usual), and their clipped mean is the signal the noise
+        is compared with."""
         import tflm_train as tt
         from tflm_train.fleet.client_app import train_locally
         from tflm_train.fleet.delta import AdapterLayout
-        from tflm_train.fleet.privacy import update_norm
 
-        layout = AdapterLayout.of_model(self.model)
-        start = layout.adapter(tt.TrainableModel(self.model).save_state())
-        norms = []
+        layout = AdapterLayout.of_model(recipe.model)
+        start = layout.adapter(tt.TrainableModel(recipe.model).save_state())
+        deltas = []
         for pid in range(count):
             x, y = self.loader()(pid, self.clients)
-            state, _ = train_locally(self.model, None, start, x, y, learning_rate=self.args.lr,
-                                     local_epochs=self.args.local_epochs, seed=pid)
+            state, _ = train_locally(recipe.model, None, start, x, y, learning_rate=recipe.lr,
+                                     local_epochs=recipe.local_epochs, seed=pid)
             end = layout.adapter(state)
-            norms.append(update_norm([end[k] - start[k] for k in layout.names]))
-        return float(np.median(norms))
+            deltas.append(np.concatenate([np.ravel(end[k] - start[k]) for k in layout.names]).astype(np.float64))
+        return deltas
 
     def attack(self) -> None:
         from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
@@ -330,6 +446,8 @@ def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
 
     runs = []
     for name, run in results.items():
+        if "accuracy" not in run:  # the DP row's tables and measurements
+            continue
         gain = _gain(results, name) if name != "base" else None
         share = gain / central_gain if gain is not None and central_gain else None
         size = run.get("delta_bytes")
@@ -355,14 +473,14 @@ def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
         difference = abs(results["fedavg-secagg+"]["accuracy"] - results["fedavg"]["accuracy"])
         target(f"SecAgg+ within {100 * SECAGG_MAX_DIFFERENCE:.1f} point of FedAvg", f"{100 * difference:.2f} points",
                difference <= SECAGG_MAX_DIFFERENCE)
-    private = [(run["epsilon"], name) for name, run in results.items()
-               if name.startswith("dp-") and run.get("epsilon") is not None and run["epsilon"] <= DP_MAX_EPSILON]
-    reference = _gain(results, "dp-reference") if "dp-reference" in results else fedavg
-    if private and reference:
-        epsilon, name = max(private)
-        share = _gain(results, name) / reference
+    # The DP row's settings (its noise draws averaged) against its own non-private run.
+    private = [(row["epsilon"], name, row) for name, row in results.get("dp-table", {}).items()
+               if row.get("epsilon") is not None and row["epsilon"] <= DP_MAX_EPSILON + 0.01]
+    if private:
+        epsilon, name, row = max(private, key=lambda item: item[0])
         target(f"epsilon <= {DP_MAX_EPSILON:g} keeps >= {DP_MIN_SHARE:.0%} of the non-private gain",
-               f"epsilon {epsilon:.2f}: {pct(share)}", share >= DP_MIN_SHARE)
+               f"epsilon {epsilon:.2f} ({row['params']} parameters): {pct(row['gain_share'])} of the same "
+               f"adapter's non-private gain ({points(row['gain'])} points)", row["gain_share"] >= DP_MIN_SHARE)
     # The attack rows' clean reference: "clean-fedavg" when they ran with their
     # own settings (e.g. fewer rounds), else the main FedAvg run.
     clean_name = "clean-fedavg" if "clean-fedavg" in results else "fedavg"
@@ -396,6 +514,17 @@ def print_tables(results: dict) -> None:
                     "bytes per client per round", "epsilon"], runs))
     print()
     print(markdown(["target", "measured", ""], targets))
+
+
+@dataclass
+class DpRecipe:
+    """The DP row's converted model and client training."""
+
+    model: bytes
+    rounds: int
+    lr: float
+    lr_decay: float
+    local_epochs: int
 
 
 def plot_rounds(curves: dict[str, list[float]], base: float, central: float | None, path: Path,
@@ -454,8 +583,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02, help="the devices' learning rate")
     parser.add_argument("--lr-decay", type=float, default=0.98,
                         help="per-round factor of the devices' learning rate (round r: lr * decay^(r-1))")
-    parser.add_argument("--clip", type=float, default=None,
-                        help="DP clipping norm of a client's delta (default: the median norm of the first FedAvg round)")
+    parser.add_argument("--clip", type=float, default=DP_CLIP,
+                        help="DP row: clipping norm of a client's delta (0: --dp-clip-quantile of first-round norms)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--trim-beta", type=float, default=0.2, help="FedTrimmedAvg's trimmed fraction per side")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
@@ -463,7 +592,21 @@ def main() -> None:
                         help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum,multikrum}")
     parser.add_argument("--epsilons", type=lambda s: [float(v) for v in s.split(",")], default=list(EPSILONS),
                         help="the DP row's target epsilons (delta 1e-5)")
-    parser.add_argument("--clip-only", action="store_true", help="DP row: also a run with clipping and no noise")
+    parser.add_argument("--no-clip-only", dest="clip_only", action="store_false",
+                        help="DP row: skip the run with clipping and no noise")
+    parser.add_argument("--dp-adapter", default=DP_ADAPTER,
+                        help="DP row: METHOD:RANK:TARGETS of its adapter (fewer parameters: less noise)")
+    parser.add_argument("--dp-rounds", type=int, default=DP_ROUNDS, help="DP row: rounds")
+    parser.add_argument("--dp-optimizer", default=DP_OPTIMIZER, choices=("sgd", "adam"))
+    parser.add_argument("--dp-lr", type=float, default=DP_LR)
+    parser.add_argument("--dp-lr-decay", type=float, default=DP_LR_DECAY)
+    parser.add_argument("--dp-local-epochs", type=int, default=DP_LOCAL_EPOCHS)
+    parser.add_argument("--dp-clip-quantile", type=float, default=DP_CLIP_QUANTILE,
+                        help="DP row with --clip 0: the clipping norm is this quantile of first-round delta norms")
+    parser.add_argument("--dp-noise-seeds", type=int, default=DP_NOISE_SEEDS,
+                        help="DP row: runs per epsilon, each with its own (seeded) noise draw")
+    parser.add_argument("--dp-norm-clients", type=int, default=10,
+                        help="DP row: clients whose first-round delta norms set the clipping norm")
     parser.add_argument("--central-epochs", type=int, default=10)
     parser.add_argument("--central-lr-decay", type=float, default=0.75,
                         help="per-epoch factor of the central run's learning rate")

@@ -55,6 +55,28 @@ def test_noise_for_epsilon_is_the_smallest_noise_within_budget():
         ClientLevelAccountant(10, 11, 1.0)
 
 
+def test_cohort_for_noise_is_the_smallest_cohort_under_the_noise_level():
+    from tflm_train.fleet.privacy import cohort_for_noise, noise_for_epsilon
+
+    orders = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+    def std(m, population):  # the noise std on the average, in units of C
+        return noise_for_epsilon(8.0, 5, population, m, tolerance=1e-3, orders=orders) / m
+
+    # Fixed sampling rate 10%: the population grows with the cohort.
+    target = 0.5 * std(10, 100)
+    m, z = cohort_for_noise(8.0, 5, target, sampling_rate=0.1, orders=orders)
+    assert m > 10 and z / m <= target
+    assert std(m, 10 * m) <= target < std(m - 1, 10 * (m - 1))
+    # Fixed population: the cohort grows inside it (the sampling rate rises).
+    m_fixed, z_fixed = cohort_for_noise(8.0, 5, target, population=1000, orders=orders)
+    assert z_fixed / m_fixed <= target < std(m_fixed - 1, 1000)
+    with pytest.raises(ValueError, match="no cohort"):
+        cohort_for_noise(8.0, 5, 1e-4, population=100, orders=orders)
+    with pytest.raises(ValueError, match="exactly one"):
+        cohort_for_noise(8.0, 5, 0.1, orders=orders)
+
+
 def _task_identity():
     from flwr.supercore.task_identity import TaskIdentity
 

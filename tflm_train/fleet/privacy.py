@@ -143,6 +143,46 @@ def noise_for_epsilon(epsilon: float, rounds: int, population: int, sample_size:
     return high
 
 
+def cohort_for_noise(epsilon: float, rounds: int, noise_std: float, *, sampling_rate: float | None = None,
+                     population: int | None = None, delta: float = 1e-5, max_sample_size: int = 100_000,
+                     orders: tuple = DEFAULT_ORDERS) -> tuple[int, float]:
+    """The smallest number m of clients per round whose noise on the average,
+    z * C / m in units of C, is at most `noise_std` at `epsilon` after
+    `rounds` rounds (the DP wrapper's noise std is z * C / m). Either the
+    sampling rate stays fixed (population = m / sampling_rate) or the
+    population does (m <= population). Returns (m, z).
+
+    A computed estimate of the cohort a target needs: it assumes the useful
+    noise level (measured at a smaller cohort) stays the same."""
+    if (sampling_rate is None) == (population is None):
+        raise ValueError("give exactly one of sampling_rate and population")
+
+    def fleet(m: int) -> int:
+        return population if population is not None else max(m, round(m / sampling_rate))
+
+    def fits(m: int) -> tuple[bool, float]:
+        z = noise_for_epsilon(epsilon, rounds, fleet(m), m, delta, tolerance=1e-3, orders=orders)
+        return z / m <= noise_std, z
+
+    # Doubling, then bisection: z / m falls as m grows.
+    limit = population if population is not None else max_sample_size
+    low, high = 0, 1  # invariant: low does not fit (0: nothing tried), high is the candidate
+    ok, z_high = fits(high)
+    while not ok:
+        if high >= limit:
+            raise ValueError(f"no cohort of at most {limit} clients keeps the noise std at {noise_std:g} C")
+        low, high = high, min(2 * high, limit)
+        ok, z_high = fits(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        ok, z = fits(mid)
+        if ok:
+            high, z_high = mid, z
+        else:
+            low = mid
+    return high, z_high
+
+
 def update_norm(update: list[np.ndarray]) -> float:
     """The L2 norm of a whole update (all tensors flattened together), as
     Flower's clipping measures it."""
@@ -190,5 +230,5 @@ def dp_strategy(noise_multiplier: float, clipping_norm: float, num_sampled_clien
                    min_available_nodes=min_available_nodes, weighted_by_key=WEIGHT_KEY)
     return DifferentialPrivacyClientSideFixedClipping(inner, noise_multiplier, clipping_norm, num_sampled_clients)
 
-__all__ = ["SAMPLING", "WEIGHT_KEY", "ClientLevelAccountant", "dp_client_mods", "dp_strategy", "noise_for_epsilon",
-           "uniform_weight_mod", "update_norm"]
+__all__ = ["SAMPLING", "WEIGHT_KEY", "ClientLevelAccountant", "cohort_for_noise", "dp_client_mods", "dp_strategy",
+           "noise_for_epsilon", "uniform_weight_mod", "update_norm"]
