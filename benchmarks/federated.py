@@ -401,9 +401,10 @@ class Bench:
             "fedmedian": lambda: FedMedian(**common),
             "trimmedavg": lambda: FedTrimmedAvg(**common, beta=self.args.trim_beta),
             "krum": lambda: Krum(**common, num_malicious_nodes=2),
-            # Krum's scores, but the mean of the 5 best-scored updates (assuming up
+            # Krum's scores, but the mean of the best-scored updates (assuming up
             # to 3 malicious of 10): robust, and less noisy than one client's update.
-            "multikrum": lambda: MultiKrum(**common, num_malicious_nodes=3, num_nodes_to_select=5),
+            "multikrum": lambda: MultiKrum(**common, num_malicious_nodes=3,
+                                           num_nodes_to_select=self.args.multikrum_select),
         }
         wanted = self.args.attack_runs.split(",")
         for name, make in strategies.items():
@@ -587,6 +588,7 @@ def main() -> None:
                         help="DP row: clipping norm of a client's delta (0: --dp-clip-quantile of first-round norms)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--trim-beta", type=float, default=0.2, help="FedTrimmedAvg's trimmed fraction per side")
+    parser.add_argument("--multikrum-select", type=int, default=5, help="MultiKrum: updates averaged a round")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
     parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
                         help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum,multikrum}")
