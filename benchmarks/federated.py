@@ -76,7 +76,8 @@ DP_NOISE_SEEDS = 2
 
 # The attack row's default runs; also possible: clean-{fedavg,fedmedian,trimmedavg,
 # krum,multikrum}, labelflip-{fedmedian,trimmedavg,krum,multikrum}.
-ATTACK_RUNS = ("signflip-fedavg", "signflip-fedmedian", "signflip-trimmedavg", "signflip-krum", "labelflip-fedavg")
+ATTACK_RUNS = ("clean-fedavg", "signflip-fedavg", "signflip-fedmedian", "signflip-trimmedavg", "signflip-krum",
+               "signflip-multikrum", "labelflip-fedavg", "clean-fedmedian")
 ROWS = ("central", "local", "fedavg", "int8", "secagg", "dp", "attack", "dropout")
 LAST_ROUNDS = 3  # a federated run's accuracy: the mean of its last rounds' global accuracy
 
@@ -402,7 +403,8 @@ class Bench:
             "trimmedavg": lambda: FedTrimmedAvg(**common, beta=self.args.trim_beta),
             "krum": lambda: Krum(**common, num_malicious_nodes=2),
             # Krum's scores, but the mean of the best-scored updates (assuming up
-            # to 3 malicious of 10): robust, and less noisy than one client's update.
+            # to 3 malicious of 10; by default the n - f = 7 best): robust, and far
+            # less noisy than Krum's single update.
             "multikrum": lambda: MultiKrum(**common, num_malicious_nodes=3,
                                            num_nodes_to_select=self.args.multikrum_select),
         }
@@ -588,7 +590,8 @@ def main() -> None:
                         help="DP row: clipping norm of a client's delta (0: --dp-clip-quantile of first-round norms)")
     parser.add_argument("--attack-factor", type=float, default=4.0, help="sign-flip boost")
     parser.add_argument("--trim-beta", type=float, default=0.2, help="FedTrimmedAvg's trimmed fraction per side")
-    parser.add_argument("--multikrum-select", type=int, default=5, help="MultiKrum: updates averaged a round")
+    parser.add_argument("--multikrum-select", type=int, default=7,
+                        help="MultiKrum: the best-scored updates averaged a round (n - f = 7 of 10)")
     parser.add_argument("--local-epochs", type=int, default=3, help="a client's passes over its data per round")
     parser.add_argument("--attack-runs", default=",".join(ATTACK_RUNS),
                         help="the attack row's runs: {clean,signflip,labelflip}-{fedavg,fedmedian,trimmedavg,krum,multikrum}")
