@@ -28,8 +28,10 @@ its own recipe, `--dp-*` and `--clip`: a smaller adapter, since the noise's
 norm grows with the square root of the parameter count, plus the same recipe
 without noise and without clipping as references), 20%
 malicious clients (boosted sign flip; label flip) against FedAvg, FedMedian,
-FedTrimmedAvg and Krum, and 30% client dropout. At the end it prints a table
-of the runs and one of issue 16's targets (met or missed).
+FedTrimmedAvg, Krum and MultiKrum, and 30% client dropout. At the end it
+prints a table of the runs and one of issue 16's targets (met or missed).
+`--dataset watch` runs the rows on a natural per-user partition instead
+(smartwatch IMU, one client per person; README "Natural per-user partition").
 
   python benchmarks/federated.py                    # all rows (see README for the time)
   python benchmarks/federated.py --rows fedavg,int8 --rounds 5
