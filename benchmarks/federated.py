@@ -106,12 +106,14 @@ class Bench:
 
         self.args = args
         self.clients, self.fraction, model, self.classes = CLIENTS, FRACTION, MODEL, 10
+        self.final_test = None
         if args.dataset == "watch":
             model = self.watch_data()
         else:
             train, test = fashion_mnist()
             self.x, self.y = train.x[: args.pool], train.y[: args.pool]
             self.test = (test.x[: args.test], test.y[: args.test])
+            self.final_test = (test.x, test.y)  # all 10,000: the final adapters, finer than --test
             self.parts = dirichlet_partition(self.y, self.clients, args.alpha, seed=args.seed)
         config = tt.ConvertConfig(method="lora", r=4, targets="last:2", loss="ce",
                                   optimizer=tt.OptimizerConfig(kind=args.optimizer))
@@ -181,11 +183,21 @@ class Bench:
         # Seeded sampling: every run of one benchmark (SecAgg+ included) trains
         # the same clients round by round, so their differences are the row's.
         run_local(server, client, self.clients)
+        final = None
+        if self.args.final_test and self.final_test is not None and round_log.final_adapter is not None:
+            # The last adapter on the whole test split: resolves 0.01 point where
+            # the per-round 1,000 images resolve 0.1.
+            from tflm_train.fleet.delta import AdapterLayout
+            from tflm_train.fleet.server_app import global_evaluator
+
+            final = global_evaluator(model, AdapterLayout.of_model(model), *self.final_test)(round_log.final_adapter)[1]
+            print(f"  {name:<22} final adapter on {len(self.final_test[1])} test images: {final:.4f}", flush=True)
         sizes = [r["delta_bytes"] for r in rows[1:] if r.get("delta_bytes")]
         per_round = [r.get("accuracy") for r in rows]
         result = {
             # one round's accuracy moves with the clients it sampled: quote the last few
             "accuracy": float(np.mean(per_round[-LAST_ROUNDS:])), "final_round": per_round[-1],
+            "final_full_test": final,
             "per_round": per_round,
             "delta_bytes": float(np.mean(sizes)) if sizes else None,
             "failures": int(sum(r.get("failures", 0) for r in rows[1:])),
@@ -475,9 +487,15 @@ def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
                f"cost {100 * cost:.1f} points, {saving:.2f}x fewer bytes",
                cost <= INT8_MAX_COST and saving >= INT8_MIN_SAVING)
     if "fedavg-secagg+" in results and "fedavg" in results:
-        difference = abs(results["fedavg-secagg+"]["accuracy"] - results["fedavg"]["accuracy"])
-        target(f"SecAgg+ within {100 * SECAGG_MAX_DIFFERENCE:.1f} point of FedAvg", f"{100 * difference:.2f} points",
-               difference <= SECAGG_MAX_DIFFERENCE)
+        plain, secure = results["fedavg"], results["fedavg-secagg+"]
+        difference = abs(secure["accuracy"] - plain["accuracy"])
+        measured = f"{100 * difference:.2f} points (last {LAST_ROUNDS} rounds)"
+        met = difference <= SECAGG_MAX_DIFFERENCE
+        if plain.get("final_full_test") is not None and secure.get("final_full_test") is not None:
+            full = abs(secure["final_full_test"] - plain["final_full_test"])
+            measured += f"; final adapters on the whole test split: {100 * full:.2f} points"
+            met = full <= SECAGG_MAX_DIFFERENCE  # the finer measure decides when there is one
+        target(f"SecAgg+ within {100 * SECAGG_MAX_DIFFERENCE:.1f} point of FedAvg", measured, met)
     # The DP row's settings (its noise draws averaged) against its own non-private run.
     private = [(row["epsilon"], name, row) for name, row in results.get("dp-table", {}).items()
                if row.get("epsilon") is not None and row["epsilon"] <= DP_MAX_EPSILON + 0.01]
@@ -617,6 +635,8 @@ def main() -> None:
     parser.add_argument("--central-epochs", type=int, default=10)
     parser.add_argument("--central-lr-decay", type=float, default=0.75,
                         help="per-epoch factor of the central run's learning rate")
+    parser.add_argument("--final-test", action="store_true",
+                        help="also evaluate each run's final adapter on the whole test split (10,000 images)")
     parser.add_argument("--local-clients", type=int, default=10)
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the label split")
     parser.add_argument("--seed", type=int, default=0)
