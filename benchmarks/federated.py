@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -477,9 +478,13 @@ def summarize(results: dict) -> tuple[list[list[str]], list[list[str]]]:
         targets.append([text, measured, "met" if met else "**missed**"])
 
     fedavg = _gain(results, "fedavg")
-    if fedavg is not None and central_gain:
-        target(f"FedAvg >= {FEDAVG_SHARE_OF_CENTRAL:.0%} of the central gain", f"{pct(fedavg / central_gain)} "
-               f"({points(fedavg)} of {points(central_gain)} points)", fedavg >= FEDAVG_SHARE_OF_CENTRAL * central_gain)
+    # The plain FedAvg runs: the default one and longer ones (--suffix=-200rounds ...).
+    plain = {name: _gain(results, name) for name in results if re.fullmatch(r"fedavg(-\d+rounds)?", name)}
+    if plain and central_gain:
+        target(f"FedAvg >= {FEDAVG_SHARE_OF_CENTRAL:.0%} of the central gain",
+               "; ".join(f"{name}: {pct(gain / central_gain)} ({points(gain)} of {points(central_gain)} points)"
+                         for name, gain in plain.items()),
+               max(plain.values()) >= FEDAVG_SHARE_OF_CENTRAL * central_gain)
     if "fedavg-int8" in results and "fedavg" in results:
         cost = results["fedavg"]["accuracy"] - results["fedavg-int8"]["accuracy"]
         saving = results["fedavg"]["delta_bytes"] / results["fedavg-int8"]["delta_bytes"]
