@@ -38,6 +38,7 @@ FACTORY_CLASSES = (0, 1, 2, 3, 4)
 
 def main() -> None:
     import tensorflow as tf
+    from factory import train_and_write_int8  # examples/federated/factory.py
 
     from tflm_train.fleet.datasets import fashion_mnist
 
@@ -58,21 +59,7 @@ def main() -> None:
         layers.Dense(32, activation="relu", name="dense"),
         layers.Dense(10, name="logits"),
     ])
-    model.compile(tf.keras.optimizers.Adam(3e-3),
-                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, epochs=15, batch_size=32, verbose=0)
-
-    def representative():
-        for i in range(0, len(x), 10):
-            yield [x[i : i + 1]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    OUT.write_bytes(converter.convert())
+    train_and_write_int8(model, x, y, epochs=15, representative_every=10, out=OUT)
     seen = np.isin(test.y, FACTORY_CLASSES)
     _, all_acc = model.evaluate(test.x, test.y, verbose=0)
     _, seen_acc = model.evaluate(test.x[seen], test.y[seen], verbose=0)

@@ -32,8 +32,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
-
 OUT = Path(__file__).resolve().parent / "watch_cnn_int8.tflite"
 SEED = 3
 FACTORY_USERS = (1,)
@@ -41,6 +39,7 @@ FACTORY_USERS = (1,)
 
 def main() -> None:
     import tensorflow as tf
+    from factory import train_and_write_int8  # examples/federated/factory.py
 
     from tflm_train.fleet.datasets import WATCH_EXERCISES, pooled, watch_exercises
 
@@ -61,21 +60,7 @@ def main() -> None:
         layers.Dense(32, activation="relu", name="dense"),
         layers.Dense(len(WATCH_EXERCISES), name="logits"),
     ])
-    model.compile(tf.keras.optimizers.Adam(3e-3),
-                  tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-
-    def representative():
-        for i in range(0, len(x), 2):
-            yield [x[i : i + 1]]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    OUT.write_bytes(converter.convert())
+    train_and_write_int8(model, x, y, epochs=30, representative_every=2, out=OUT)
     _, factory_acc = model.evaluate(x, y, verbose=0)
     _, fleet_acc = model.evaluate(fleet_test.x, fleet_test.y, verbose=0)
     print(f"Keras float: accuracy {factory_acc:.3f} on the factory's windows, {fleet_acc:.3f} on the fleet's "
