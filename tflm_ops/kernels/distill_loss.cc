@@ -50,25 +50,12 @@ void* Init(port::Context* context, const char* options, size_t length) {
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_DISTILL_LOSS: bad options");
-  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2,
-                   "TFLMT_DISTILL_LOSS: takes logits, target and mode; gives "
-                   "loss and its gradient");
-  port::TensorInfo logits, target, mode, loss, grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kLogits, &logits));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kTarget, &target));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
-  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 && mode.FlatSize() == 1,
-                   "TFLMT_DISTILL_LOSS: mode must be int32 [1]");
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoss, &loss));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLogitsGrad, &grad));
-  TFLMT_ENSURE_OK(ActivationQuantOf(logits, &data->logits));
-  TFLMT_ENSURE_MSG(logits.rank >= 1 && logits.FlatSize() > 0,
-                   "TFLMT_DISTILL_LOSS: the logits must have at least one value");
-  data->classes = logits.dims[logits.rank - 1];
-  data->batches = logits.FlatSize() / data->classes;
-  TFLMT_ENSURE(loss.type == port::DataType::kFloat32 && loss.FlatSize() == 1);
-  TFLMT_ENSURE(grad.type == port::DataType::kFloat32 &&
-               grad.FlatSize() == logits.FlatSize());
+  LossTensors tensors;
+  TFLMT_ENSURE_OK(PrepareLossTensors(context, node, "TFLMT_DISTILL_LOSS",
+                                     &data->logits, &tensors));
+  data->classes = tensors.values;
+  data->batches = tensors.batches;
+  const port::TensorInfo& target = tensors.target;
   TFLMT_ENSURE_MSG(
       target.type == port::DataType::kFloat32 &&
           target.FlatSize() ==

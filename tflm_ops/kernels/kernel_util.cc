@@ -98,6 +98,33 @@ port::Status CheckModeInput(port::Context* context, const port::Node* node,
   return port::Status::kOk;
 }
 
+port::Status PrepareLossTensors(port::Context* context, port::Node* node,
+                                const char* op_name, ActivationQuant* quant,
+                                LossTensors* tensors) {
+  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2,
+                   "%s: takes prediction, target and mode; gives loss and its "
+                   "gradient",
+                   op_name);
+  port::TensorInfo mode, loss, grad;
+  port::TensorInfo& prediction = tensors->prediction;
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, 0, &prediction));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, 1, &tensors->target));
+  TFLMT_ENSURE_OK(port::InputInfo(context, node, 2, &mode));
+  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 && mode.FlatSize() == 1,
+                   "%s: mode must be int32 [1]", op_name);
+  TFLMT_ENSURE_OK(port::OutputInfo(context, node, 0, &loss));
+  TFLMT_ENSURE_OK(port::OutputInfo(context, node, 1, &grad));
+  TFLMT_ENSURE_OK(ActivationQuantOf(prediction, quant));
+  TFLMT_ENSURE_MSG(prediction.rank >= 1 && prediction.FlatSize() > 0,
+                   "%s: the prediction must have at least one value", op_name);
+  tensors->values = prediction.dims[prediction.rank - 1];
+  tensors->batches = prediction.FlatSize() / tensors->values;
+  TFLMT_ENSURE(loss.type == port::DataType::kFloat32 && loss.FlatSize() == 1);
+  TFLMT_ENSURE(grad.type == port::DataType::kFloat32 &&
+               grad.FlatSize() == prediction.FlatSize());
+  return port::Status::kOk;
+}
+
 port::Status ActivationQuantOf(const port::TensorInfo& info,
                                ActivationQuant* quant) {
   quant->type = info.type;

@@ -114,6 +114,21 @@ port::Status ActivationQuantOf(const port::TensorInfo& info,
                                const char* op_name, const char* role,
                                ActivationQuant* quant);
 
+// The tensors every loss op (TFLMT_LOSS, TFLMT_DISTILL_LOSS) checks alike in
+// Prepare: inputs 0 prediction (float32 / int8 / int16, last dimension = the
+// values per sample), 1 target (checked by the op), 2 mode (int32 [1]);
+// outputs 0 loss (float32 [1]) and 1 its gradient (float32, shaped like the
+// prediction).
+struct LossTensors {
+  port::TensorInfo prediction;
+  port::TensorInfo target;
+  int values = 0;   // per sample: the prediction's last dimension
+  int batches = 0;  // samples
+};
+port::Status PrepareLossTensors(port::Context* context, port::Node* node,
+                                const char* op_name, ActivationQuant* quant,
+                                LossTensors* tensors);
+
 // The tensor's real values, read in place (int8 / int16 dequantized per
 // element): no float copy in the arena.
 reference::ValuesRef ValuesOf(const port::TensorView& view,

@@ -76,25 +76,12 @@ void* Init(port::Context* context, const char* options, size_t length) {
 port::Status Prepare(port::Context* context, port::Node* node) {
   OpData* data = static_cast<OpData*>(port::UserData(node));
   TFLMT_ENSURE_MSG(data != nullptr, "TFLMT_LOSS: bad options");
-  TFLMT_ENSURE_MSG(port::NumInputs(node) == 3 && port::NumOutputs(node) == 2,
-                   "TFLMT_LOSS: takes prediction, target and mode; gives loss "
-                   "and its gradient");
-  port::TensorInfo prediction, target, mode, loss, grad;
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kPrediction, &prediction));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kTarget, &target));
-  TFLMT_ENSURE_OK(port::InputInfo(context, node, kMode, &mode));
-  TFLMT_ENSURE_MSG(mode.type == port::DataType::kInt32 && mode.FlatSize() == 1,
-                   "TFLMT_LOSS: mode must be int32 [1]");
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kLoss, &loss));
-  TFLMT_ENSURE_OK(port::OutputInfo(context, node, kPredictionGrad, &grad));
-  TFLMT_ENSURE_OK(ActivationQuantOf(prediction, &data->prediction));
-  TFLMT_ENSURE_MSG(prediction.rank >= 1 && prediction.FlatSize() > 0,
-                   "TFLMT_LOSS: the prediction must have at least one value");
-  data->values = prediction.dims[prediction.rank - 1];
-  data->batches = prediction.FlatSize() / data->values;
-  TFLMT_ENSURE(loss.type == port::DataType::kFloat32 && loss.FlatSize() == 1);
-  TFLMT_ENSURE(grad.type == port::DataType::kFloat32 &&
-               grad.FlatSize() == prediction.FlatSize());
+  LossTensors tensors;
+  TFLMT_ENSURE_OK(PrepareLossTensors(context, node, "TFLMT_LOSS",
+                                     &data->prediction, &tensors));
+  data->values = tensors.values;
+  data->batches = tensors.batches;
+  const port::TensorInfo& target = tensors.target;
   if (data->kind == LossKind::kSoftmaxCrossEntropy) {
     TFLMT_ENSURE_MSG(target.type == port::DataType::kInt32 &&
                          target.FlatSize() == data->batches,
@@ -102,7 +89,7 @@ port::Status Prepare(port::Context* context, port::Node* node) {
                      "sample");
   } else {
     TFLMT_ENSURE_MSG(target.type == port::DataType::kFloat32 &&
-                         target.FlatSize() == prediction.FlatSize(),
+                         target.FlatSize() == tensors.prediction.FlatSize(),
                      "TFLMT_LOSS: the target must be float32 shaped like the "
                      "prediction");
   }
