@@ -671,15 +671,14 @@ def main() -> None:
         run()
         if args.json:  # after every row: a long run that is stopped keeps what it measured
             write_json(args.json, args, bench.results)
-    bench.results = with_suffix(bench.results, args.suffix)
-    summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in bench.results.items()}
+    results = with_suffix(bench.results, args.suffix)
+    summary = {k: {kk: vv for kk, vv in v.items() if kk != "rounds"} for k, v in results.items()}
     print(json.dumps(summary, indent=1, default=float))
     print(f"total {time.monotonic() - started:.0f} s")
-    print_tables(bench.results)
+    print_tables(results)
     if args.plot:
-        plot_results(bench.results, args.plot, WATCH_TITLE if args.dataset == "watch" else None)
+        plot_results(results, args.plot, WATCH_TITLE if args.dataset == "watch" else None)
     if args.json:
-        args.suffix = ""  # bench.results carry it already
         write_json(args.json, args, bench.results)
 
 
